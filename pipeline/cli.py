@@ -1,0 +1,112 @@
+"""The ``vugan`` command: one sub-command per component, plus ``run`` (the whole pipeline) and ``runs``.
+
+Every component sub-command accepts the same core flags:
+  --config FILE        the run's TOML file (defaults apply to sections it leaves out)
+  --set sec.key=value  type-checked override, repeatable
+  --out DIR            write the artifact here (standalone use); inputs then come from --<input> DIR flags
+  --run DIR            rerun this component inside an existing run folder (inputs from that run)
+  --force / --dry-run  ignore the cache / print the plan and exit
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from pipeline.artifacts import ArtifactError
+from pipeline.config import ConfigError, load_config
+
+# CLI name -> module exposing SPEC (and optionally add_arguments / options_from_args).
+COMPONENT_MODULES = {
+    "phantom": "components.phantom.run",
+    "preprocess": "components.preprocess.run",
+    "train": "components.trainer.run",
+    "evaluate": "components.evaluator.run",
+    "synthesize": "components.synthesize.run",
+    "export": "components.exporter.run",
+}
+
+
+def _component_module(name: str):
+    return importlib.import_module(COMPONENT_MODULES[name])
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="run config (TOML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="type-checked config override; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vugan", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMPONENT_MODULES:
+        module = _component_module(name)
+        spec = module.SPEC
+        p = sub.add_parser(name, help=spec.description, description=spec.description)
+        _add_common(p)
+        p.add_argument("--out", type=Path, help="output folder for this component's artifact")
+        if name != "phantom":
+            p.add_argument("--run", type=Path, help="an existing run folder: rerun this component there")
+            p.add_argument("--force", action="store_true", help="run even when the cache says nothing changed")
+            p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+        for input_name in spec.inputs:
+            p.add_argument(f"--{input_name}", type=Path, help=f"input artifact folder ({spec.inputs[input_name].value})")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+    p = sub.add_parser("run", help="run the whole pipeline into a new numbered run folder")
+    _add_common(p)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--manifest", help="scans.csv to preprocess (overrides run.manifest)")
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("runs", help="list runs and each component's state")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Beam (and other pass-through) options are left for the component: parse_known_args.
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "runs":
+            from pipeline.runner import list_runs
+            print(list_runs(args.runs_dir))
+            return 0
+        config = load_config(args.config, args.overrides)
+        if args.command == "run":
+            from pipeline.runner import run_pipeline
+            run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
+                         config_path=args.config, extra_args=extra)
+            return 0
+        module = _component_module(args.command)
+        if extra and not getattr(module, "ACCEPTS_EXTRA_ARGS", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        options = module.options_from_args(args, extra) if hasattr(module, "options_from_args") else {}
+        config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config
+        if getattr(args, "run", None) is not None:
+            from pipeline.runner import rerun_component
+            rerun_component(args.run, args.command, config, options=options, force=args.force,
+                            dry_run=args.dry_run, overrides=args.overrides, config_path=args.config)
+            return 0
+        if args.out is None:
+            parser.error(f"{args.command}: pass --out DIR (or --run DIR to work inside a run folder)")
+        inputs = {name: getattr(args, name) for name in module.SPEC.inputs if getattr(args, name) is not None}
+        if getattr(args, "dry_run", False):
+            print(json.dumps({"component": args.command, "out": str(args.out),
+                              "inputs": {k: str(v) for k, v in inputs.items()}, "config": config.to_dict()},
+                             indent=2))
+            return 0
+        manifest = module.SPEC.run(config, inputs, args.out, options=options)
+        print(json.dumps({"artifact": str(args.out), "counts": manifest["counts"]}, indent=2))
+        return 0
+    except (ConfigError, ArtifactError, FileNotFoundError, ValueError) as exc:
+        print(f"vugan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""One TOML file per run, loaded into frozen dataclasses, one section per component.
+
+Each component declares its own section dataclass in ``components/<name>/spec.py``; this module composes
+them into :class:`PipelineConfig`, applies type-checked ``--set section.key=value`` overrides, validates
+ranges and choices declared in field metadata, and fingerprints sections so reruns can be cached.
+
+Field metadata understood by the validator:
+  ``range=(lo, hi)``   inclusive numeric bounds (None for an open end);
+  ``choices=(...)``    the allowed values;
+  ``help="..."``       a sentence shown in errors and ``vugan config --explain``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always naming the key at fault and what is allowed."""
+
+
+def _section_classes() -> dict[str, type]:
+    # Imported lazily so that `import pipeline.config` stays cheap and free of TensorFlow.
+    from components.evaluator.spec import EvaluatorConfig, PrivacyConfig
+    from components.exporter.spec import ExporterConfig
+    from components.phantom.spec import PhantomConfig
+    from components.preprocess.spec import PreprocessConfig
+    from components.synthesize.spec import SynthesizeConfig
+    from components.trainer.spec import TrainerConfig
+
+    return {
+        "run": RunConfig,
+        "phantom": PhantomConfig,
+        "preprocess": PreprocessConfig,
+        "trainer": TrainerConfig,
+        "evaluator": EvaluatorConfig,
+        "privacy": PrivacyConfig,
+        "synthesize": SynthesizeConfig,
+        "exporter": ExporterConfig,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    name: str = dataclasses.field(default="run", metadata={"help": "short description used in the run folder name"})
+    seed: int = dataclasses.field(default=0, metadata={"range": (0, 2**31 - 1), "help": "global seed"})
+    manifest: str = dataclasses.field(
+        default="", metadata={"help": "scans.csv to preprocess (local or gs://); empty means: pass --manifest"})
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    sections: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: section_to_dict(sec) for name, sec in self.sections.items()}
+
+    def replace(self, section: str, **changes: Any) -> "PipelineConfig":
+        new = dict(self.sections)
+        new[section] = build_section(section, type(self.sections[section]),
+                                     {**section_to_dict(self.sections[section]), **changes})
+        return PipelineConfig(new)
+
+
+def section_to_dict(section: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable sha256 of a JSON-able object (a section dict, a whole config)."""
+    if dataclasses.is_dataclass(obj):
+        obj = section_to_dict(obj)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- type coercion
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints widen to floats, lists become tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list for {_type_name(tp)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(args, value)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _check_metadata(key: str, value: Any, meta: dict) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    if "choices" in meta:
+        for item in items:
+            if item not in meta["choices"]:
+                allowed = ", ".join(repr(c) for c in meta["choices"])
+                raise ConfigError(f"{key}: {item!r} is not allowed; allowed values: {allowed}")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        for item in items:
+            if item is None:
+                continue
+            if (lo is not None and item < lo) or (hi is not None and item > hi):
+                lo_s = "-inf" if lo is None else lo
+                hi_s = "inf" if hi is None else hi
+                raise ConfigError(f"{key}: {item!r} is out of range; allowed values: {lo_s} to {hi_s}")
+
+
+def build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        allowed = ", ".join(sorted(fields))
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key; allowed keys in [{name}]: {allowed}")
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{name}.{key}"
+        coerced = _coerce(full, value, hints[key])
+        _check_metadata(full, coerced, dict(fields[key].metadata))
+        kwargs[key] = coerced
+    section = cls(**kwargs)
+    # Defaults must satisfy their own rules too, and sections may add cross-field checks.
+    for key, f in fields.items():
+        if key not in kwargs:
+            _check_metadata(f"{name}.{key}", getattr(section, key), dict(f.metadata))
+    validate = getattr(section, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return section
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value`` -> (section, key, value); the value is read as TOML, else taken as a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. trainer.batch_size=64")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
+    """Read a TOML file (or defaults only when ``path`` is None) and apply ``--set`` overrides."""
+    classes = _section_classes()
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file such as configs/demo.toml")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    for name in raw:
+        if name not in classes:
+            raise ConfigError(f"[{name}]: unknown section; allowed sections: {', '.join(classes)}")
+        if not isinstance(raw[name], dict):
+            raise ConfigError(f"{name}: expected a [{name}] table")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in classes:
+            raise ConfigError(f"--set {text!r}: unknown section {section!r}; allowed sections: {', '.join(classes)}")
+        raw.setdefault(section, {})[key] = value
+    sections = {name: build_section(name, cls, raw.get(name, {})) for name, cls in classes.items()}
+    return PipelineConfig(sections)
+
+
+# ----------------------------------------------------------------------------------------------- TOML writer
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dumps_toml(sections: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            if value is None:  # TOML has no null: an omitted key means "use the default (None)"
+                lines.append(f"# {key} = (unset)")
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_resolved(config: PipelineConfig, out_dir: str | Path, sections: typing.Iterable[str] | None = None) -> Path:
+    """Write the resolved config (all sections, or the named ones) as ``config.toml`` in ``out_dir``."""
+    data = config.to_dict()
+    if sections is not None:
+        data = {name: data[name] for name in sections}
+    path = Path(out_dir) / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps_toml(data))
+    return path
