@@ -1,7 +1,9 @@
-"""Config of the evaluator: fidelity/diversity/utility ([evaluator]) and privacy/release gate ([privacy])."""
+"""Config of the evaluator: fidelity, diversity and utility ([evaluator]). Privacy: privacy_spec.py ([privacy])."""
 from __future__ import annotations
 
 import dataclasses
+
+from components.evaluator.privacy_spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
 
 F = dataclasses.field
 
@@ -9,8 +11,3 @@ F = dataclasses.field
 @dataclasses.dataclass(frozen=True)
 class EvaluatorConfig:
     min_synthetic: int = F(default=1000, metadata={"range": (1, 10**7)})
-
-
-@dataclasses.dataclass(frozen=True)
-class PrivacyConfig:
-    enabled: bool = True

@@ -1,4 +1,8 @@
-"""Config of the preprocess component (MRI volumes -> vertebral-unit crops in TFRecords)."""
+"""Config of the preprocess component (MRI volumes -> vertebral-unit crops in TFRecords).
+
+Every field carries its allowed values (``range``/``choices``) and a ``help`` sentence; ``validate`` holds the
+cross-field rules. Physical sizes are in millimetres so that scans of any voxel size give comparable crops.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +13,43 @@ F = dataclasses.field
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     unit: str = F(default="disc", metadata={"choices": ("disc", "vertebra"), "help": "disc-centred VU or body-centred"})
-    conditioning: str = F(default="region", metadata={"choices": ("region", "level")})
+    conditioning: str = F(default="region", metadata={"choices": ("region", "level"),
+                                                      "help": "class label: spine region (3) or unit level"})
     slices: int = F(default=9, metadata={"range": (1, 64), "help": "K parasagittal slices per unit"})
+    slice_spacing_mm: float = F(default=3.0, metadata={"range": (0.1, 20.0),
+                                                       "help": "distance between parasagittal slices (mm)"})
     image_size: tuple[int, int] = F(default=(64, 64), metadata={"range": (8, 1024), "help": "H, W of each crop"})
-    split_fractions: tuple[float, float, float] = F(default=(0.6, 0.2, 0.2), metadata={"range": (0.0, 1.0)})
+    margin: float = F(default=0.15, metadata={
+        "range": (0.0, 2.0),
+        "help": "crop height = unit length x (1 + 2 margin); unit length = distance between the two body centres"})
+    width_scale: float = F(default=1.0, metadata={
+        "range": (0.1, 10.0),
+        "help": "crop width (mm) = crop height x width_scale x W/H (1.0 gives square pixels)"})
+    max_outside_fraction: float = F(default=0.01, metadata={
+        "range": (0.0, 1.0), "help": "a crop with more of its samples outside the volume is rejected"})
+    intensity_percentiles: tuple[float, float] = F(default=(1.0, 99.0), metadata={
+        "range": (0.0, 100.0), "help": "per-scan robust window mapped to [-1, 1] (then clipped)"})
+    normalise_on: str = F(default="bodies", metadata={
+        "choices": ("bodies", "volume"),
+        "help": "percentiles over the vertebral-body voxels (mask; falls back to volume without one) or all voxels"})
+    centroid_source: str = F(default="auto", metadata={
+        "choices": ("auto", "mask", "json"),
+        "help": "where body centres come from; auto: the mask when the manifest gives one, else the centroid json"})
+    split_fractions: tuple[float, float, float] = F(default=(0.6, 0.2, 0.2), metadata={
+        "range": (0.0, 1.0), "help": "patient fractions for train, holdout, test"})
+    split_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1), "help": "seed of the patient ordering hash"})
     salt: str = F(default="", metadata={"help": "pseudonymisation salt; empty: $VUGAN_SALT, else a per-output random salt"})
+    shards_per_split: int = F(default=1, metadata={
+        "range": (0, 4096), "help": "TFRecord shards per split; 0 lets the runner decide"})
+    preview_units: int = F(default=6, metadata={"range": (0, 64), "help": "units per class in previews/<class>.png"})
+    direct_num_workers: int = F(default=1, metadata={
+        "range": (0, 256), "help": "DirectRunner workers (0: one per CPU); ignored by other runners"})
+    direct_running_mode: str = F(default="in_memory", metadata={
+        "choices": ("in_memory", "multi_threading", "multi_processing"), "help": "DirectRunner execution mode"})
 
     def validate(self) -> None:
         if abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions {self.split_fractions} must sum to 1 (train, holdout, test)")
+        lo, hi = self.intensity_percentiles
+        if not lo < hi:
+            raise ValueError(f"intensity_percentiles {self.intensity_percentiles}: the first must be below the second")

@@ -1,0 +1,72 @@
+"""Config of the privacy evaluator and the release gate ([privacy] section).
+
+Two groups of keys: how the attacks run (sizes, optimiser steps, bootstrap) and the gate thresholds that decide
+whether a synthetic set may be published. A gate threshold of 0 turns the fidelity rules off (reported as such).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+F = dataclasses.field
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyConfig:
+    enabled: bool = F(default=True, metadata={"help": "run the privacy evaluation at all"})
+
+    # ---- candidates and statistics
+    max_queries: int = F(default=2000, metadata={
+        "range": (4, 10**6), "help": "most member (and as many non-member) units attacked; drawn whole patients at a time"})
+    patient_aggregate: str = F(default="mean", metadata={
+        "choices": ("mean", "max"), "help": "how a patient's score is formed from its units' scores"})
+    bootstrap: int = F(default=1000, metadata={
+        "range": (20, 100000), "help": "patient-cluster bootstrap resamples for the AUC 95% CI"})
+    top_n_fraction: float = F(default=1 / 3, metadata={
+        "range": (0.01, 1.0), "help": "reference-study readout: share of members among the top N = fraction x candidates"})
+    density_quantile: float = F(default=0.01, metadata={
+        "range": (1e-6, 0.5), "help": "density attack radius = this quantile of all candidate-synthetic distances"})
+    block_rows: int = F(default=1024, metadata={
+        "range": (16, 65536), "help": "rows per distance block (memory = block_rows x refs x 4 bytes)"})
+    max_synthetic: int = F(default=10000, metadata={"range": (10, 10**7), "help": "most synthetic units used"})
+
+    # ---- partial black-box (GAN-Leaks) latent optimisation
+    pbb_enabled: bool = F(default=True, metadata={"help": "run the generator reconstruction attack when a model exists"})
+    pbb_max_queries: int = F(default=200, metadata={
+        "range": (2, 10**6), "help": "most member (and as many non-member) units reconstructed"})
+    pbb_steps: int = F(default=200, metadata={"range": (1, 100000), "help": "Adam steps on z per restart"})
+    pbb_restarts: int = F(default=3, metadata={"range": (1, 100), "help": "random starts of z; the best is kept"})
+    pbb_lr: float = F(default=0.05, metadata={"range": (1e-6, 10.0), "help": "Adam learning rate on z"})
+    pbb_class: str = F(default="query", metadata={
+        "choices": ("query", "best"), "help": "condition on the query's class, or try every class and keep the best"})
+    pbb_batch: int = F(default=256, metadata={"range": (1, 65536), "help": "queries optimised together"})
+
+    whitebox_enabled: bool = F(default=True, metadata={"help": "run the discriminator (LOGAN) attacks when a model exists"})
+
+    # ---- memorisation
+    closer_repeats: int = F(default=5, metadata={
+        "range": (1, 1000), "help": "equal-size subsamples averaged for the closer-to-train share"})
+    ct_cells: int = F(default=10, metadata={"range": (1, 1000), "help": "k-means cells for the C_T data-copying test"})
+    ct_min_cell: int = F(default=20, metadata={
+        "range": (1, 10**6), "help": "cells with fewer synthetic or held-out units are left out of C_T"})
+    copy_quantile: float = F(default=0.01, metadata={
+        "range": (0.0, 0.5), "help": "copy radius: copy_factor x this quantile of held-out-to-train nearest distances"})
+    copy_factor: float = F(default=0.5, metadata={"range": (0.0, 10.0), "help": "see copy_quantile"})
+    grid_pairs: int = F(default=8, metadata={"range": (1, 64), "help": "closest synthetic-training pairs shown"})
+
+    # ---- release gate
+    max_attack_auc_upper: float = F(default=0.6, metadata={
+        "range": (0.5, 1.0), "help": "largest allowed upper 95% bound of the strongest attack's AUC (unit and patient)"})
+    max_closer_to_train_share: float = F(default=0.6, metadata={
+        "range": (0.0, 1.0), "help": "largest allowed share of synthetic units closer to training than held-out data"})
+    max_copy_fraction: float = F(default=0.01, metadata={
+        "range": (0.0, 1.0), "help": "largest allowed share of synthetic units flagged as copies"})
+    min_ct: float = F(default=-3.0, metadata={
+        "range": (None, 0.0), "help": "smallest allowed C_T z-score (strongly negative = data copying)"})
+    max_fid_ratio: float = F(default=5.0, metadata={
+        "range": (0.0, None), "help": "largest allowed FID(synthetic, real) / FID(real, real) on the domain embedding; 0 = off"})
+    min_tstr_balanced_accuracy: float = F(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "smallest allowed train-synthetic-test-real balanced accuracy; 0 = off"})
+    fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={"help": "dotted path of the FID ratio in metrics.json"})
+    tstr_key: str = F(default="utility.tstr_balanced_accuracy", metadata={
+        "help": "dotted path of the TSTR balanced accuracy in metrics.json"})
+

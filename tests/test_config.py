@@ -1,0 +1,58 @@
+"""Config loading: typed overrides, unknown keys and out-of-range values name the key, resolved config round-trips."""
+import tomllib
+
+import pytest
+
+from pipeline.config import ConfigError, dumps_toml, fingerprint, load_config, write_resolved
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_presets_load_and_override_is_typed():
+    cfg = load_config(ROOT / "configs" / "tiny.toml", ["trainer.batch_size=8"])
+    assert cfg.trainer.batch_size == 8
+    assert cfg.run.name == "tiny"
+    load_config(ROOT / "configs" / "demo.toml")
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["trainer.batchsize=8"])
+    assert "trainer.batchsize" in str(exc.value) and "batch_size" in str(exc.value)
+
+
+def test_unknown_section_is_an_error():
+    with pytest.raises(ConfigError, match="unknown section 'trainr'"):
+        load_config(None, ["trainr.batch_size=8"])
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="trainer.batch_size: expected an integer"):
+        load_config(None, ["trainer.batch_size=eight"])
+
+
+def test_out_of_range_and_choices_name_allowed_values():
+    with pytest.raises(ConfigError, match=r"trainer.batch_size: 0 is out of range; allowed values: 1 to"):
+        load_config(None, ["trainer.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"preprocess.unit: 'disk' is not allowed; allowed values: 'disc', 'vertebra'"):
+        load_config(None, ['preprocess.unit="disk"'])
+
+
+def test_cross_field_rule():
+    with pytest.raises(ConfigError, match="split_fractions"):
+        load_config(None, ["preprocess.split_fractions=[0.5, 0.5, 0.5]"])
+
+
+def test_resolved_config_round_trips_with_same_fingerprint(tmp_path):
+    cfg = load_config(ROOT / "configs" / "tiny.toml", ["trainer.steps=3"])
+    path = write_resolved(cfg, tmp_path)
+    again = load_config(path)
+    assert again.to_dict() == cfg.to_dict()
+    assert fingerprint(again.to_dict()) == fingerprint(cfg.to_dict())
+    assert tomllib.loads(dumps_toml(cfg.to_dict()))["trainer"]["steps"] == 3
+
+
+def test_fingerprint_changes_with_values():
+    a = load_config(None).trainer
+    b = load_config(None, ["trainer.steps=7"]).trainer
+    assert fingerprint(a) != fingerprint(b)
