@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--manifest", help="scans.csv to preprocess (overrides run.manifest)")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is cached, why) and exit")
+    p.add_argument("--run", type=Path, help="rerun inside this existing run folder, skipping cached components")
+    p.add_argument("--force", action="store_true", help="with --run: rerun every component even when cached")
+    p.add_argument("--force-release", action="store_true",
+                   help="let synthesize write the synthetic set although the verdict failed (recorded)")
     p = sub.add_parser("runs", help="list runs and each component's state")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     return parser
@@ -76,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.runner import list_runs
             print(list_runs(args.runs_dir))
             return 0
-        config = load_config(args.config, args.overrides)
+        if getattr(args, "run", None) is not None:
+            # Inside a run folder the base is the run's saved config, not the defaults.
+            from pipeline.runner import resolve_run_config
+            config = resolve_run_config(args.run, args.config, args.overrides)
+        else:
+            config = load_config(args.config, args.overrides)
         if args.command == "run":
             from pipeline.runner import run_pipeline
-            run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
-                         config_path=args.config, extra_args=extra)
-            return 0
+            result = run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
+                                  config_path=args.config, extra_args=extra, run_dir=args.run, force=args.force,
+                                  force_release=args.force_release, command=" ".join(["vugan", *argv]))
+            return 0 if args.dry_run or result.ok else 1
         module = _component_module(args.command)
         if extra and not getattr(module, "ACCEPTS_EXTRA_ARGS", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -89,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config
         if getattr(args, "run", None) is not None:
             from pipeline.runner import rerun_component
-            rerun_component(args.run, args.command, config, options=options, force=args.force,
-                            dry_run=args.dry_run, overrides=args.overrides, config_path=args.config)
-            return 0
+            result = rerun_component(args.run, args.command, config, options=options, force=args.force,
+                                     dry_run=args.dry_run, overrides=args.overrides, config_path=args.config)
+            return 0 if args.dry_run or result.ok else 1
         if args.out is None:
             parser.error(f"{args.command}: pass --out DIR (or --run DIR to work inside a run folder)")
         inputs = {name: getattr(args, name) for name in module.SPEC.inputs if getattr(args, name) is not None}

@@ -145,10 +145,20 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, n_projections: int = 256, s
         m = min(64, n_projections - start)
         dirs = rng.standard_normal((x.shape[1], m)).astype(np.float32)
         dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-        qx = np.quantile(x @ dirs, levels, axis=0)
-        qy = np.quantile(y @ dirs, levels, axis=0)
+        qx = _sorted_quantiles(x @ dirs, levels)
+        qy = _sorted_quantiles(y @ dirs, levels)
         total += np.abs(qx - qy).mean(0).sum()
     return float(total / n_projections)
+
+
+def _sorted_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Column quantiles by one sort plus linear interpolation (np.quantile with many levels is far slower)."""
+    v = np.sort(values, axis=0)
+    pos = levels * (len(v) - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(v) - 1)
+    frac = (pos - lo)[:, None]
+    return v[lo] * (1 - frac) + v[hi] * frac
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:

@@ -10,4 +10,35 @@ F = dataclasses.field
 
 @dataclasses.dataclass(frozen=True)
 class EvaluatorConfig:
-    min_synthetic: int = F(default=1000, metadata={"range": (1, 10**7)})
+    min_synthetic: int = F(default=1000, metadata={
+        "range": (1, 10**7),
+        "help": "synthetic units drawn at least; per class at least as many as the real train split has"})
+    seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
+                                       "help": "seed of the synthetic draw, subsampling, pairs and classifiers"})
+    use_ema: bool = F(default=True, metadata={"help": "evaluate the EMA generator when the model has one"})
+    batch_size: int = F(default=256, metadata={"range": (1, 65536),
+                                               "help": "images per batch for generation and feature extraction"})
+    inception_weights: str = F(default="", metadata={
+        "help": "local InceptionV3 include_top=False weights file; empty: Inception metrics (FID/KID) are SKIPPED"})
+    inception_sha256: str = F(default="", metadata={
+        "help": "expected sha256 of inception_weights; empty: not checked (the digest is recorded either way)"})
+    inception_input_size: int = F(default=299, metadata={
+        "range": (75, 512), "help": "square input size of InceptionV3 (299 as published; 75 is the minimum)"})
+    inception_batch_size: int = F(default=64, metadata={"range": (1, 4096), "help": "images per Inception batch"})
+    prdc_k: int = F(default=5, metadata={"range": (1, 100), "help": "k of the k-NN balls in precision/recall/density/coverage"})
+    nn_block_size: int = F(default=1024, metadata={
+        "range": (16, 65536), "help": "rows per block of nearest-neighbour distance computations (bounds memory)"})
+    kid_block_size: int = F(default=1000, metadata={"range": (8, 100000), "help": "largest KID block"})
+    swd_projections: int = F(default=256, metadata={"range": (1, 100000),
+                                                    "help": "random directions of the sliced Wasserstein distance"})
+    msssim_pairs: int = F(default=500, metadata={"range": (1, 10**6), "help": "MS-SSIM pairs sampled per class"})
+    msssim_scales: int = F(default=3, metadata={"range": (1, 5), "help": "MS-SSIM scales (3 suits 64x64)"})
+    msssim_filter_size: int = F(default=7, metadata={"range": (1, 11), "help": "MS-SSIM Gaussian filter size"})
+    mode_collapse_margin: float = F(default=0.05, metadata={
+        "range": (0.0, 1.0), "help": "warn when synthetic MS-SSIM exceeds real by more than this"})
+    classifier_epochs: int = F(default=12, metadata={"range": (1, 1000), "help": "epochs of the TSTR/TRTR classifier"})
+    classifier_batch_size: int = F(default=64, metadata={"range": (1, 65536), "help": "classifier batch size"})
+    classifier_width: int = F(default=16, metadata={"range": (1, 512), "help": "channels of the classifier's first conv"})
+    classifier_val_fraction: float = F(default=0.15, metadata={
+        "range": (0.0, 0.9), "help": "share of the TRAINING source held out for model selection (never the test split)"})
+    grid_units: int = F(default=6, metadata={"range": (1, 64), "help": "units per class in the report's image grids"})

@@ -17,7 +17,6 @@ import posixpath
 import secrets
 
 import numpy as np
-from scipy import ndimage
 
 from components import schema
 from components.preprocess import geometry as geo
@@ -36,14 +35,11 @@ class ManifestError(ValueError):
 
 def read_manifest(path: str) -> list[dict[str, str]]:
     """Read ``scans.csv`` (local or gs://) and check its columns; rows keep their 1-based data row number."""
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
+    if not readers.exists(path):
         raise ManifestError(f"manifest {path} does not exist; pass --manifest with a scans.csv")
-    with tf.io.gfile.GFile(path, "r") as fh:
-        reader = csv.DictReader(io.StringIO(fh.read()))
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     for col in REQUIRED_COLUMNS:
         if col not in columns:
             raise ManifestError(f"manifest {path}: missing column {col!r}; required columns are "
@@ -54,6 +50,15 @@ def read_manifest(path: str) -> list[dict[str, str]]:
     for i, row in enumerate(rows, start=1):
         row["_row"] = str(i)
     return rows
+
+
+def read_text(path: str) -> str:
+    if "://" in path:  # gs:// and friends: TensorFlow's file systems (imported only when needed)
+        import tensorflow as tf
+        with tf.io.gfile.GFile(path, "r") as fh:
+            return fh.read()
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
+        return fh.read()
 
 
 def resolve_path(manifest_path: str, value: str) -> str:
@@ -180,13 +185,19 @@ def _read(task: ScanTask, column: str, path: str) -> readers.Volume:
 
 def mask_centroids(mask: readers.Volume) -> dict[str, np.ndarray]:
     """Level name -> world (RAS mm) centre of mass of that label, for every known VerSe code in the mask."""
-    labels = np.asarray(mask.array).astype(np.int64, copy=False)
-    codes = [int(c) for c in np.unique(labels) if int(c) in schema.CODE_LEVELS]
-    if not codes:
-        return {}
-    coms = ndimage.center_of_mass(np.ones_like(labels, dtype=np.float32), labels, codes)
-    return {schema.CODE_LEVELS[c]: mask.affine[:3, :3] @ np.asarray(com) + mask.affine[:3, 3]
-            for c, com in zip(codes, coms)}
+    labels = np.asarray(mask.array)
+    # Only labelled voxels matter (a few % of the volume): bincount over them beats per-label passes.
+    flat = np.flatnonzero(labels)
+    values = labels.ravel()[flat].astype(np.int64)
+    ijk = np.unravel_index(flat, labels.shape)
+    counts = np.bincount(values)
+    out = {}
+    sums = [np.bincount(values, weights=axis.astype(np.float64), minlength=len(counts)) for axis in ijk]
+    for code in np.nonzero(counts)[0]:
+        if int(code) in schema.CODE_LEVELS:
+            com = np.array([s[code] for s in sums]) / counts[code]
+            out[schema.CODE_LEVELS[int(code)]] = mask.affine[:3, :3] @ com + mask.affine[:3, 3]
+    return out
 
 
 def json_centroids(text: str, source_affine: np.ndarray) -> dict[str, np.ndarray]:
@@ -211,9 +222,11 @@ def json_centroids(text: str, source_affine: np.ndarray) -> dict[str, np.ndarray
 
 def intensity_window(image: np.ndarray, body: np.ndarray | None, percentiles: tuple[float, float]) -> tuple[float, float]:
     values = image[body] if body is not None and body.any() else image.ravel()
+    # A fixed stride keeps the percentiles of big volumes cheap and deterministic (~2 M samples suffice).
+    values = values[:: max(1, values.size // 2_000_000)]
     lo, hi = np.percentile(values, percentiles)
     if not hi > lo:  # a flat body region: fall back to the whole volume
-        lo, hi = np.percentile(image, percentiles)
+        lo, hi = np.percentile(image.ravel()[:: max(1, image.size // 2_000_000)], percentiles)
     return float(lo), float(hi)
 
 
@@ -251,9 +264,7 @@ def _load_centres(task: ScanTask, cfg: PreprocessConfig, image: readers.Volume):
         if not readers.exists(task.centroids):
             raise _ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': file not found")
         try:
-            import tensorflow as tf
-            with tf.io.gfile.GFile(task.centroids, "r") as fh:
-                json_centres = json_centroids(fh.read(), image.source_affine)
+            json_centres = json_centroids(read_text(task.centroids), image.source_affine)
         except Exception as exc:
             raise _ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': not a VerSe "
                                                  f"centroid list ({type(exc).__name__}: "

@@ -22,14 +22,14 @@ class PreprocessConfig:
     margin: float = F(default=0.15, metadata={
         "range": (0.0, 2.0),
         "help": "crop height = unit length x (1 + 2 margin); unit length = distance between the two body centres"})
-    width_scale: float = F(default=1.0, metadata={
+    width_scale: float = F(default=1.3, metadata={
         "range": (0.1, 10.0),
-        "help": "crop width (mm) = crop height x width_scale x W/H (1.0 gives square pixels)"})
+        "help": "crop width (mm) = crop height x width_scale x W/H; >1 keeps the canal and prevertebral edge in view"})
     max_outside_fraction: float = F(default=0.01, metadata={
         "range": (0.0, 1.0), "help": "a crop with more of its samples outside the volume is rejected"})
     intensity_percentiles: tuple[float, float] = F(default=(1.0, 99.0), metadata={
         "range": (0.0, 100.0), "help": "per-scan robust window mapped to [-1, 1] (then clipped)"})
-    normalise_on: str = F(default="bodies", metadata={
+    normalise_on: str = F(default="volume", metadata={
         "choices": ("bodies", "volume"),
         "help": "percentiles over the vertebral-body voxels (mask; falls back to volume without one) or all voxels"})
     centroid_source: str = F(default="auto", metadata={

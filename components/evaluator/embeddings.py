@@ -1,0 +1,113 @@
+"""Feature extractors ("embeddings") the fidelity and privacy metrics run on; the metric math never depends on
+which one is used.
+
+Three are provided:
+  * ``inception``: ImageNet InceptionV3 from keras.applications, built with ``weights=None`` and loaded from a
+    LOCAL weights file (its sha256 recorded); nothing is ever downloaded. Distances on it are called FID/KID.
+  * ``domain``: the penultimate layer of a small CNN trained on the real train split (see utility.py); named
+    "FD-domain"/"KD-domain" because it is not comparable with any published FID.
+  * ``pixel``: the flattened crop itself (used for the sliced Wasserstein distance).
+
+How a K-slice grayscale crop becomes an ImageNet network's input (one documented way): take the CENTRE slice
+(index K // 2), repeat it to 3 channels, resize bilinearly (with antialiasing) to the network's square input
+size, and keep values in [-1, 1], which is exactly the range keras' InceptionV3 ``preprocess_input`` produces.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedder:
+    key: str  # "inception", "domain", "pixel"
+    distance_name: str  # how a Fréchet distance on these features is called in the report: "FID", "FD-domain"
+    kernel_name: str  # likewise for the kernel distance: "KID", "KD-domain"
+    description: str  # one sentence for metrics.json and the report
+    fn: Callable[[np.ndarray], np.ndarray]  # images [n, H, W, K] in [-1, 1] -> features [n, D]
+    batch_size: int = 256
+    provenance: dict = dataclasses.field(default_factory=dict)  # weights file, sha256, input size ...
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features of all ``images``, computed ``batch_size`` at a time (bounded memory)."""
+        out = [np.asarray(self.fn(images[s:s + self.batch_size]), np.float32)
+               for s in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def centre_slice_rgb(images: np.ndarray, size: int) -> np.ndarray:
+    """[n, H, W, K] in [-1, 1] -> [n, size, size, 3] in [-1, 1]: centre slice, repeated, resized."""
+    import tensorflow as tf
+
+    k = images.shape[-1]
+    centre = images[..., k // 2:k // 2 + 1]
+    resized = tf.image.resize(tf.constant(centre, tf.float32), (size, size), method="bilinear", antialias=True)
+    return tf.clip_by_value(tf.repeat(resized, 3, axis=-1), -1.0, 1.0).numpy()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_size: int = 64,
+                       expected_sha256: str = "") -> Embedder:
+    """InceptionV3 (no top, global average pool: 2048 features) with weights from a local file.
+
+    Raises:
+      FileNotFoundError: the weights file does not exist.
+      ValueError: ``expected_sha256`` is given and the file's checksum differs.
+    """
+    import keras
+
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluator.inception_weights: {path} does not exist; give a local InceptionV3 "
+                                f"(include_top=False) weights file, or leave it empty to skip Inception metrics")
+    digest = sha256_file(path)
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise ValueError(f"evaluator.inception_sha256: {path} has sha256 {digest}, expected {expected_sha256}")
+    net = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
+                                         input_shape=(input_size, input_size, 3))
+    net.load_weights(str(path))
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return net(centre_slice_rgb(images, input_size), training=False).numpy()
+
+    return Embedder(
+        key="inception", distance_name="FID", kernel_name="KID",
+        description=(f"ImageNet InceptionV3 pool features (2048-d) of the centre slice repeated to 3 channels, "
+                     f"resized to {input_size}x{input_size}"),
+        fn=fn, batch_size=batch_size,
+        provenance={"weights_file": str(path.resolve()), "weights_sha256": digest, "input_size": input_size,
+                    "input_mapping": "centre slice (K//2) x3 channels, bilinear antialiased resize, [-1, 1]"})
+
+
+def domain_embedder(classifier, batch_size: int = 256, trained_on: str = "real train split") -> Embedder:
+    """The ``embedding`` layer of a classifier from utility.py (a TrainedClassifier)."""
+    net = classifier.embedder()
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return net(images, training=False).numpy()
+
+    dim = int(net.outputs[0].shape[-1])
+    return Embedder(
+        key="domain", distance_name="FD-domain", kernel_name="KD-domain",
+        description=(f"{dim}-d penultimate layer of a small CNN trained by the evaluator on the {trained_on} "
+                     f"to predict the class; all K slices as channels; not comparable with published FIDs"),
+        fn=fn, batch_size=batch_size,
+        provenance={"trained_on": trained_on, "dim": dim, "best_epoch": classifier.best_epoch,
+                    "val_balanced_accuracy": classifier.val_balanced_accuracy})
+
+
+def pixel_embedder(batch_size: int = 1024) -> Embedder:
+    return Embedder(key="pixel", distance_name="FD-pixel", kernel_name="KD-pixel",
+                    description="the crop itself, all slices, flattened (values in [-1, 1])",
+                    fn=lambda images: images.reshape(len(images), -1), batch_size=batch_size)

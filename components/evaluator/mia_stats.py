@@ -1,0 +1,143 @@
+"""Statistics of membership-inference attacks: scores in, numbers out (pure numpy).
+
+Convention everywhere: a HIGHER score means "more likely a member" (attacks negate distances), label 1 = member.
+The AUC bootstrap resamples whole patients (a cluster bootstrap), because units of one patient are correlated and
+the patient is what must be protected; resampling units would give CIs that are too narrow.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    # Index of each score among the sorted unique values; ties share an index.
+    uniq, inverse = np.unique(np.asarray(scores, np.float64), return_inverse=True)
+    return inverse.ravel(), len(uniq)
+
+
+def _auc_from_groups(inverse: np.ndarray, n_groups: int, labels: np.ndarray, weights: np.ndarray) -> float:
+    pos = np.bincount(inverse, weights=weights * (labels == 1), minlength=n_groups)
+    neg = np.bincount(inverse, weights=weights * (labels == 0), minlength=n_groups)
+    wp, wn = pos.sum(), neg.sum()
+    if wp == 0 or wn == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg) - neg
+    # Mann-Whitney: a (member, non-member) pair counts 1 when the member scores higher, 1/2 on a tie.
+    return float(np.sum(pos * (neg_below + 0.5 * neg)) / (wp * wn))
+
+
+def roc_auc(scores, labels, weights=None) -> float:
+    """Area under the ROC curve = P(member score > non-member score) + P(tie) / 2.
+
+    Args:
+      scores: [N] floats, higher = member. labels: [N] in {0, 1}. weights: optional [N] non-negative unit weights
+        (a pair weighs the product of its two weights).
+    Returns: the AUC, or nan when one class is empty.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, np.float64)
+    inverse, n = _tie_groups(scores)
+    return _auc_from_groups(inverse, n, labels, w)
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1); a unit is called member when score >= t."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    # Keep only the last index of each run of equal scores so ties move the curve diagonally.
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp, fp = np.cumsum(y)[last], np.cumsum(1 - y)[last]
+    n_pos, n_neg = max(y.sum(), 1), max(len(y) - y.sum(), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def tpr_at_fpr(scores, labels, fpr_target: float) -> float:
+    """Largest TPR over thresholds whose FPR <= fpr_target (no interpolation: a reachable operating point).
+
+    With n non-members the smallest non-zero FPR is 1/n; below that the value is the TPR at FPR = 0.
+    """
+    fpr, tpr = roc_curve(scores, labels)
+    ok = fpr <= fpr_target + 1e-12
+    return float(tpr[ok].max())
+
+
+def bootstrap_auc_ci(scores, labels, groups, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of the AUC under a stratified cluster bootstrap.
+
+    Members' groups (patients) and non-members' groups are resampled with replacement separately, each keeping its
+    group count; a unit weighs the number of times its group was drawn.
+
+    Args:
+      groups: [N] group ids (patients); a group must not hold both members and non-members.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    _, gidx = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    gidx = gidx.ravel()
+    n_g = gidx.max() + 1
+    glabel = np.full(n_g, -1)
+    glabel[gidx] = labels
+    if np.any(np.bincount(gidx, weights=labels, minlength=n_g) % np.bincount(gidx, minlength=n_g) != 0):
+        raise ValueError("a group (patient) holds both members and non-members; membership must be per patient")
+    strata = [np.nonzero(glabel == c)[0] for c in (0, 1)]
+    if min(len(s) for s in strata) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    inverse, n = _tie_groups(scores)
+    aucs = np.empty(n_boot)
+    for b in range(n_boot):
+        counts = np.zeros(n_g)
+        for s in strata:
+            counts += np.bincount(s[rng.integers(0, len(s), len(s))], minlength=n_g)
+        aucs[b] = _auc_from_groups(inverse, n, labels, counts[gidx])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(aucs, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def aggregate_by_group(scores, labels, groups, how: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group score (mean or max of its units' scores), label and id, groups in sorted order."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"aggregate {how!r}: allowed values are 'mean', 'max'")
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    ids, gidx = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    gidx = gidx.ravel()
+    n = len(ids)
+    if how == "mean":
+        agg = np.bincount(gidx, weights=scores, minlength=n) / np.bincount(gidx, minlength=n)
+    else:
+        agg = np.full(n, -np.inf)
+        np.maximum.at(agg, gidx, scores)
+    glabel = np.zeros(n, int)
+    glabel[gidx] = labels
+    return agg, glabel, ids
+
+
+def top_n_member_share(scores, labels, n: int) -> float:
+    """Reference-study readout: share of members among the n highest-scoring candidates (ties broken by order)."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:n]
+    return float(np.mean(np.asarray(labels)[order]))
+
+
+def attack_summary(scores, labels, groups, *, aggregate: str, n_boot: int, seed: int,
+                   top_n_fraction: float = 1 / 3) -> dict:
+    """Everything the report and gate need about one attack, per unit and per patient.
+
+    Returns: {"unit": {...}, "patient": {...}} with auc, auc_ci [lo, hi], tpr_at_1pct_fpr, tpr_at_0.1pct_fpr,
+    n_members, n_nonmembers, chance_top_n, top_n, top_n_member_share; plus "aggregate" (mean/max).
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("attack scores must be finite")
+    out = {"aggregate": aggregate}
+    p_scores, p_labels, p_ids = aggregate_by_group(scores, labels, groups, aggregate)
+    for level, (s, y, g) in {"unit": (scores, labels, groups), "patient": (p_scores, p_labels, p_ids)}.items():
+        n_top = max(1, int(round(top_n_fraction * len(s))))
+        lo, hi = bootstrap_auc_ci(s, y, g, n_boot, seed)
+        out[level] = {
+            "auc": roc_auc(s, y), "auc_ci": [lo, hi],
+            "tpr_at_1pct_fpr": tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": tpr_at_fpr(s, y, 0.001),
+            "n_members": int(y.sum()), "n_nonmembers": int(len(y) - y.sum()),
+            "top_n": n_top, "top_n_member_share": top_n_member_share(s, y, n_top), "chance_top_n": float(y.mean()),
+        }
+    return out

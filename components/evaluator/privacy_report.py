@@ -1,0 +1,175 @@
+"""Report sections of the privacy evaluation: plain-language summary, attack table, ROC curves, distance histograms,
+closest synthetic-training pairs and the reference study's numbers as context."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from components.evaluator import mia_stats
+from components.evaluator import privacy_figures as pf
+from components.evaluator.report_types import Figure, ReportSection
+
+# Reference study (Sun et al. 2023, tcoroller/pGAN notebooks): share of training VUs among the top 333 of 1,000
+# candidates, training vs same-study held-out (chance 0.5). See docs reference-study.md section 3.3.
+REFERENCE_TOP_N = {"pixel, attack 1 (nearest / median)": 0.53, "pixel, attack 2 (density)": 0.54,
+                   "UMAP-32, attack 1": 0.53, "UMAP-32, attack 2": 0.53}
+
+
+def _fmt(x, nd=3) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def verdict_of(auc_ci) -> str:
+    lo, hi = auc_ci
+    if not np.isfinite(lo):
+        return "not computable"
+    if lo <= 0.5 <= hi:
+        return "indistinguishable from guessing"
+    if lo > 0.5 and hi <= 0.6:
+        return "slightly better than guessing"
+    return "better than guessing" if lo > 0.5 else "below guessing (no leak)"
+
+
+def attack_table(attacks: dict, skipped: dict) -> str:
+    head = ("<tr><th>attack</th><th>family</th><th>space</th><th>level</th><th>AUC</th><th>95% CI</th>"
+            "<th>TPR @ 1% FPR</th><th>TPR @ 0.1% FPR</th><th>members / non-members</th>"
+            "<th>top-N member share (N; chance)</th><th>s / 1000 queries</th></tr>")
+    rows = []
+    for name, a in attacks.items():
+        for level in ("unit", "patient"):
+            r = a[level]
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(a['family'])}</td><td>{a['space']}</td>"
+                f"<td>{level}{' (' + a['aggregate'] + ')' if level == 'patient' else ''}</td>"
+                f"<td>{_fmt(r['auc'])}</td><td>[{_fmt(r['auc_ci'][0])}, {_fmt(r['auc_ci'][1])}]</td>"
+                f"<td>{_fmt(r['tpr_at_1pct_fpr'])}</td><td>{_fmt(r['tpr_at_0.1pct_fpr'])}</td>"
+                f"<td>{r['n_members']} / {r['n_nonmembers']}</td>"
+                f"<td>{_fmt(r['top_n_member_share'], 2)} ({r['top_n']}; {_fmt(r['chance_top_n'], 2)})</td>"
+                f"<td>{_fmt(a['seconds_per_1000_queries'], 2)}</td></tr>")
+    skip = "".join(f"<li>{html.escape(k)}: skipped, {html.escape(v)}</li>" for k, v in skipped.items())
+    return (f"<table class='privacy-attacks'>{head}{''.join(rows)}</table>"
+            + (f"<p>Not run:</p><ul>{skip}</ul>" if skip else ""))
+
+
+def memorisation_table(memo: dict) -> str:
+    keys = [("closer_to_train_share", "share of synthetic units closer to a training than a held-out unit (0.5 = no "
+             "memorisation)"), ("dcr_train_median", "median distance synthetic -> nearest training unit"),
+            ("dcr_holdout_median", "median distance synthetic -> nearest held-out unit"),
+            ("holdout_to_train_median", "median distance held-out -> nearest training unit"),
+            ("dcr_ratio_median", "median per-unit ratio (train / held-out nearest distance, equal sizes)"),
+            ("copy_radius", "copy radius"), ("copy_fraction", "share flagged as copies"),
+            ("ct", "C_T data-copying z (<< 0 = copying, ~0 = fine, > 0 = underfit)"),
+            ("ct_cells_kept", "C_T cells used")]
+    spaces = list(memo)
+    head = "<tr><th>quantity</th>" + "".join(f"<th>{s}</th>" for s in spaces) + "</tr>"
+    rows = "".join(f"<tr><td>{label}</td>" + "".join(
+        f"<td>{_fmt(memo[s].get(k)) if not isinstance(memo[s].get(k), int) else memo[s].get(k)}</td>"
+        for s in spaces) + "</tr>" for k, label in keys)
+    notes = "".join(f"<li>{s}: {html.escape(memo[s]['closer_to_train_correction'])}</li>" for s in spaces)
+    return f"<table class='privacy-memorisation'>{head}{rows}</table><ul>{notes}</ul>"
+
+
+def reference_figure(attacks: dict) -> bytes:
+    """Bar chart: the reference study's top-N member shares beside ours (chance line at 0.5)."""
+    plt = pf._plt()
+    ours = {f"ours: {n}": a["unit"]["top_n_member_share"] for n, a in attacks.items()
+            if a["family"].startswith("reference")}
+    labels = [f"reference: {k}" for k in REFERENCE_TOP_N] + list(ours)
+    values = list(REFERENCE_TOP_N.values()) + list(ours.values())
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1))
+    ax.barh(range(len(values)), values, color=["#999"] * len(REFERENCE_TOP_N) + ["#2a6"] * len(ours))
+    ax.axvline(0.5, color="k", ls="--", lw=0.8)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of training units among the top N candidates")
+    return pf._png(fig)
+
+
+def summary_html(metrics: dict) -> str:
+    c, st = metrics["candidates"], metrics["strongest"]
+    parts = [
+        f"<p><b>What was tried.</b> We played the attacker: given {c['member_units']} image units of "
+        f"{c['member_patients']} patients whose scans trained the generator and {c['nonmember_units']} units of "
+        f"{c['nonmember_patients']} patients it never saw, can anyone tell which patients were in the training "
+        f"data by looking at the {c['synthetic_units']} released synthetic units (or, worse, at the model)? "
+        f"{len(metrics['attacks'])} attacks were run, including the two of the reference study. Each is scored by "
+        "its AUC: 0.5 means guessing, 1.0 means every training patient is found. Results are given per image unit "
+        f"and per patient (patient score = {metrics['patient_aggregate']} over the patient's units).</p>"]
+    for level in ("unit", "patient"):
+        s = st.get(level)
+        if s:
+            parts.append(f"<p><b>Strongest attack per {level}:</b> {html.escape(s['attack'])}, AUC "
+                         f"{_fmt(s['auc'])} (95% CI {_fmt(s['auc_ci'][0])} to {_fmt(s['auc_ci'][1])}): "
+                         f"{verdict_of(s['auc_ci'])}.</p>")
+    for space, m in metrics["memorisation"].items():
+        parts.append(
+            f"<p><b>Copies ({space} space):</b> {m['n_copies']} of {m['n_synthetic']} synthetic units "
+            f"({100 * m['copy_fraction']:.1f}%) are closer to a training unit than {_fmt(m['copy_radius'], 2)}, half "
+            "the distance at which the nearest 1% of new patients' units sit. "
+            f"{100 * m['closer_to_train_share']:.0f}% of synthetic units are closer to the training data than to "
+            "equally many held-out units (50% expected without memorisation); the C_T data-copying score is "
+            f"{_fmt(m['ct'], 2)} (strongly negative values, below about -3, mean copying).</p>")
+    if metrics["skipped"]:
+        parts.append("<p><b>Not tried:</b> " + "; ".join(f"{html.escape(k)} ({html.escape(v)})"
+                                                         for k, v in metrics["skipped"].items()) + ".</p>")
+    parts.append("<p>These are empirical attacks, not a formal guarantee: a stronger attack than those tried may "
+                 "exist. Please look at the closest synthetic-training pairs below.</p>")
+    return "".join(parts)
+
+
+def build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_images, train_images, cfg):
+    attacks = metrics["attacks"]
+    figs = []
+    for level in ("unit", "patient"):
+        curves = {}
+        for name, s in scores.items():
+            y, g = labels[used[name]], groups[used[name]]
+            if level == "patient":
+                s, y, _ = mia_stats.aggregate_by_group(s, y, g, cfg.patient_aggregate)
+            curves[name] = (s, y, attacks[name][level]["auc"])
+        figs.append(Figure(f"privacy_roc_{level}", f"Membership-inference ROC curves, per {level}",
+                           f"Each curve is one attack telling training from held-out {level}s; the dashed diagonal "
+                           "is guessing. The right panel zooms on low false-positive rates.",
+                           pf.roc_figure(curves, f"per {level}")))
+    figs.append(Figure("privacy_reference_topn", "Reference study's readout beside ours",
+                       "Share of training units among the top third of candidates ranked by each distance attack; "
+                       "grey: the reference study (Sun et al. 2023), green: this run; 0.5 is guessing.",
+                       reference_figure(attacks)))
+    mem_figs = []
+    for space, r in raw.items():
+        near = -scores[f"{space}.fbb_nearest"]
+        mem_figs.append(Figure(
+            f"privacy_hist_candidates_{space}", f"Distance to the nearest synthetic unit ({space})",
+            "Training (member) and held-out (non-member) units: overlapping histograms mean the synthetic set "
+            "does not sit closer to the training patients.",
+            pf.histogram_figure({"members": near[labels == 1], "non-members": near[labels == 0]},
+                                f"nearest synthetic distance ({space})", "distance")))
+        a = memo_arrays[space]
+        mem_figs.append(Figure(
+            f"privacy_hist_dcr_{space}", f"Distance to closest record ({space})",
+            "Synthetic units' distance to their nearest training and held-out unit, and held-out units' distance "
+            "to the nearest training unit (what a new patient looks like); a spike near 0 for synthetic-to-training "
+            "would mean copies.",
+            pf.histogram_figure({"synthetic -> training": a["syn_train"], "synthetic -> held-out": a["syn_holdout"],
+                                 "held-out -> training": a["holdout_train"]}, f"distance to closest record ({space})",
+                                "distance")))
+    a = memo_arrays["pixel"]
+    k = min(cfg.grid_pairs, len(a["syn_train"]))
+    closest = np.argsort(a["syn_train"])[:k]
+    mem_figs.append(Figure(
+        "privacy_closest_pairs", "Closest synthetic-training pairs (pixel space)",
+        f"The {k} synthetic units nearest to any training unit, centre slice, beside that training unit and their "
+        "difference. A reviewer should check these do not show the same patient.",
+        pf.pair_grid_figure(syn_images[closest], train_images[a["syn_train_index"][closest]],
+                            a["syn_train"][closest], "closest synthetic-training pairs")))
+    explanation = summary_html(metrics)
+    body = attack_table(attacks, metrics["skipped"]) + (
+        "<p>Reference study at N = 333 of 1,000 candidates (train vs same-study held-out, chance 0.5): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in REFERENCE_TOP_N.items()) + ".</p>")
+    return [ReportSection("privacy", "Privacy: membership inference", explanation, body, tuple(figs)),
+            ReportSection("privacy_memorisation", "Privacy: memorisation and copies",
+                          "Does the generator reproduce training units? Distances to the closest real record, the "
+                          "share of synthetic units nearer to training than held-out data, the C_T data-copying "
+                          "test (Meehan et al. 2020) and the closest pairs for visual inspection.",
+                          memorisation_table(metrics["memorisation"]), tuple(mem_figs))]

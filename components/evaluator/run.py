@@ -1,0 +1,135 @@
+"""`vugan evaluate`: fidelity, diversity, utility and privacy of a trained generator's synthetic set.
+
+Reads the real splits of an Examples artifact and a Model artifact (through models/bundle.py), draws the synthetic
+set (training class prior, fixed seed), runs core.evaluate_units and the privacy evaluator, applies the release
+gate, and writes metrics.json, verdict.json, report.html and figures/ (docs/contracts.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import ArtifactType, read_artifact
+from pipeline.component import ComponentSpec, ExecContext, ExecResult
+
+
+def _import_privacy():
+    """The privacy evaluator is part of this component: a missing or broken module is an error, never a skip."""
+    try:
+        from components.evaluator import privacy
+    except Exception as exc:  # ImportError, or any error raised while importing it
+        raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy.py) could not be "
+                           f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc
+    return privacy
+
+
+def jsonable(obj):
+    """numpy scalars/arrays to Python, NaN/inf to None (metrics.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def load_inputs(examples_dir: Path, split_names=("train", "holdout", "test")):
+    from components.schema import load_split
+
+    manifest = read_artifact(examples_dir, ArtifactType.EXAMPLES)
+    splits = {s: load_split(str(examples_dir), s) for s in split_names}
+    for name, units in splits.items():
+        if len(units) == 0:
+            raise ValueError(f"{examples_dir}: split {name!r} is empty; the evaluator needs train, holdout and "
+                             f"test units (check preprocess.split_fractions and the number of patients)")
+    return manifest, splits
+
+
+def inception_or_skip(cfg):
+    """(Embedder, "") when a weights file is configured, else (None, reason)."""
+    if not cfg.inception_weights:
+        return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
+                      "(none can be downloaded offline), so FID and KID were not computed")
+    from components.evaluator.embeddings import inception_embedder
+
+    return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,
+                              cfg.inception_sha256), ""
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    from components.evaluator import core, sections
+    from components.evaluator.figures import class_grids
+    from components.evaluator.report import write_report
+    from models.bundle import generate, load_model_bundle
+
+    cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
+    privacy = _import_privacy()
+    manifest, splits = load_inputs(ctx.inputs["examples"])
+    bundle = load_model_bundle(ctx.inputs["model"], ema=cfg.use_ema)
+    class_names = tuple(manifest["properties"].get("class_names") or bundle.class_names)
+    if tuple(bundle.class_names) != class_names:
+        raise ValueError(f"model classes {bundle.class_names} differ from the examples' classes {class_names}")
+    if tuple(bundle.image_shape) != tuple(splits["train"].images.shape[1:]):
+        raise ValueError(f"model image_shape {bundle.image_shape} differs from the examples' "
+                         f"{splits['train'].images.shape[1:]}")
+    timer = core.StageTimer(ctx.log)
+    n_draw = int(core.synthetic_class_counts(splits["train"].class_ids, len(class_names), cfg.min_synthetic).sum())
+    with timer.stage("generate", n_draw):
+        synthetic = core.draw_synthetic(lambda ids, seed: generate(bundle, ids, seed, cfg.batch_size),
+                                        splits["train"], class_names, cfg.min_synthetic, cfg.seed)
+    inception, skip_reason = inception_or_skip(cfg)
+    outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, class_names, cfg,
+                                  inception=inception, inception_skip_reason=skip_reason, timer=timer)
+    metrics = outcome.metrics
+    metrics["synthetic"].update({"generator": "EMA" if cfg.use_ema and bundle.info.get("ema") else "raw",
+                                 "model_steps": bundle.info.get("steps")})
+    with timer.stage("privacy", len(splits["train"]) + len(splits["holdout"]) + len(synthetic)):
+        priv = privacy.evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain,
+                                        pcfg, cfg.seed)
+    metrics["privacy"] = priv.metrics
+    metrics = jsonable(metrics)
+    verdict = privacy.release_gate(metrics, pcfg).to_dict()
+    verdict["forced"] = False
+    metrics["verdict"] = verdict
+    metrics["timings"] = timer.stages
+    metrics["config"] = {"evaluator": ctx.config.to_dict()["evaluator"], "privacy": ctx.config.to_dict()["privacy"]}
+    metrics["inputs"] = {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}
+
+    out = ctx.out_dir
+    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
+                        class_names, cfg.grid_units, cfg.seed)
+    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
+            sections.diversity_section(metrics), sections.utility_section(metrics)]
+    facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
+             "generator": metrics["synthetic"]["generator"], "seed": cfg.seed,
+             "classes": len(class_names)}
+    write_report(out, "vugan evaluation: synthetic vs real vertebral units", facts, verdict,
+                 ours + list(priv.sections))
+    ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'}; report {out / 'report.html'}")
+    fid = metrics["fidelity"]
+    return ExecResult(
+        counts={"synthetic": len(synthetic), **{s: len(u) for s, u in splits.items()}},
+        properties={"verdict": verdict, "fid_ratio_domain": fid["fid_ratio"],
+                    "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
+                    "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
+                    "ms_ssim": metrics["diversity"]["ms_ssim"]})
+
+
+SPEC = ComponentSpec(
+    name="evaluate", artifact_type=ArtifactType.EVALUATION,
+    inputs={"examples": ArtifactType.EXAMPLES, "model": ArtifactType.MODEL},
+    config_sections=("evaluator", "privacy"), execute=execute,
+    description="fidelity, diversity, utility and privacy of the synthetic set; metrics.json, report.html, verdict")

@@ -1,0 +1,80 @@
+"""``vugan preprocess``: MRI volumes listed in a scans.csv -> vertebral-unit crops (the Examples artifact).
+
+  vugan preprocess --manifest scans.csv --out DIR [--config FILE] [--set preprocess.k=v] [Beam options]
+
+Beam options pass through unchanged, e.g. ``--runner DataflowRunner --project P --region R
+--temp_location gs://B/tmp`` runs the same job on Dataflow (the project is shipped to workers through
+``--setup_file pyproject.toml`` unless you give ``--setup_file``/``--sdk_location``/``--extra_package``).
+In ``vugan run`` the manifest comes from ``options["manifest"]`` or ``config.run.manifest``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+
+from components import schema
+from components.preprocess import beam_pipeline, core
+from pipeline.artifacts import ArtifactType
+from pipeline.component import ComponentSpec, ExecContext, ExecResult
+
+ACCEPTS_EXTRA_ARGS = True  # unknown flags are Beam pipeline options
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--manifest", help="scans.csv to preprocess (local or gs://); overrides run.manifest")
+
+
+def options_from_args(args, extra) -> dict:
+    return {"manifest": getattr(args, "manifest", None), "beam_args": list(extra or [])}
+
+
+def _clear_previous(out_dir: str) -> None:
+    # A rerun into the same folder must not leave shards of an earlier run with another shard count.
+    for name in [f"Split-{s}" for s in schema.SPLITS] + ["previews"]:
+        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    for name in ("stats.json", "dead_letters.jsonl"):
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    cfg = ctx.config.preprocess
+    manifest = ctx.options.get("manifest") or ctx.config.run.manifest
+    if not manifest:
+        raise ValueError("preprocess: no manifest; pass --manifest scans.csv or set run.manifest in the config")
+    salt, salt_source = core.resolve_salt(cfg)
+    tasks = core.plan_tasks(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
+    patients = {s: len({t.patient for t in tasks if t.split == s}) for s in schema.SPLITS}
+    ctx.log(f"preprocess: {len(tasks)} scans, patients per split {patients}, salt from {salt_source}")
+    out_dir = str(ctx.out_dir)
+    _clear_previous(out_dir)
+    h, w = cfg.image_size
+    describe = {"image_shape": [h, w, cfg.slices], "unit": cfg.unit, "conditioning": cfg.conditioning,
+                "salt_source": salt_source, "patients_by_split": patients}
+    beam_args = list(ctx.options.get("beam_args") or ctx.options.get("extra_args") or [])
+    pipeline = beam_pipeline.make_pipeline(tasks, cfg, out_dir, beam_args, extra_stats=describe)
+    pipeline.run().wait_until_finish()
+
+    with open(os.path.join(out_dir, "stats.json")) as fh:
+        stats = json.load(fh)
+    splits = {s: sum(stats["by_split_region"].get(s, {}).values()) for s in schema.SPLITS}
+    ctx.log(f"preprocess: {stats['vus_written']} units written {splits}, {stats['vus_rejected']} rejected, "
+            f"{stats['scans_failed']} of {stats['scans_in']} scans failed (see dead_letters.jsonl)")
+    counts = {k: stats[k] for k in ("scans_in", "scans_ok", "scans_failed", "vus_written", "vus_rejected")}
+    counts.update({f"vus_{s}": n for s, n in splits.items()})
+    properties = {**describe, "class_names": list(schema.class_names(cfg.conditioning, cfg.unit)),
+                  "splits": splits, "slice_spacing_mm": cfg.slice_spacing_mm,
+                  "by_split_region": stats["by_split_region"]}
+    return ExecResult(counts=counts, properties=properties)
+
+
+SPEC = ComponentSpec(
+    name="preprocess",
+    artifact_type=ArtifactType.EXAMPLES,
+    inputs={},
+    config_sections=("preprocess",),
+    execute=execute,
+    description="MRI volumes (scans.csv) -> vertebral-unit crops in per-split TFRecords (Apache Beam)",
+)

@@ -1,0 +1,86 @@
+"""``datasheet.md`` of a synthetic dataset (after Gebru et al., "Datasheets for Datasets", 2018): what is in it,
+where it came from, whether the release gate passed, and what it is and is not fit for."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_names: Sequence[str],
+           image_shape: Sequence[int], conditioning: str, base_seed: int, model: Mapping[str, Any],
+           release: Mapping[str, Any], metrics: Mapping[str, float], metrics_found: bool,
+           geometry_note: str) -> str:
+    h, w, k = image_shape
+    out = [
+        "# Datasheet: synthetic vertebral-unit dataset",
+        "",
+        f"Generated {created_at} by vugan {version} (`vugan synthesize`).",
+        "",
+        "## Contents",
+        f"{summary['units']} synthetic vertebral units (VUs), {len(class_names)} classes "
+        f"(conditioning: {conditioning}), each {h} x {w} pixels x {k} parasagittal slices, float32 in [-1, 1].",
+        "",
+        _table([(i, n, summary["counts"].get(n, 0)) for i, n in enumerate(class_names)],
+               ("class id", "class", "units")),
+        "",
+        "Files: `Split-synthetic/data-*.tfrecord.gz` (the real data's record schema, `components/schema.py`, with "
+        "`synthetic = 1`), `nifti/<unit>.nii.gz` (one volume per unit), `previews/<class>.png` (middle slices), "
+        "`manifest.csv` (unit, class, seed, files).",
+        "",
+        f"Geometry: {geometry_note}",
+        "",
+        "## Provenance",
+        _table([
+            ("model fingerprint", f"`{model.get('fingerprint', '?')}`"),
+            ("model artifact", f"`{model.get('uri', '?')}`"),
+            ("generator", "EMA weights" if model.get("ema") else "raw (non-EMA) weights"),
+            ("training steps", model.get("steps", "?")),
+            ("training data fingerprint", f"`{model.get('examples_fingerprint', '?')}`"),
+            ("evaluation fingerprint", f"`{model.get('evaluation_fingerprint', '?')}`"),
+            ("base seed", base_seed),
+        ], ("item", "value")),
+        "",
+        "Seeds per class (one per chunk of up to 1024 units; noise = numpy default_rng(seed) standard normal):",
+        "",
+        _table([(n, ", ".join(str(s) for s in summary["seeds"].get(n, []))) for n in class_names],
+               ("class", "seeds")),
+        "",
+        "## Release gate (the evaluator's verdict)",
+    ]
+    if release.get("passed"):
+        out.append("**Passed.** The evaluator's fidelity and privacy checks passed for this model.")
+    else:
+        out.append("**FAILED, released by override.** The evaluator's verdict did not pass; this set was written "
+                   f"because `--force` was given by **{release.get('forced_by')}** at {release.get('forced_at')}. "
+                   "Treat it as not cleared for sharing.")
+    reasons = release.get("reasons") or []
+    if reasons:
+        out += ["", "Verdict reasons:", ""] + [f"- {r}" for r in reasons]
+    out += ["", "## Headline metrics (from evaluate/metrics.json)", ""]
+    if metrics:
+        out.append(_table([(k, f"{v:.4g}") for k, v in metrics.items()], ("metric", "value")))
+    else:
+        out.append("No metrics were found" + (" in metrics.json." if metrics_found else
+                                              " (metrics.json missing or unreadable)."))
+    out += [
+        "", "## Intended use",
+        "- Developing and testing analysis code, teaching, and method comparisons where real patient data cannot "
+        "be shared; augmentation experiments whose results are confirmed on real data.",
+        "- Sharing only under the release gate above; the evaluation report (evaluate/report.html) belongs with it.",
+        "", "## Limitations",
+        "- Synthetic units imitate the training crops' appearance; they are not diagnoses and carry no clinical "
+        "ground truth beyond the class label they were conditioned on. Not for clinical use.",
+        "- Fidelity and privacy were measured on the evaluator's own sample, not on every unit here; rare "
+        "anatomy and pathology are likely under-represented or absent.",
+        "- Privacy evidence is empirical (attacks and memorisation tests), not a formal guarantee unless the "
+        "model was trained with differential privacy (see the model's training configuration).",
+        "- Units are independent draws: `patient_pseudo_id` is unique per unit and no two units come from one "
+        "synthetic patient, so the set cannot stand in for per-patient analyses.",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,104 @@
+"""``vugan synthesize``: the shareable synthetic dataset (the SyntheticDataset artifact).
+
+  vugan synthesize --model RUN/train --evaluation RUN/evaluate --out DIR [--force]
+
+Runs after the evaluator because nothing shareable may be written before the release gate is known: a failed
+(or missing) ``verdict.json`` stops it before any file is written, unless ``--force``, which is recorded with
+who, when and the verdict's reasons in ``datasheet.md`` and in the artifact's ``release`` property.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.synthesize import core, datasheet
+from pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artifact
+from pipeline.component import ComponentSpec, ExecContext, ExecResult
+
+
+def options_from_args(args, extra) -> dict:
+    # --force is the CLI's "ignore the cache" flag; for this component it also overrides the release gate.
+    return {"force": bool(getattr(args, "force", False))}
+
+
+def _examples_properties(model_manifest: dict, model_dir: Path) -> tuple[dict, str]:
+    """Properties of the Examples the model was trained on (slice spacing, unit), found through the lineage;
+    a run folder that was moved falls back to its sibling ``preprocess/``."""
+    candidates = []
+    uri = (model_manifest.get("inputs") or {}).get("examples", {}).get("uri")
+    if uri:
+        candidates.append(Path(uri))
+    candidates.append(model_dir.parent / "preprocess")
+    for folder in candidates:
+        try:
+            manifest = read_artifact(folder, ArtifactType.EXAMPLES)
+        except ArtifactError:
+            continue
+        return manifest.get("properties") or {}, manifest.get("fingerprint", "?")
+    return {}, (model_manifest.get("inputs") or {}).get("examples", {}).get("fingerprint", "?")
+
+
+def _geometry(props: dict, info: dict) -> tuple[core.Geometry, str]:
+    slice_mm = props.get("slice_spacing_mm") or info.get("slice_spacing_mm")
+    pixel = props.get("pixel_size_mm") or info.get("pixel_size_mm")
+    pixel_mm = (float(pixel[0]), float(pixel[1])) if isinstance(pixel, (list, tuple)) and len(pixel) == 2 else (
+        (float(pixel), float(pixel)) if isinstance(pixel, (int, float)) else None)
+    geometry = core.Geometry(pixel_mm=pixel_mm, slice_mm=float(slice_mm) if slice_mm else None)
+    note = (f"slices {geometry.slice_mm:g} mm apart" if geometry.slice_mm else "slice spacing unknown (1 mm used)")
+    note += ("; in-plane pixel %g x %g mm" % pixel_mm) if pixel_mm else (
+        "; in-plane pixel size varies per crop (each crop spans its unit's length), so the NIfTI affine uses 1 mm")
+    return geometry, note + ". NIfTI axes: rows head to feet, columns front to back, slices left to right."
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    cfg = ctx.config.synthesize
+    model_dir, eval_dir = ctx.inputs["model"], ctx.inputs["evaluation"]
+    # The gate comes first: a refused release writes nothing and loads no model.
+    verdict = core.read_verdict(eval_dir)
+    release = core.release_decision(verdict, force=bool(ctx.options.get("force")))
+    if release["forced"]:
+        ctx.log(f"synthesize: WARNING: verdict failed ({'; '.join(verdict.reasons)}); released by --force "
+                f"({release['forced_by']}, {release['forced_at']})")
+
+    from models.bundle import generate, load_model_bundle
+
+    bundle = load_model_bundle(str(model_dir), ema=cfg.use_ema)
+    model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
+    eval_manifest = read_artifact(eval_dir, ArtifactType.EVALUATION)
+    props, examples_fp = _examples_properties(model_manifest, Path(model_dir))
+    geometry, geometry_note = _geometry(props, bundle.info)
+    conditioning = bundle.info.get("conditioning") or props.get("conditioning") or "region"
+
+    summary = core.synthesize(
+        lambda ids, seed: generate(bundle, ids, seed, batch_size=cfg.batch_size), bundle.class_names, conditioning,
+        cfg.units_per_class, cfg.seed, ctx.out_dir, geometry, shards=cfg.shards, write_volumes=cfg.write_nifti,
+        preview_units=cfg.preview_units, log=ctx.log)
+
+    metrics = core.read_metrics(eval_dir)
+    headline = core.headline_metrics(metrics)
+    ema_used = bool(cfg.use_ema and bundle.info.get("ema"))
+    model = {"fingerprint": model_manifest["fingerprint"], "uri": str(Path(model_dir).resolve()), "ema": ema_used,
+             "steps": bundle.info.get("steps"), "examples_fingerprint": examples_fp,
+             "evaluation_fingerprint": eval_manifest["fingerprint"]}
+    text = datasheet.render(
+        created_at=core._now(), version=_version(), summary=summary, class_names=bundle.class_names,
+        image_shape=bundle.image_shape, conditioning=conditioning, base_seed=cfg.seed, model=model,
+        release=release, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note)
+    (ctx.out_dir / "datasheet.md").write_text(text)
+    ctx.log(f"synthesize: {summary['units']} units in {len(summary['shards'])} shard(s); datasheet.md written")
+    return ExecResult(
+        counts={"units": summary["units"], **{f"units_{core.safe_name(c)}": n for c, n in summary["counts"].items()}},
+        properties={"class_names": list(bundle.class_names), "image_shape": list(bundle.image_shape),
+                    "conditioning": conditioning, "split": core.SPLIT, "seeds": summary["seeds"],
+                    "base_seed": cfg.seed, "release": release, "model_fingerprint": model_manifest["fingerprint"],
+                    "headline_metrics": json.loads(json.dumps(headline))})
+
+
+SPEC = ComponentSpec(
+    name="synthesize",
+    artifact_type=ArtifactType.SYNTHETIC_DATASET,
+    inputs={"model": ArtifactType.MODEL, "evaluation": ArtifactType.EVALUATION},
+    config_sections=("synthesize",),
+    execute=execute,
+    description="draw the shareable synthetic dataset (TFRecords, NIfTI, previews, datasheet) behind the release gate",
+)

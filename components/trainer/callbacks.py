@@ -1,0 +1,82 @@
+"""Monitoring hooks of the training loop: TensorBoard scalars and sample grids, stats.jsonl, a progress line."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+
+class TrainingMonitor:
+    """Writes the same scalars to TensorBoard (``logs/``), ``stats.jsonl`` and the console.
+
+    On a resumed run, lines of ``stats.jsonl`` past the restored step (written after the last checkpoint by the
+    killed run) are dropped first, so the file holds every logged step exactly once.
+    """
+
+    def __init__(self, out_dir: Path, *, total_steps: int, global_batch: int, start_step: int,
+                 constants: dict[str, float], log=print):
+        self.out_dir = Path(out_dir)
+        self.total_steps, self.global_batch, self.log = total_steps, global_batch, log
+        self.constants = constants  # logged with every line (learning rates)
+        self.writer = tf.summary.create_file_writer(str(self.out_dir / "logs"))
+        self.stats_path = self.out_dir / "stats.jsonl"
+        _truncate_stats(self.stats_path, start_step)
+        self._last = (start_step, time.perf_counter())
+
+    def scalars(self, step: int, values: dict[str, float]) -> dict:
+        now = time.perf_counter()
+        done_steps, elapsed = step - self._last[0], now - self._last[1]
+        self._last = (step, now)
+        rate = done_steps * self.global_batch / elapsed if elapsed > 0 else 0.0
+        row = {"step": step, **{k: float(v) for k, v in values.items()}, **self.constants,
+               "images_per_s": round(rate, 2)}
+        with self.writer.as_default(step=step):
+            for key, value in row.items():
+                if key != "step":
+                    tf.summary.scalar(key, value)
+        with open(self.stats_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        eta = (self.total_steps - step) * self.global_batch / rate if rate > 0 else float("nan")
+        self.log(f"step {step}/{self.total_steps}  d_loss {row['d_loss']:.3f}  g_loss {row['g_loss']:.3f}  "
+                 f"d_real_acc {row['d_real_acc']:.2f}  cls_acc_fake {row['cls_acc_fake']:.2f}  "
+                 f"{rate:.1f} img/s  ETA {eta:.0f}s")
+        return row
+
+    def sample_grid(self, step: int, images: np.ndarray, class_names, per_class: int) -> Path:
+        """images [C * per_class, H, W, K] ordered by class: one row per class, the middle slice of each."""
+        grid = make_grid(images, len(class_names), per_class)
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples/all_classes", grid[None, :, :, None], step=step)
+            h = images.shape[1]
+            for c, name in enumerate(class_names):
+                tf.summary.image(f"samples/{name}", grid[None, c * h:(c + 1) * h, :, None], step=step)
+        self.writer.flush()
+        path = self.out_dir / "logs" / f"samples-{step:06d}.png"
+        from PIL import Image
+        Image.fromarray((grid * 255).round().astype(np.uint8)).save(path)
+        return path
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def make_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """[rows * cols, H, W, K] in [-1, 1] -> [rows * H, cols * W] in [0, 1] (middle slice)."""
+    n, h, w, k = images.shape
+    mid = np.clip((images[..., k // 2] + 1.0) / 2.0, 0.0, 1.0)
+    return mid.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def read_stats(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,145 @@
+"""The training loop: fetch, one distributed train step (D phase, G phase), EMA, then maintenance every N steps.
+
+The strategy is created by run.py and handed in; everything replica-specific stays inside ``strategy.run``.
+State that a resumed run needs (both networks, both optimizers, the EMA generator, the step counter and the
+data position) lives in one tf.train.Checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from components.trainer.callbacks import TrainingMonitor
+from components.trainer.data import ExamplesInfo, make_dataset
+from components.trainer.gan_model import ACGAN
+from components.trainer.spec import TrainerConfig
+from models import acgan, ema, losses
+from models.augment import parse_policy
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    start_step: int  # > 0 when resumed from a checkpoint
+    seconds: float
+    last: dict  # the last logged scalars
+
+
+def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
+    return acgan.ArchConfig(image_shape=info.image_shape, num_classes=len(info.class_names),
+                            noise_dim=cfg.noise_dim, width=cfg.width, batch_norm=cfg.batch_norm,
+                            spectral_norm=cfg.spectral_norm)
+
+
+def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int) -> ACGAN:
+    """Networks, EMA copy and optimizers (call inside ``strategy.scope()``)."""
+    keras.utils.set_random_seed(cfg.seed)  # the same initial weights whatever the strategy
+    arch = arch_config(cfg, info)
+    generator, discriminator = acgan.build_generator(arch), acgan.build_discriminator(arch)
+    gan = ACGAN(generator, discriminator, num_classes=arch.num_classes, global_batch_size=global_batch,
+                aux_weight=cfg.aux_weight, label_smoothing=cfg.label_smoothing,
+                class_weights=losses.inverse_frequency_weights(info.class_counts) if cfg.class_weighted_loss else None,
+                augment=parse_policy(cfg.diffaugment),
+                generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay)
+    gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
+                g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
+    # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.
+    gan.d_optimizer.build(discriminator.trainable_variables)
+    gan.g_optimizer.build(generator.trainable_variables)
+    return gan
+
+
+def make_checkpoint(gan: ACGAN, step: tf.Variable, examples_seen: tf.Variable) -> tf.train.Checkpoint:
+    parts = dict(generator=gan.generator, discriminator=gan.discriminator, g_optimizer=gan.g_optimizer,
+                 d_optimizer=gan.d_optimizer, step=step, examples_seen=examples_seen)
+    if gan.generator_ema is not None:
+        parts["generator_ema"] = gan.generator_ema
+    return tf.train.Checkpoint(**parts)
+
+
+def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path,
+          log=print) -> TrainResult:
+    out_dir = Path(out_dir)
+    global_batch = gan.global_batch_size
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples_seen")
+    ckpt = make_checkpoint(gan, step, examples_seen)
+    manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints,
+                                         step_counter=step, checkpoint_name="ckpt")
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
+    start_step = int(step)
+
+    dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
+                           class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
+                           start_example=int(examples_seen))
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    step_fn = tf.function(gan.train_step, jit_compile=True) if cfg.xla else gan.train_step
+
+    @tf.function
+    def distributed_step(iterator, step_value):
+        per_replica = strategy.run(step_fn, args=(next(iterator),))
+        # Every scalar is already a share of the global-batch value: summing the replicas gives it.
+        scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+        gan.update_ema(step_value)
+        return scalars
+
+    monitor = TrainingMonitor(out_dir, total_steps=cfg.steps, global_batch=global_batch, start_step=start_step,
+                              constants={"lr_g": cfg.lr_g, "lr_d": cfg.lr_d}, log=log)
+    fixed_noise, fixed_classes = fixed_sample_inputs(cfg, len(info.class_names))
+    started, last = time.perf_counter(), {}
+    log(f"training {cfg.steps} steps from step {start_step}: global batch {global_batch} "
+        f"= {strategy.num_replicas_in_sync} replica(s) x {global_batch // strategy.num_replicas_in_sync}, "
+        f"{info.num_train} training units, classes {dict(zip(info.class_names, info.class_counts))}")
+    while int(step) < cfg.steps:
+        scalars = distributed_step(iterator, step)  # fetch + D phase + G phase + EMA
+        step.assign_add(1)
+        examples_seen.assign_add(global_batch)
+        s = int(step)
+        if s % cfg.log_every == 0 or s == cfg.steps:
+            last = monitor.scalars(s, {k: v.numpy() for k, v in scalars.items()})
+        if s % cfg.image_every == 0 or s == cfg.steps:
+            images = gan.sampler([fixed_noise, fixed_classes], training=False).numpy()
+            monitor.sample_grid(s, images, info.class_names, cfg.samples_per_class)
+        if s % cfg.checkpoint_every == 0 or s == cfg.steps:
+            manager.save(checkpoint_number=s)
+    monitor.close()
+    return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last)
+
+
+def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
+    rng = np.random.default_rng(cfg.seed + 12345)
+    n = cfg.samples_per_class
+    noise = rng.standard_normal((num_classes * n, cfg.noise_dim)).astype(np.float32)
+    return noise, np.repeat(np.arange(num_classes, dtype=np.int32), n)
+
+
+def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int) -> dict:
+    """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
+    out_dir = Path(out_dir)
+    gan.generator.save(out_dir / "generator.keras")
+    gan.discriminator.save(out_dir / "discriminator.keras")
+    if gan.generator_ema is not None:
+        gan.generator_ema.save(out_dir / "generator_ema.keras")
+    info_json = {
+        "class_names": list(info.class_names),
+        "image_shape": list(info.image_shape),
+        "noise_dim": cfg.noise_dim,
+        "conditioning": info.conditioning,
+        "steps": steps,
+        "ema": gan.generator_ema is not None,
+        "class_prior": list(info.class_prior),
+        "class_counts": list(info.class_counts),
+        "skipped_records": list(info.skipped),
+        "width": cfg.width,
+        "global_batch_size": gan.global_batch_size,
+    }
+    (out_dir / "model_info.json").write_text(json.dumps(info_json, indent=2) + "\n")
+    return info_json

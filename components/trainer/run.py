@@ -1,0 +1,94 @@
+"""``vugan train``: the trainer component. The edge where the distribution strategy is chosen.
+
+MultiWorkerMirroredStrategy when TF_CONFIG is set; otherwise MirroredStrategy over all visible GPUs, or over
+``trainer.cpu_replicas`` logical CPU devices when there is no GPU (so that multi-replica code runs in tests).
+Models and optimizers are built inside the strategy's scope; nothing below this file knows about strategies.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from pipeline.artifacts import ArtifactType
+from pipeline.component import ComponentSpec, ExecContext, ExecResult
+
+
+def configure_devices(cpu_replicas: int) -> None:
+    """With no GPU, split the CPU into ``cpu_replicas`` logical devices; must run before any TensorFlow op."""
+    import tensorflow as tf
+
+    if cpu_replicas <= 1 or os.environ.get("TF_CONFIG") or tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+    except RuntimeError as exc:  # the runtime already started in this process with another split
+        if len(tf.config.list_logical_devices("CPU")) != cpu_replicas:
+            raise ValueError(f"trainer.cpu_replicas = {cpu_replicas}: TensorFlow already started in this "
+                             f"process; run the trainer in a fresh process ({exc})") from None
+
+
+def make_strategy(cpu_replicas: int):
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:cpu_replicas]
+    # No NCCL on CPU: reduce through one device.
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    cfg = ctx.config.trainer
+    configure_devices(cfg.cpu_replicas)
+    # Check the data (and the configured shape against it) before TensorFlow builds anything.
+    from components.trainer.data import inspect_examples
+
+    info = inspect_examples(ctx.inputs["examples"], cfg.image_shape)
+    if info.skipped:
+        ctx.log(f"skipped {len(info.skipped)} unreadable record(s): {'; '.join(info.skipped)}")
+
+    import keras
+    import tensorflow as tf
+
+    from components.trainer import core
+
+    strategy = make_strategy(cfg.cpu_replicas)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"trainer.batch_size {cfg.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    if cfg.mixed_precision:
+        if tf.config.list_physical_devices("GPU"):
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")  # no loss scaling needed, unlike float16
+        else:
+            ctx.log("trainer.mixed_precision ignored: no GPU")
+    with strategy.scope():
+        gan = core.build_gan(cfg, info, global_batch=cfg.batch_size)
+    result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log)
+    model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps)
+    ctx.log(f"trained to step {result.steps} (started at {result.start_step}) in {result.seconds:.1f}s")
+    return ExecResult(
+        counts={"steps": result.steps, "train_units": info.num_train, "skipped_records": len(info.skipped)},
+        properties={"class_names": model_info["class_names"], "image_shape": model_info["image_shape"],
+                    "noise_dim": cfg.noise_dim, "ema": model_info["ema"], "replicas": strategy.num_replicas_in_sync,
+                    "resumed_from_step": result.start_step,
+                    "final": {k: round(v, 5) for k, v in result.last.items() if isinstance(v, float)}})
+
+
+SPEC = ComponentSpec(
+    name="train",
+    artifact_type=ArtifactType.MODEL,
+    inputs={"examples": ArtifactType.EXAMPLES},
+    config_sections=("trainer",),
+    execute=execute,
+    description="train the class-conditional GAN (ac-GAN) on vertebral-unit examples",
+    skip_dirs=("logs", "checkpoints"),
+)
+
+
+if __name__ == "__main__":  # python -m components.trainer.run ... (same flags as `vugan train`)
+    from pipeline.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,154 @@
+"""The ac-GAN networks of the reference study (Sun et al. 2023, pGAN ``fixed_architecture.py``), in Keras 3.
+
+Generator: [noise [N, z], class_ids int [N]] -> one-hot ++ noise -> 1x1 -> ConvT (stride 1, to the base grid)
+-> stride-2 ConvT blocks halving the width down to s -> ConvT to K slices, tanh. 4x4 kernels, no bias, ReLU,
+optional BatchNorm (off, as in the released weights). Discriminator mirrors it with LeakyReLU(0.2): stride-2
+convs from s up to the widest, one conv over the whole base grid down to s features, then two linear heads
+(real/fake logit, class logits). Weights start at N(0, 0.02).
+
+At 64x64 the base grid is 4x4 and the widths are 8s-4s-2s-s exactly as in the reference; at 32 or 128 there is
+one stride-2 block fewer or more; a non-square size (64x128) starts from a non-square base grid (4x8).
+Models know nothing about distribution strategies.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+from keras import ops
+
+INIT_STD = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    image_shape: tuple[int, int, int]  # H, W, K
+    num_classes: int
+    noise_dim: int = 100
+    width: int = 128  # s
+    batch_norm: bool = False  # in both networks' hidden blocks (the reference's optional BN)
+    spectral_norm: bool = False  # discriminator only
+
+    @property
+    def n_up(self) -> int:
+        """Number of stride-2 (de)convolutions: the smaller side is 4 * 2**n_up."""
+        return int(round(math.log2(min(self.image_shape[:2]) / 4)))
+
+    @property
+    def base_grid(self) -> tuple[int, int]:
+        h, w = self.image_shape[:2]
+        return h >> self.n_up, w >> self.n_up
+
+    def check(self) -> None:
+        h, w, k = self.image_shape
+        if min(h, w) < 8 or any(x % 4 or (x >> self.n_up) << self.n_up != x for x in (h, w)):
+            raise ValueError(f"image size {h}x{w}: each side must be 4 * 2**n (n >= 1) times an integer ratio, "
+                             f"e.g. 16, 32, 64, 128 or 64x128")
+        if 4 * 2 ** self.n_up != min(h, w):
+            raise ValueError(f"image size {h}x{w}: the smaller side must be a power of two >= 8")
+
+
+def _init():
+    return keras.initializers.RandomNormal(0.0, INIT_STD)
+
+
+@keras.saving.register_keras_serializable(package="vugan")
+class SpectralNormConv2D(keras.layers.Conv2D):
+    """Conv2D whose kernel is divided by its largest singular value (Miyato et al. 2018, arXiv:1802.05957).
+
+    One power iteration per training call, as in the paper. Unlike ``keras.layers.SpectralNormalization`` this
+    never overwrites the trainable kernel (the normalised kernel is used on the fly), and the power-iteration
+    vector is a non-trainable weight with ``only_first_replica`` aggregation so that it can be updated inside a
+    MirroredStrategy replica context (every replica computes the same value).
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.vector_u = self.add_weight(shape=(1, self.filters), initializer=keras.initializers.RandomNormal(0, 1),
+                                        trainable=False, name="vector_u", aggregation="only_first_replica")
+
+    # Conv2D saves only kernel and bias; the power-iteration vector is state too.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            store["vector_u"] = self.vector_u
+
+    def load_own_variables(self, store):
+        self._check_load_own_variables = lambda store: None  # Conv2D's check expects kernel/bias only
+        base = {k: store[k] for k in store.keys() if k != "vector_u"}
+        super().load_own_variables(base)
+        self.vector_u.assign(store["vector_u"])
+
+    def normalized_kernel(self, training=False):
+        w = ops.reshape(self.kernel, (-1, self.filters))
+        u = self.vector_u.value
+        v = _l2n(ops.matmul(u, ops.transpose(w)))
+        u_new = ops.stop_gradient(_l2n(ops.matmul(v, w)))
+        v = ops.stop_gradient(v)
+        sigma = ops.sum(ops.matmul(v, w) * u_new)
+        if training:
+            self.vector_u.assign(u_new)
+        return self.kernel / sigma
+
+    def call(self, inputs, training=False):
+        outputs = self.convolution_op(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
+        if self.use_bias:
+            outputs = outputs + ops.reshape(self.bias, (1, 1, 1, self.filters))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+def _l2n(x, eps=1e-12):
+    return x / ops.sqrt(ops.maximum(ops.sum(x * x), eps))
+
+
+def build_generator(cfg: ArchConfig) -> keras.Model:
+    cfg.check()
+    h, w, k = cfg.image_shape
+    noise = keras.Input((cfg.noise_dim,), name="noise", dtype="float32")
+    class_ids = keras.Input((), name="class_ids", dtype="int32")
+    # Reference order: one-hot class code first, then the noise (103 = 3 + 100).
+    one_hot = keras.layers.CategoryEncoding(cfg.num_classes, output_mode="one_hot", name="one_hot")(class_ids)
+    x = keras.layers.Concatenate(name="code")([one_hot, noise])
+    x = keras.layers.Reshape((1, 1, cfg.num_classes + cfg.noise_dim), name="to_1x1")(x)
+    conv = dict(use_bias=False, kernel_initializer=_init())
+    x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1), cfg.base_grid, strides=1, padding="valid",
+                                     name="convt_0", **conv)(x)
+    x = _g_block_end(x, cfg, 0)
+    for i in range(1, cfg.n_up):
+        x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1 - i), 4, strides=2, padding="same",
+                                         name=f"convt_{i}", **conv)(x)
+        x = _g_block_end(x, cfg, i)
+    x = keras.layers.Conv2DTranspose(k, 4, strides=2, padding="same", name=f"convt_{cfg.n_up}", **conv)(x)
+    # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
+    images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
+    return keras.Model([noise, class_ids], images, name="generator")
+
+
+def _g_block_end(x, cfg: ArchConfig, i: int):
+    if cfg.batch_norm:
+        x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
+                                            name=f"bn_{i}")(x)
+    return keras.layers.ReLU(name=f"relu_{i}")(x)
+
+
+def build_discriminator(cfg: ArchConfig) -> keras.Model:
+    cfg.check()
+    images = keras.Input(cfg.image_shape, name="images", dtype="float32")
+    Conv = SpectralNormConv2D if cfg.spectral_norm else keras.layers.Conv2D
+    conv = dict(use_bias=False, kernel_initializer=_init())
+    x = images
+    for i in range(cfg.n_up):
+        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **conv)(x)
+        if cfg.batch_norm and i > 0:  # the reference never normalises the first block
+            x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
+                                                name=f"bn_{i}")(x)
+        x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{i}")(x)
+    # One conv over the whole base grid: the reference's Conv(8s -> s, 4x4, stride 1) to a length-s vector.
+    x = Conv(cfg.width, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
+    x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
+    x = keras.layers.Flatten(name="features")(x)
+    dense = dict(kernel_initializer=_init(), dtype="float32")
+    realfake = keras.layers.Dense(1, name="realfake_logits", **dense)(x)
+    class_logits = keras.layers.Dense(cfg.num_classes, name="class_logits", **dense)(x)
+    return keras.Model(images, [realfake, class_logits], name="discriminator")

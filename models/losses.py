@@ -1,0 +1,93 @@
+"""ac-GAN losses: pure functions of logits and labels, one number per call, averaged over the GLOBAL batch.
+
+Each wraps the tensorflow-gan implementation with ``reduction=NONE`` and then divides the summed per-example
+losses by the global batch size (``tf.nn.compute_average_loss``). Under ``MirroredStrategy`` every replica sees
+only its share of the batch and the replicas' gradients are summed, so dividing by the *global* batch makes
+both the gradients and the logged values independent of the number of replicas (a per-replica mean would be
+N times too large once summed).
+
+The class (auxiliary) losses are softmax cross-entropy ON LOGITS. The reference implementation (pGAN,
+``train_region.py``) fed softmax *probabilities* to ``nn.NLLLoss``, which optimises -w_c * p_c rather than
+-w_c * log p_c; that is a bug we do not copy.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from models.tfgan_compat import NO_REDUCTION, tfgan
+
+
+class GANLoss(NamedTuple):
+    """The two players' total losses for one step."""
+
+    generator: tf.Tensor
+    discriminator: tf.Tensor
+
+
+def _global_mean(per_example: tf.Tensor, global_batch_size: int) -> tf.Tensor:
+    return tf.nn.compute_average_loss(tf.reshape(per_example, [-1]), global_batch_size=global_batch_size)
+
+
+def _example_weights(labels: tf.Tensor, class_weights) -> tf.Tensor | float:
+    if class_weights is None:
+        return 1.0
+    return tf.gather(tf.constant(class_weights, tf.float32), labels)
+
+
+def modified_discriminator_loss(real_logits, fake_logits, *, global_batch_size: int,
+                                real_label_smoothing: float = 0.0) -> tf.Tensor:
+    """-log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))) (Goodfellow et al. 2014, arXiv:1406.2661).
+
+    Args:
+      real_logits, fake_logits: real/fake logits [N, 1] (or [N]).
+      real_label_smoothing: one-sided label smoothing (Salimans et al. 2016, arXiv:1606.03498): the real target
+        becomes ``1 - real_label_smoothing``; fake targets stay 0.
+    """
+    per_example = tfgan.losses.wargs.modified_discriminator_loss(
+        tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32),
+        # tf.compat.v1 sigmoid smoothing maps a target t to t(1-s) + s/2, so s = 2 * smoothing gives 1 - smoothing.
+        label_smoothing=2.0 * real_label_smoothing, loss_collection=None, reduction=NO_REDUCTION)
+    return _global_mean(per_example, global_batch_size)
+
+
+def modified_generator_loss(fake_logits, *, global_batch_size: int) -> tf.Tensor:
+    """Non-saturating generator loss -log sigmoid(D(G(z))) (Goodfellow et al. 2014, arXiv:1406.2661)."""
+    per_example = tfgan.losses.wargs.modified_generator_loss(
+        tf.cast(fake_logits, tf.float32), loss_collection=None, reduction=NO_REDUCTION)
+    return _global_mean(per_example, global_batch_size)
+
+
+def acgan_discriminator_loss(real_cls_logits, fake_cls_logits, labels, *, num_classes: int,
+                             global_batch_size: int, class_weights=None) -> tf.Tensor:
+    """Class cross-entropy of D on real AND generated images (Odena et al. 2017, arXiv:1610.09585).
+
+    Args:
+      real_cls_logits, fake_cls_logits: class logits [N, C] of D on the real batch and on G(z, labels).
+      labels: int class ids [N], shared by the real batch and the generated batch (G was conditioned on them).
+      class_weights: optional per-class weights [C] (e.g. inverse training frequency); each example's loss is
+        multiplied by the weight of its class.
+    """
+    weights = _example_weights(labels, class_weights)
+    per_example = tfgan.losses.wargs.acgan_discriminator_loss(
+        tf.cast(real_cls_logits, tf.float32), tf.cast(fake_cls_logits, tf.float32),
+        tf.one_hot(labels, num_classes), real_weights=weights, generated_weights=weights,
+        loss_collection=None, reduction=NO_REDUCTION)
+    return _global_mean(per_example, global_batch_size)
+
+
+def acgan_generator_loss(fake_cls_logits, labels, *, num_classes: int, global_batch_size: int,
+                         class_weights=None) -> tf.Tensor:
+    """Class cross-entropy of D on generated images, minimised by G (Odena et al. 2017, arXiv:1610.09585)."""
+    per_example = tfgan.losses.wargs.acgan_generator_loss(
+        tf.cast(fake_cls_logits, tf.float32), tf.one_hot(labels, num_classes),
+        weights=_example_weights(labels, class_weights), loss_collection=None, reduction=NO_REDUCTION)
+    return _global_mean(per_example, global_batch_size)
+
+
+def inverse_frequency_weights(class_counts) -> list[float]:
+    """w_c = N / (C * n_c): 1 for every class when balanced; the prior-weighted mean weight is always 1."""
+    counts = [float(c) for c in class_counts]
+    total, n = sum(counts), len(counts)
+    return [total / (n * c) for c in counts]

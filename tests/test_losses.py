@@ -1,0 +1,85 @@
+"""Each ac-GAN loss against values worked out by hand on 4-example batches (sigmoid(ln 3) = 3/4, etc.)."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import losses
+from models.tfgan_compat import tfgan
+
+LN = math.log
+REAL = [0.0, LN(3), -LN(3), LN(7)]  # sigmoid: 1/2, 3/4, 1/4, 7/8
+FAKE = [0.0, LN(3), -LN(3), -LN(7)]  # 1 - sigmoid: 1/2, 1/4, 3/4, 7/8
+# Softmax rows: [1/3,1/3,1/3], [1/2,1/4,1/4], [1/5,3/5,1/5], [1/4,1/4,1/2]
+CLS = [[0.0, 0.0, 0.0], [LN(2), 0.0, 0.0], [0.0, LN(3), 0.0], [0.0, 0.0, LN(2)]]
+LABELS = [0, 0, 1, 2]  # -> cross-entropies ln 3, ln 2, ln(5/3), ln 2
+
+
+def col(values):
+    return tf.constant(values, tf.float32)[:, None]
+
+
+def test_modified_discriminator_loss_by_hand():
+    got = losses.modified_discriminator_loss(col(REAL), col(FAKE), global_batch_size=4)
+    real_terms = [LN(2), LN(4 / 3), LN(4), LN(8 / 7)]
+    fake_terms = [LN(2), LN(4), LN(4 / 3), LN(8 / 7)]
+    assert float(got) == pytest.approx((sum(real_terms) + sum(fake_terms)) / 4, rel=1e-6)
+
+
+def test_one_sided_label_smoothing_targets_one_minus_value_on_real_only():
+    got = losses.modified_discriminator_loss(col(REAL), col(FAKE), global_batch_size=4, real_label_smoothing=0.1)
+    p = [0.5, 0.75, 0.25, 7 / 8]
+    real_terms = [-(0.9 * LN(q) + 0.1 * LN(1 - q)) for q in p]  # target 0.9
+    fake_terms = [LN(2), LN(4), LN(4 / 3), LN(8 / 7)]  # fake target stays 0
+    assert float(got) == pytest.approx((sum(real_terms) + sum(fake_terms)) / 4, rel=1e-6)
+
+
+def test_modified_generator_loss_by_hand():
+    got = losses.modified_generator_loss(col(REAL), global_batch_size=4)
+    assert float(got) == pytest.approx((LN(2) + LN(4 / 3) + LN(4) + LN(8 / 7)) / 4, rel=1e-6)
+
+
+def test_acgan_generator_loss_is_cross_entropy_on_logits():
+    got = losses.acgan_generator_loss(tf.constant(CLS), tf.constant(LABELS), num_classes=3, global_batch_size=4)
+    assert float(got) == pytest.approx((LN(3) + LN(2) + LN(5 / 3) + LN(2)) / 4, rel=1e-6)
+    # Not the reference's NLLLoss-on-probabilities quirk, which would give -mean(p_c) = -(1/3+1/2+3/5+1/2)/4.
+    assert float(got) > 0
+
+
+def test_acgan_generator_loss_class_weights():
+    got = losses.acgan_generator_loss(tf.constant(CLS), tf.constant(LABELS), num_classes=3, global_batch_size=4,
+                                      class_weights=[1.0, 2.0, 0.5])
+    assert float(got) == pytest.approx((LN(3) + LN(2) + 2 * LN(5 / 3) + 0.5 * LN(2)) / 4, rel=1e-6)
+
+
+def test_acgan_discriminator_loss_sums_real_and_generated_terms():
+    fake_cls = tf.zeros([4, 3])  # uniform: ln 3 each
+    got = losses.acgan_discriminator_loss(tf.constant(CLS), fake_cls, tf.constant(LABELS), num_classes=3,
+                                          global_batch_size=4)
+    assert float(got) == pytest.approx((LN(3) + LN(2) + LN(5 / 3) + LN(2) + 4 * LN(3)) / 4, rel=1e-6)
+
+
+def test_losses_average_over_the_global_batch():
+    """Two replicas' halves, each divided by the global batch of 4, add up to the whole batch's loss."""
+    whole = losses.modified_discriminator_loss(col(REAL), col(FAKE), global_batch_size=4)
+    halves = [losses.modified_discriminator_loss(col(REAL[i:i + 2]), col(FAKE[i:i + 2]), global_batch_size=4)
+              for i in (0, 2)]
+    assert float(halves[0] + halves[1]) == pytest.approx(float(whole), rel=1e-6)
+    whole = losses.acgan_generator_loss(tf.constant(CLS), tf.constant(LABELS), num_classes=3, global_batch_size=4)
+    halves = [losses.acgan_generator_loss(tf.constant(CLS[i:i + 2]), tf.constant(LABELS[i:i + 2]), num_classes=3,
+                                          global_batch_size=4) for i in (0, 2)]
+    assert float(halves[0] + halves[1]) == pytest.approx(float(whole), rel=1e-6)
+
+
+def test_inverse_frequency_weights():
+    w = losses.inverse_frequency_weights([1, 2, 1])  # N = 4, C = 3: N / (C n_c)
+    np.testing.assert_allclose(w, [4 / 3, 2 / 3, 4 / 3])
+    prior = np.array([1, 2, 1]) / 4
+    assert float(prior @ np.array(w)) == pytest.approx(1.0)
+
+
+def test_tfgan_estimator_stand_ins_refuse_use():
+    assert hasattr(tfgan.losses.wargs, "acgan_generator_loss")
+    with pytest.raises(RuntimeError, match="stand-in"):
+        tf.estimator.Estimator()

@@ -1,0 +1,121 @@
+"""Network shapes and parameter counts against the reference architecture; SN, EMA and DiffAugment."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.trainer.spec import AUGMENTATIONS
+from models import acgan, augment, ema
+
+
+def out_shape(model, name):
+    return tuple(model.get_layer(name).output.shape[1:])
+
+
+def test_reference_size_shapes_and_parameter_counts():
+    cfg = acgan.ArchConfig(image_shape=(64, 64, 9), num_classes=3, noise_dim=100, width=128)
+    g, d = acgan.build_generator(cfg), acgan.build_discriminator(cfg)
+    s, k = 128, 9
+    # Generator: one-hot (3) ++ noise (100) = 103 channels at 1x1; 4x4 kernels, no bias.
+    widths = [103, 8 * s, 4 * s, 2 * s, s, k]
+    assert [out_shape(g, f"convt_{i}") for i in range(5)] == [
+        (4, 4, 8 * s), (8, 8, 4 * s), (16, 16, 2 * s), (32, 32, s), (64, 64, k)]
+    g_expected = sum(a * b * 16 for a, b in zip(widths[:-1], widths[1:]))
+    assert g_expected == 103 * 1024 * 16 + 1024 * 512 * 16 + 512 * 256 * 16 + 256 * 128 * 16 + 128 * 9 * 16
+    assert g.count_params() == g_expected == 12_716_032  # "about 12.7 M" in the reference study
+    # Discriminator: 4 stride-2 convs K -> s -> 2s -> 4s -> 8s, a 4x4 conv 8s -> s, heads s -> 1 and s -> 3.
+    assert [out_shape(d, f"conv_{i}") for i in range(5)] == [
+        (32, 32, s), (16, 16, 2 * s), (8, 8, 4 * s), (4, 4, 8 * s), (1, 1, s)]
+    d_expected = (9 * s + s * 2 * s + 2 * s * 4 * s + 4 * s * 8 * s + 8 * s * s) * 16 + (s + 1) + (s * 3 + 3)
+    assert d.count_params() == d_expected == 13_126_148  # "13.1 M"
+    images = g([tf.random.normal([2, 100]), tf.constant([0, 2], tf.int32)])
+    assert images.shape == (2, 64, 64, 9) and float(tf.reduce_max(tf.abs(images))) <= 1.0
+    rf, cls = d(images)
+    assert rf.shape == (2, 1) and cls.shape == (2, 3)
+    # N(0, 0.02) initialisation.
+    assert np.std(g.get_layer("convt_1").kernel.numpy()) == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (128, 128, 2), (64, 128, 3), (16, 16, 3)])
+def test_other_sizes(shape):
+    cfg = acgan.ArchConfig(image_shape=shape, num_classes=4, noise_dim=8, width=4)
+    g, d = acgan.build_generator(cfg), acgan.build_discriminator(cfg)
+    x = g([tf.zeros([3, 8]), tf.constant([0, 1, 3], tf.int32)])
+    assert tuple(x.shape) == (3, *shape)
+    rf, cls = d(x)
+    assert rf.shape == (3, 1) and cls.shape == (3, 4)
+
+
+def test_unsupported_size_is_an_error():
+    with pytest.raises(ValueError, match="power of two"):
+        acgan.build_generator(acgan.ArchConfig(image_shape=(48, 48, 1), num_classes=2))
+
+
+def test_spectral_norm_conv_has_unit_spectral_norm_and_saves_its_state(tmp_path):
+    cfg = acgan.ArchConfig(image_shape=(16, 16, 3), num_classes=3, noise_dim=8, width=4, spectral_norm=True)
+    d = acgan.build_discriminator(cfg)
+    x = tf.random.normal([2, 16, 16, 3])
+    for _ in range(30):  # power iteration converges on repeated training calls
+        d(x, training=True)
+    layer = d.get_layer("conv_1")
+    w = layer.normalized_kernel().numpy().reshape(-1, layer.filters)
+    assert np.linalg.svd(w, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-3)
+    d.save(tmp_path / "d.keras")
+    import keras
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(loaded.get_layer("conv_1").vector_u.numpy(), layer.vector_u.numpy())
+    np.testing.assert_allclose(loaded(x)[1].numpy(), d(x)[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ema_update_arithmetic():
+    cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2)
+    g = acgan.build_generator(cfg)
+    g_ema = ema.clone_for_ema(g)
+    for v in g_ema.weights:
+        v.assign(np.ones(v.shape, np.float32))
+    for v in g.weights:
+        v.assign(3 * np.ones(v.shape, np.float32))
+    ema.ema_update(g_ema, g, 0.9)
+    for v in g_ema.weights:
+        np.testing.assert_allclose(v.numpy(), 0.9 * 1 + 0.1 * 3)  # 1.2
+    assert float(ema.effective_decay(0.999, 0)) == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert float(ema.effective_decay(0.999, 90)) == pytest.approx(0.91)
+    assert float(ema.effective_decay(0.999, 10**6)) == pytest.approx(0.999)
+
+
+def test_ema_copies_batchnorm_statistics():
+    cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=True)
+    g = acgan.build_generator(cfg)
+    g_ema = ema.clone_for_ema(g)
+    mean = g.get_layer("bn_0").moving_mean
+    mean.assign(np.full(mean.shape, 5.0, np.float32))
+    ema.ema_update(g_ema, g, 0.5)
+    np.testing.assert_allclose(g_ema.get_layer("bn_0").moving_mean.numpy(), 5.0)
+
+
+@pytest.mark.parametrize("policy", [("translation",), ("cutout",), ("intensity",), AUGMENTATIONS])
+def test_diffaugment_keeps_shape_and_is_differentiable(policy):
+    x = tf.Variable(tf.random.uniform([4, 16, 8, 3], -1, 1))
+    with tf.GradientTape() as tape:
+        y = augment.diff_augment(x, policy)
+        loss = tf.reduce_sum(y * tf.random.normal(y.shape))
+    grad = tape.gradient(loss, x)
+    assert y.shape == x.shape
+    assert grad is not None and np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).sum() > 0
+    assert not np.allclose(y.numpy(), x.numpy())
+
+
+def test_cutout_zeroes_a_quarter_and_translation_moves_content():
+    x = tf.ones([8, 16, 16, 1])
+    cut = augment.cutout(x).numpy()
+    assert (cut == 0).mean() == pytest.approx(0.25, abs=0.1)  # half of each side, clipped at borders
+    img = np.zeros([1, 16, 16, 1], np.float32)
+    img[0, 8, 8, 0] = 1.0
+    moved = augment.translation(tf.constant(np.repeat(img, 16, 0))).numpy()
+    assert np.allclose(moved.sum(axis=(1, 2, 3)), 1.0)  # the single pixel stays inside (shift <= 1)
+    assert len({tuple(np.argwhere(m[..., 0])[0]) for m in moved}) > 1
+
+
+def test_augment_names_match_the_config_choices():
+    assert augment.POLICIES == AUGMENTATIONS
+    with pytest.raises(ValueError, match="unknown"):
+        augment.parse_policy("translation,flip")
