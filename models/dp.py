@@ -48,10 +48,10 @@ def per_example_gradients(
         loss i depends on example i only. With method "vmap" it is called on one-example batches (b = 1).
       variables: the variables to differentiate (e.g. `discriminator.trainable_variables`).
       inputs: tensor or nested structure of tensors with a common leading batch dimension B.
-      method: "vmap" runs the model once per example under `tf.vectorized_map` (each example really is alone, so a
-        layer that mixes examples, e.g. BatchNorm in training mode, cannot leak across them); "jacobian" runs the
-        batch forward once and takes a pfor Jacobian of the [B] losses, which is only correct if the model does not
-        mix examples (no BatchNorm / minibatch-stddev on the real batch).
+      method: "vmap" (default, faster for convs) runs the model once per example under `tf.vectorized_map`, so
+        each example really is alone; "jacobian" runs the batch forward once and takes a pfor Jacobian of the [B]
+        losses, correct only if the model does not mix examples. Either way, no BatchNorm in the discriminator:
+        its moving statistics would be un-noised real-data state.
 
     Returns:
       A list with one tensor [B, *variable.shape] per variable (zeros for a variable the loss does not use).
@@ -64,15 +64,22 @@ def per_example_gradients(
             batch_of_one = tf.nest.map_structure(lambda t: tf.expand_dims(t, 0), example)
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(per_example_loss_fn(batch_of_one))
-            return tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return _zeros_for_none(tape.gradient(loss, variables), variables, [], loss.dtype)
 
         return list(tf.vectorized_map(one_example, inputs))
     if method == "jacobian":
         with tf.GradientTape() as tape:
             losses = per_example_loss_fn(inputs)
-        return list(tape.jacobian(losses, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO,
-                                  experimental_use_pfor=True))
+        jac = tape.jacobian(losses, variables, experimental_use_pfor=True)
+        return _zeros_for_none(jac, variables, [tf.shape(losses)[0]], losses.dtype)
     raise ValueError(f"method must be one of {PER_EXAMPLE_METHODS}, got {method!r}")
+
+
+def _zeros_for_none(grads, variables, lead_shape, dtype) -> list:
+    # A variable the loss does not use (e.g. a head) gets None. UnconnectedGradients.ZERO would do this, but it
+    # fails on Keras 3 variables (their dtype is a string), so fill in the zeros here.
+    return [tf.zeros(tf.concat([lead_shape, tf.shape(v)], 0), dtype) if g is None else g
+            for g, v in zip(grads, variables)]
 
 
 def global_norms(grads: Sequence[tf.Tensor]) -> tf.Tensor:

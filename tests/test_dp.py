@@ -41,8 +41,10 @@ def aggregate(grads, **kwargs):
 @pytest.mark.parametrize("method", dp.PER_EXAMPLE_METHODS)
 def test_per_example_gradients_of_logistic_model_match_hand_values(method):
     w, loss = logistic()
-    (g,) = dp.per_example_gradients(loss, [w], (X, Y), method=method)
+    unused = keras.Variable([1.0, 2.0, 3.0])  # e.g. a head the real loss does not touch: zero rows, no error
+    g, g_unused = dp.per_example_gradients(loss, [w, unused], (X, Y), method=method)
     np.testing.assert_allclose(g.numpy(), G_BY_HAND, atol=1e-5)
+    np.testing.assert_array_equal(g_unused.numpy(), np.zeros((4, 3)))
 
 
 def test_per_example_clipping_by_hand_and_bounds_each_example():

@@ -13,7 +13,7 @@ from components.evaluator.spec import EvaluatorConfig
 from fixtures_examples import class_image
 
 SHAPE = (32, 32, 3)
-CFG = EvaluatorConfig(min_synthetic=60, classifier_epochs=4, msssim_pairs=60, swd_projections=64, prdc_k=3,
+CFG = EvaluatorConfig(min_synthetic=60, classifier_epochs=10, msssim_pairs=60, swd_projections=64, prdc_k=3,
                       kid_block_size=1000, batch_size=64)
 
 
@@ -40,6 +40,15 @@ def real():
     return units(30, 1, "tr"), units(12, 2, "ho"), units(12, 3, "te")
 
 
+@pytest.fixture(scope="module")
+def outcomes(real):
+    """(faithful, collapsed) metrics: the faithful set comes from the same process as the real units."""
+    train, holdout, test = real
+    good = core.evaluate_units(train, holdout, test, units(30, 4, "sy"), schema.REGIONS, CFG).metrics
+    bad = core.evaluate_units(train, holdout, test, units(30, 5, "sy", collapsed=True), schema.REGIONS, CFG).metrics
+    return good, bad
+
+
 def test_synthetic_draw_follows_training_prior_and_minimum():
     train_ids = np.array([0] * 10 + [1] * 30 + [2] * 20)
     counts = core.synthetic_class_counts(train_ids, 3, min_total=600)
@@ -60,10 +69,8 @@ def test_synthetic_draw_follows_training_prior_and_minimum():
     assert set(syn.regions) == set(schema.REGIONS)
 
 
-def test_faithful_synthetic_beats_collapsed_on_every_axis(real):
-    train, holdout, test = real
-    good = core.evaluate_units(train, holdout, test, units(30, 4, "sy"), schema.REGIONS, CFG).metrics
-    bad = core.evaluate_units(train, holdout, test, units(30, 5, "sy", collapsed=True), schema.REGIONS, CFG).metrics
+def test_faithful_synthetic_beats_collapsed_on_every_axis(outcomes):
+    good, bad = outcomes
 
     g_fd, b_fd = good["fidelity"]["embeddings"]["domain"]["overall"], bad["fidelity"]["embeddings"]["domain"]["overall"]
     # Same generative process as the real data: within a small factor of the real-vs-real baseline.

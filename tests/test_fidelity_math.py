@@ -38,6 +38,17 @@ def test_fid_matches_independent_scipy_computation():
     assert fidelity.frechet_distance(a, b) == pytest.approx(_numpy_fid(a, b), rel=1e-6)
 
 
+def test_fid_in_more_dimensions_than_units_uses_the_exact_gram_form():
+    # 30 and 25 units in 200 dimensions (the per-class Inception case): same value as scipy's D x D sqrtm.
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((30, 200))
+    b = rng.standard_normal((25, 200)) * 0.8 + 0.3
+    assert fidelity.frechet_distance(a, b) == pytest.approx(_numpy_fid(a, b), rel=1e-6)
+    # And the Gram form agrees with tensorflow-gan where both apply.
+    c, d = rng.standard_normal((80, 10)), rng.standard_normal((70, 10)) + 0.2
+    assert fidelity.frechet_distance_gram(c, d) == pytest.approx(fidelity.frechet_distance(c, d), rel=1e-8)
+
+
 def test_fid_between_gaussian_samples_matches_closed_form():
     # N(0, I) vs N(mu, s^2 I) in d dims: FID = |mu|^2 + d (1 - s)^2. Sampling error of the estimate at n = 20,000
     # and d = 4 is about 0.01, so 0.05 is a generous but meaningful tolerance (the value itself is 1.0 + 0.36).

@@ -347,3 +347,34 @@ def test_vertebra_units_centre_on_bodies(tmp_path):
         assert rec.class_id == schema.VERTEBRA_UNITS.index(rec.level_name) and rec.lower_code == rec.upper_code
         centre = affine[:3, :3] @ np.argwhere(mask == rec.upper_code).mean(axis=0) + affine[:3, 3]
         np.testing.assert_allclose(g.centre, centre, atol=0.6)
+
+
+def test_oblique_scan_gives_the_same_crops_as_the_straight_one(tmp_path):
+    """Rotating the whole scan (affine only, 20 degrees about left-right) rotates the bodies with it; crops cut in
+    the unit's own frame must not change."""
+    image, mask, affine = make_scan()
+    theta = np.deg2rad(20)
+    rot = np.eye(4)
+    rot[1:3, 1:3] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    cfg = PreprocessConfig()
+    straight = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                                      save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    oblique = core.process_scan(task(save_nifti(tmp_path / "io.nii.gz", image, rot @ affine),
+                                     save_nifti(tmp_path / "mo.nii.gz", mask, rot @ affine)), cfg)
+    assert sorted(_crops(straight)) == ["L1/L2", "L2/L3", "L3/L4", "L4/L5"]
+    for (rec_s, g_s), (rec_o, g_o) in zip(straight.records, oblique.records):
+        np.testing.assert_allclose(g_o.axis, rot[:3, :3] @ g_s.axis, atol=1e-6)
+        np.testing.assert_allclose(rec_o.image, rec_s.image, atol=1e-3)
+
+
+def test_non_square_crops_and_slice_count_follow_config(tmp_path):
+    image, mask, affine = make_scan()
+    cfg = PreprocessConfig(image_size=(48, 32), slices=5, slice_spacing_mm=2.0, margin=0.25)
+    r = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                               save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    for rec, g in r.records:
+        assert rec.image.shape == (48, 32, 5) and rec.slice_spacing == 2.0
+        assert g.slice_offsets_mm == (-4.0, -2.0, 0.0, 2.0, 4.0)
+        length = np.linalg.norm(g.lower_centre - g.upper_centre)
+        assert g.height_mm == pytest.approx(1.5 * length)
+        assert g.width_mm == pytest.approx(g.height_mm * cfg.width_scale * 32 / 48)

@@ -32,7 +32,7 @@ def embed(images):
 
 
 def _check_report(result):
-    json.dumps(result.metrics)  # metrics.json must be writable
+    json.dumps(result.metrics, allow_nan=False)  # metrics.json must be strict JSON
     figures = [f for s in result.sections for f in s.figures]
     assert {s.key for s in result.sections} == {"privacy", "privacy_memorisation"}
     assert {"privacy_roc_unit", "privacy_roc_patient", "privacy_closest_pairs"} <= {f.name for f in figures}

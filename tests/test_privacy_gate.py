@@ -69,3 +69,31 @@ def test_candidates_are_whole_patients_and_balanced():
         assert (members[mi] == pid).sum() == 3
     with pytest.raises(ValueError, match="both members and non-members"):
         select_candidates(np.array(["a", "b"]), np.array(["b"]), 10, 0)
+
+
+def test_metrics_are_made_strict_json():
+    import json
+
+    from components.evaluator.privacy import json_safe
+
+    out = json_safe({"a": np.float32(0.5), "b": float("nan"), "c": (np.int64(3), np.inf), "d": np.bool_(True)})
+    assert out == {"a": 0.5, "b": None, "c": [3, None], "d": True}
+    json.dumps(out, allow_nan=False)
+
+
+def test_uncomputable_ct_fails_with_its_reason():
+    m = copy.deepcopy(GOOD)
+    for space in m["privacy"]["memorisation"].values():
+        space["ct"] = None  # what json_safe makes of nan
+    v = release_gate(m, CFG)
+    assert not v.passed
+    assert "FAIL: privacy metric ct not computable (too few units; for C_T lower privacy.ct_min_cell)" in v.reasons
+
+
+def test_plain_language_reading_of_an_auc_interval():
+    from components.evaluator.privacy_report import verdict_of
+
+    assert verdict_of([0.45, 0.56]) == "indistinguishable from guessing"
+    assert verdict_of([0.1, 0.9]).startswith("inconclusive")
+    assert verdict_of([0.52, 0.58]) == "slightly better than guessing"
+    assert verdict_of([0.8, 0.95]) == "better than guessing"

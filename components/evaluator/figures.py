@@ -71,7 +71,7 @@ def ratio_bars(per_class: dict[str, dict[str, dict]], overall: dict[str, float |
     ax.set_xticks(np.arange(len(names)) + width * (len(per_class) - 1) / 2, names, rotation=45, ha="right",
                   fontsize=8)
     ax.set_ylabel("synthetic / real-vs-real")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=10)
     return Figure("fd_ratio", title, "Each bar is a class's Fréchet distance between synthetic and real training "
                   "units divided by the same distance between two groups of real patients; 1 (dashed) means "
@@ -88,7 +88,7 @@ def prdc_bars(prdc: dict | None, baseline: dict | None, label: str) -> Figure:
     ax.bar(x + 0.2, [(baseline or {}).get(k, np.nan) for k in keys], 0.4, label="holdout vs train (real baseline)")
     ax.set_xticks(x, keys)
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax.set_title(f"Precision / recall / density / coverage ({label})", fontsize=10)
     return Figure("prdc", "Precision, recall, density, coverage",
                   "Bars close to the real baseline (orange) are good; precision and density measure realism, "
@@ -106,8 +106,8 @@ def msssim_bars(per_class: dict[str, dict]) -> Figure:
            0.4, label="synthetic")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("mean pairwise MS-SSIM")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return Figure("ms_ssim", "Within-class similarity (MS-SSIM)",
                   "Higher bars mean the units of a class look more alike. A synthetic bar clearly above the real "
                   "one means the generator repeats itself (mode collapse).", _png(fig))

@@ -110,7 +110,8 @@ def _model_attacks(bundle, images, class_ids, labels, cfg, seed, timings, skippe
     if cfg.pbb_enabled:
         from components.evaluator.mia_model_attacks import reconstruction_errors
 
-        # The reconstruction attack is costly: a balanced subsample of the candidates, whole patients kept apart.
+        # The reconstruction attack is costly: a balanced random subsample of candidate units (a patient's score
+        # then averages, or maxes, only its sampled units).
         rng = np.random.default_rng(seed + 7)
         sub = np.concatenate([rng.permutation(np.nonzero(labels == c)[0])[:cfg.pbb_max_queries] for c in (1, 0)])
         sub = np.sort(sub)
@@ -139,7 +140,8 @@ def strongest(attacks: dict, level: str) -> dict:
     if best is None:
         return {}
     a = attacks[best[0]][level]
-    return {"attack": best[0], "auc": a["auc"], "auc_ci": a["auc_ci"], "tpr_at_1pct_fpr": a["tpr_at_1pct_fpr"]}
+    return {"attack": best[0], "auc": a["auc"], "auc_ci": a["auc_ci"], "tpr_at_1pct_fpr": a["tpr_at_1pct_fpr"],
+            "n_members": a["n_members"], "n_nonmembers": a["n_nonmembers"]}
 
 
 # ------------------------------------------------------------------------------------------------ entry point
@@ -176,14 +178,31 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
     syn_idx = np.sort(rng.permutation(len(synthetic))[:cfg.max_synthetic])
     syn_images = synthetic.images[syn_idx]
 
-    spaces = {"pixel": (flatten(images), flatten(syn_images), flatten(members.images), flatten(nonmembers.images))}
+    def candidates_of(m_rows: np.ndarray, n_rows: np.ndarray) -> np.ndarray:
+        return np.concatenate([m_rows[mi], n_rows[ni]])[order]
+
+    # Per space: (candidates, synthetic, all members, all non-members); candidates are rows of the last two, so
+    # each real unit is embedded once.
+    m_flat, n_flat = flatten(members.images), flatten(nonmembers.images)
+    spaces = {"pixel": (flatten(images), flatten(syn_images), m_flat, n_flat)}  # views, no copies
     skipped: dict[str, str] = {}
     if embed_fn is not None:
-        spaces["embedding"] = tuple(np.asarray(embed_fn(x), np.float32) for x in
-                                    (images, syn_images, members.images, nonmembers.images))
+        m_emb, n_emb, s_emb = (np.asarray(embed_fn(x), np.float32)
+                               for x in (members.images, nonmembers.images, syn_images))
+        spaces["embedding"] = (candidates_of(m_emb, n_emb), s_emb, m_emb, n_emb)
     else:
         skipped["embedding space"] = "no embedding function given"
 
+    phase: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        phase[name] = round(now - tick, 3)
+        tick = now
+
+    lap("setup_and_embedding")
     scores, used, timings, raw = {}, {}, {}, {}
     for space, (cand, syn, _, _) in spaces.items():
         t = time.perf_counter()
@@ -197,6 +216,7 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
             skipped[name] = "no model bundle given (synthetic set evaluated without its generator)"
     else:
         _model_attacks(bundle, images, class_ids, labels, cfg, seed, timings, skipped, scores, used)
+    lap("attacks")
 
     attacks = {}
     for name, s in scores.items():
@@ -208,12 +228,14 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         attacks[name] = {"family": family, "score": what, "direction": direction,
                          "space": name.split(".")[0] if "." in name else "model",
                          "seconds_per_1000_queries": 1000 * timings[name], **summary}
+    lap("statistics")
 
     memo, memo_arrays = {}, {}
     for space, (_, syn, tr, ho) in spaces.items():
         memo[space], memo_arrays[space] = memorisation_report(
             tr, ho, syn, repeats=cfg.closer_repeats, n_cells=cfg.ct_cells, min_cell=cfg.ct_min_cell,
             copy_quantile=cfg.copy_quantile, copy_factor=cfg.copy_factor, block_rows=cfg.block_rows, seed=seed)
+    lap("memorisation")
 
     metrics = {
         "enabled": True,
@@ -228,11 +250,28 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         "strongest": {"unit": strongest(attacks, "unit"), "patient": strongest(attacks, "patient")},
         "density_radius": {space: raw[space]["radius"] for space in raw},
         "memorisation": memo,
-        "seconds": time.perf_counter() - t0,
+        "seconds": phase,
     }
     sections = build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_images,
                               members.images, cfg)
-    return PrivacyResult(metrics, sections)
+    lap("figures")
+    phase["total"] = round(time.perf_counter() - t0, 3)
+    return PrivacyResult(json_safe(metrics), sections)
+
+
+def json_safe(obj):
+    """nan / inf -> None (strict JSON has neither), numpy scalars -> Python numbers, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 # ------------------------------------------------------------------------------------------------ release gate
@@ -249,6 +288,13 @@ def _lookup(metrics: dict, dotted: str):
 def _rule(reasons: list, ok: bool, text: str) -> bool:
     reasons.append(f"{'PASS' if ok else 'FAIL'}: {text}")
     return ok
+
+
+def _counts(s: dict, level: str) -> str:
+    # A wide CI from few patients fails the rule too; saying the counts tells the reviewer why.
+    if "n_members" not in s:
+        return ""
+    return f" ({s['n_members']} member / {s['n_nonmembers']} non-member {level}s)"
 
 
 def release_gate(metrics: dict, cfg: PrivacyConfig) -> Verdict:
@@ -268,7 +314,7 @@ def release_gate(metrics: dict, cfg: PrivacyConfig) -> Verdict:
         else:
             ok &= _rule(reasons, hi <= cfg.max_attack_auc_upper,
                         f"strongest attack per {level} ({s['attack']}): AUC {s['auc']:.3f}, upper 95% bound "
-                        f"{hi:.3f} <= {cfg.max_attack_auc_upper:.3f}")
+                        f"{hi:.3f} <= {cfg.max_attack_auc_upper:.3f}{_counts(s, level)}")
     memo = priv.get("memorisation") or {}
     checks = [("closer_to_train_share", "share of synthetic units closer to training than held-out data",
                cfg.max_closer_to_train_share, max, "<="),
@@ -277,7 +323,9 @@ def release_gate(metrics: dict, cfg: PrivacyConfig) -> Verdict:
     for key, label, thr, worst, op in checks:
         vals = {sp: m.get(key) for sp, m in memo.items() if m.get(key) is not None and np.isfinite(m.get(key))}
         if not vals:
-            ok &= _rule(reasons, False, f"privacy metric {key} missing")
+            present = any(key in m for m in memo.values())
+            ok &= _rule(reasons, False, f"privacy metric {key} " + (
+                "not computable (too few units; for C_T lower privacy.ct_min_cell)" if present else "missing"))
             continue
         sp = (max if worst is max else min)(vals, key=vals.get)
         v = vals[sp]

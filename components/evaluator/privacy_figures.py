@@ -12,7 +12,7 @@ def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -64,7 +64,7 @@ def pair_grid_figure(synthetic: np.ndarray, train: np.ndarray, distances: np.nda
     """Rows of (synthetic centre slice | nearest training unit's centre slice | absolute difference)."""
     plt = _plt()
     n = len(synthetic)
-    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False, layout="constrained")
     k = synthetic.shape[-1] // 2
     for i in range(n):
         a, b = synthetic[i, ..., k], train[i, ..., k]

@@ -25,6 +25,9 @@ def verdict_of(auc_ci) -> str:
     if not np.isfinite(lo):
         return "not computable"
     if lo <= 0.5 <= hi:
+        if hi - lo > 0.2:
+            return ("inconclusive: consistent with guessing, but the interval is too wide (too few patients) to rule "
+                    "out a leak")
         return "indistinguishable from guessing"
     if lo > 0.5 and hi <= 0.6:
         return "slightly better than guessing"
@@ -105,8 +108,8 @@ def summary_html(metrics: dict) -> str:
     for space, m in metrics["memorisation"].items():
         parts.append(
             f"<p><b>Copies ({space} space):</b> {m['n_copies']} of {m['n_synthetic']} synthetic units "
-            f"({100 * m['copy_fraction']:.1f}%) are closer to a training unit than {_fmt(m['copy_radius'], 2)}, half "
-            "the distance at which the nearest 1% of new patients' units sit. "
+            f"({100 * m['copy_fraction']:.1f}%) are flagged as copies: {html.escape(m['copy_rule'])} (of a training "
+            f"unit, i.e. within {_fmt(m['copy_radius'], 2)}). "
             f"{100 * m['closer_to_train_share']:.0f}% of synthetic units are closer to the training data than to "
             "equally many held-out units (50% expected without memorisation); the C_T data-copying score is "
             f"{_fmt(m['ct'], 2)} (strongly negative values, below about -3, mean copying).</p>")
@@ -156,11 +159,16 @@ def build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_
                                 "distance")))
     a = memo_arrays["pixel"]
     k = min(cfg.grid_pairs, len(a["syn_train"]))
-    closest = np.argsort(a["syn_train"])[:k]
+    # Distinct training units first (each with its closest synthetic unit), so one popular training unit cannot fill
+    # the grid; the remaining rows (a collapsed generator) are the next closest pairs.
+    order = np.argsort(a["syn_train"], kind="stable")
+    _, first = np.unique(a["syn_train_index"][order], return_index=True)
+    distinct = order[np.sort(first)]
+    closest = np.r_[distinct, order[~np.isin(order, distinct)]][:k]
     mem_figs.append(Figure(
         "privacy_closest_pairs", "Closest synthetic-training pairs (pixel space)",
-        f"The {k} synthetic units nearest to any training unit, centre slice, beside that training unit and their "
-        "difference. A reviewer should check these do not show the same patient.",
+        f"The {len(closest)} closest synthetic-training pairs (distinct training units first), centre slice, with "
+        "their difference. A reviewer should check these do not show the same patient.",
         pf.pair_grid_figure(syn_images[closest], train_images[a["syn_train_index"][closest]],
                             a["syn_train"][closest], "closest synthetic-training pairs")))
     explanation = summary_html(metrics)

@@ -31,10 +31,10 @@ class PrivacyConfig:
 
     # ---- partial black-box (GAN-Leaks) latent optimisation
     pbb_enabled: bool = F(default=True, metadata={"help": "run the generator reconstruction attack when a model exists"})
-    pbb_max_queries: int = F(default=200, metadata={
+    pbb_max_queries: int = F(default=100, metadata={
         "range": (2, 10**6), "help": "most member (and as many non-member) units reconstructed"})
-    pbb_steps: int = F(default=200, metadata={"range": (1, 100000), "help": "Adam steps on z per restart"})
-    pbb_restarts: int = F(default=3, metadata={"range": (1, 100), "help": "random starts of z; the best is kept"})
+    pbb_steps: int = F(default=100, metadata={"range": (1, 100000), "help": "Adam steps on z per restart"})
+    pbb_restarts: int = F(default=2, metadata={"range": (1, 100), "help": "random starts of z; the best is kept"})
     pbb_lr: float = F(default=0.05, metadata={"range": (1e-6, 10.0), "help": "Adam learning rate on z"})
     pbb_class: str = F(default="query", metadata={
         "choices": ("query", "best"), "help": "condition on the query's class, or try every class and keep the best"})

@@ -98,12 +98,12 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n_classes: int, set
     # Inverse-frequency weights (as the reference study's data.weights): minority regions count as much.
     class_weight = np.array([len(tr) / (n_classes * counts[c]) if counts[c] else 0.0 for c in range(n_classes)],
                             np.float32)
-    step = _train_step(model, keras.optimizers.Adam(settings.learning_rate))
+    n_steps = settings.epochs * -(-len(tr) // max(min(settings.batch_size, len(tr)), 1))
+    # Tracing the step costs seconds; below ~100 steps running it eagerly is cheaper overall.
+    step = _train_step(model, keras.optimizers.Adam(settings.learning_rate), compiled=n_steps >= 100)
     best = {"score": -1.0, "epoch": 0, "weights": model.get_weights()}
     for epoch in range(1, settings.epochs + 1):
-        order = rng.permutation(tr)
-        for s in range(0, len(order), settings.batch_size):
-            b = np.sort(order[s:s + settings.batch_size])
+        for b in _epoch_batches(tr, settings.batch_size, rng):
             step(images[b], labels[b].astype(np.int32), class_weight[labels[b]])
         if len(va):
             score = balanced_accuracy(labels[va], predict(model, images[va]).argmax(1))
@@ -117,13 +117,23 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, n_classes: int, set
                              train_size=len(tr), val_size=len(va))
 
 
-def _train_step(model, optimizer):
+def _epoch_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A shuffled pass over ``indices`` in equal batches; the last one is topped up with random other indices so
+    the step function is traced for a single shape (tracing costs seconds, a step milliseconds)."""
+    size = min(batch_size, len(indices))
+    order = rng.permutation(indices)
+    short = -len(order) % size
+    if short:
+        order = np.concatenate([order, rng.choice(indices, short, replace=False)])
+    return [np.sort(order[s:s + size]) for s in range(0, len(order), size)]
+
+
+def _train_step(model, optimizer, compiled: bool = True):
     """One class-weighted cross-entropy Adam step; a plain loop is several times faster here than repeated
     ``fit(epochs=1)`` calls (which rebuild their data pipeline each time)."""
     import keras
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
     def step(x, y, w):
         with tf.GradientTape() as tape:
             per_unit = keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
@@ -132,7 +142,7 @@ def _train_step(model, optimizer):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    return step
+    return tf.function(step, reduce_retracing=True) if compiled else step
 
 
 # ----------------------------------------------------------------------------------------------- scores

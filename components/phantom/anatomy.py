@@ -39,7 +39,7 @@ def _table() -> dict[str, np.ndarray]:
     dep[s] = [33, 25, 19, 14, 10]
     w[c] = [13, 8.5, 8.5, 9, 9.5, 10, 10.5]   # half width left-right
     w[t] = 11.5 + 5.5 * _T
-    w[l] = [18.5, 19.5, 20.5, 21.5, 22]
+    w[l] = [20, 21, 22, 23, 23.5]
     w[s] = [23, 20, 16, 12, 9]
     disc[c] = [0, 4.5, 4.5, 4.8, 5, 5, 4.8]   # disc *below* the segment
     disc[t] = 3.6 + 2.8 * _T
@@ -74,6 +74,7 @@ class Anatomy:
     sp_ang: np.ndarray     # spinous process slope below horizontal (deg)
     sp_r: np.ndarray       # spinous process half thickness (in the sagittal plane)
     sp_w: np.ndarray       # spinous process half width (left-right)
+    wedge: np.ndarray      # relative loss of anterior body height (thoracic > 0, L5 < 0)
     nucleus: np.ndarray    # T2 brightness factor of each disc's nucleus (1 healthy, <0.6 desiccated)
     marrow: np.ndarray     # per-body marrow brightness factor
     top: np.ndarray        # s of each body's upper endplate
@@ -130,11 +131,18 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     curve_s, curve_p, curve_t, curve_n = _curve(rng, top, bottom)
     return Anatomy(h=h, dep=dep, w=w, disc=disc, canal=canal, canal_w=canal_w, cord=cord,
                    sp_len=g["sp_len"] * jit(0.08), sp_ang=base["sp_ang"] + rng.normal(0, 4, N),
-                   sp_r=g["sp_r"], sp_w=g["sp_w"], nucleus=nucleus, marrow=marrow, top=top, bottom=bottom,
+                   sp_r=g["sp_r"], sp_w=g["sp_w"], wedge=_wedge(rng), nucleus=nucleus, marrow=marrow, top=top, bottom=bottom,
                    skin_post=skin_post, fat_post=fat * np.r_[np.full(7, 0.6), np.full(12, 0.8), np.ones(10)],
                    ant_depth=float(rng.uniform(110, 220)),
                    curve_s=curve_s, curve_p=curve_p, curve_t=curve_t, curve_n=curve_n,
                    midline_x=float(rng.uniform(-3.0, 3.0)))
+
+
+def _wedge(rng: np.random.Generator) -> np.ndarray:
+    wedge = np.zeros(N)
+    wedge[7:19] = rng.uniform(0.03, 0.10) * np.sin(np.linspace(0.3, np.pi - 0.3, 12))  # most at mid-thoracic
+    wedge[22:24] = (-0.04, -0.08)  # L4, L5 taller in front (lordosis)
+    return wedge * rng.normal(1.0, 0.2, N)
 
 
 def _curve(rng: np.random.Generator, top: np.ndarray, bottom: np.ndarray, step: float = 0.5, pad: float = 400.0):

@@ -23,9 +23,12 @@ the stored image/mask (floats, 0-based), not millimetres and not the axis letter
 coordinates are ``affine @ [X, Y, Z, 1]``. Entries are sorted by label; only labels present in the mask appear.
 
 Conventions: the world frame is RAS (x to the patient's right, y anterior, z superior) with 3 mm left-right
-slices and ~1.1-1.3 mm in-plane voxels. Most scans are stored RAS (array axes = R, A, S); a configurable share is
+slices and 1.1-1.3 mm in-plane voxels (coarser when a scan would exceed ``max_voxels``). Most scans are stored RAS (array axes = R, A, S); a configurable share is
 stored in another layout (``other_layouts``, e.g. LPS or PIR) with an affine that says so. A body is labelled only
-when it lies wholly inside the field of view (a body cut by the FOV edge stays in the image, unlabelled).
+when it lies wholly inside the field of view in the sagittal plane (a body cut by the FOV edge stays in the image,
+unlabelled). C1 has no body: its label is the anterior arch; C2's label includes the dens; S1 is the first sacral
+segment (S2..S5 are drawn, never labelled). ``scan_id`` is ``<patient_id>_<sequence>``, sequence "T1" or "T2"
+(one scan per patient).
 Patient ids look like real ones (``PH-0007``) so that leak tests have something to look for. Every patient draws
 from ``numpy.random.default_rng((seed, index))``: the cohort is identical for a seed, patient by patient.
 """
@@ -102,7 +105,7 @@ def render_patient(index: int, cfg: PhantomConfig) -> dict:
         cls[i], lab[i], gain[i] = c.reshape(ny, nz), lb.reshape(ny, nz), g.reshape(ny, nz)
     img = bias_and_noise(intensities(cls, gain, sequence, rng), ys, zs, cfg.bias, cfg.noise, rng)
     if cfg.dtype == "uint8":
-        img = np.clip(img * (255.0 / 1100.0), 0, 255).astype(np.uint8)
+        img = np.clip(img * (255.0 / 1300.0), 0, 255).astype(np.uint8)  # headroom for bright fat
     else:
         img = np.clip(img, 0, 32767).astype(np.int16)
     _drop_cut_bodies(lab)
@@ -181,7 +184,8 @@ def generate_cohort(out_dir: str | Path, cfg: PhantomConfig, log=lambda msg: Non
         _save(image, affine, out / "images" / f"{scan_id}.nii.gz")
         _save(labels, affine, out / "labels" / f"{scan_id}_vert.nii.gz")
         ctd = centroids(labels, affine)
-        (out / "centroids" / f"{scan_id}_ctd.json").write_text(json.dumps(ctd, indent=1) + "\n")
+        (out / "centroids" / f"{scan_id}_ctd.json").write_text(
+            "[\n" + ",\n".join(json.dumps(entry) for entry in ctd) + "\n]\n")  # one entry per line
         levels = [CODE_LEVELS[c["label"]] for c in ctd[1:]]
         by_level.update(levels)
         for key in tally:

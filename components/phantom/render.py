@@ -246,12 +246,15 @@ def paint_slice(an: Anatomy, pl: Plane, x: float) -> tuple[np.ndarray, np.ndarra
         hh = 0.5 * an.h[kn] * (1 - 0.12 * (xr / w) ** 2)
         q = np.clip((dn + an.dep[kn] / 2 - half_d) / np.maximum(half_d, 1e-3), -1, 1)
         u_cup = np.abs(p["u"][near]) + 0.07 * an.h[kn] * (1 - q ** 2)  # concave endplates
+        hh = hh * (1 - an.wedge[kn] * (q + 1) / 2)  # thoracic bodies are lower in front (kyphosis), L5 higher
         sd = _rrect(u_cup, dn - (-an.dep[kn] / 2 + half_d), hh, half_d, np.where(REGION[kn] == "C", 1.8, 3.0))
         body = (xb > 0.15) & (sd < 0)
         marrow = body & (sd < -1.3)
         tmp = sub[near]
         tmp[body] = CORTEX
         tmp[marrow] = MARROW
+        if xr < 3:  # basivertebral vein: a fatty/venous notch behind the middle of thoracic and lumbar bodies
+            tmp[marrow & (kn >= 7) & ((p["u"][near] / 2.5) ** 2 + ((dn + an.dep[kn] / 2 - 2.0) / 3.5) ** 2 < 1)] = FAT
         sub[near] = tmp
         lsub[near[body]] = CODES[kn[body]]
         gsub[near[marrow]] = an.marrow[kn[marrow]]

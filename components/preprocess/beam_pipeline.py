@@ -119,7 +119,7 @@ class WriteSplits(beam.PTransform):
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    FileSystems.mkdirs(os.path.dirname(path)) if not FileSystems.exists(os.path.dirname(path)) else None
+    # FileSystems.create makes local parent folders itself (and object stores have none): no racy mkdirs.
     with FileSystems.create(path) as fh:
         fh.write(data)
 

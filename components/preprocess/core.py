@@ -187,8 +187,8 @@ def mask_centroids(mask: readers.Volume) -> dict[str, np.ndarray]:
     """Level name -> world (RAS mm) centre of mass of that label, for every known VerSe code in the mask."""
     labels = np.asarray(mask.array)
     # Only labelled voxels matter (a few % of the volume): bincount over them beats per-label passes.
-    flat = np.flatnonzero(labels)
-    values = labels.ravel()[flat].astype(np.int64)
+    flat = np.flatnonzero(labels > 0)
+    values = np.rint(labels.ravel()[flat]).astype(np.int64)  # float masks: nearest integer label
     ijk = np.unravel_index(flat, labels.shape)
     counts = np.bincount(values)
     out = {}
@@ -243,8 +243,13 @@ def process_scan(task: ScanTask, cfg: PreprocessConfig) -> ScanResult:
     try:
         return _process(task, cfg)
     except _ScanFailure as exc:
-        dead = {"scan": task.scan, "row": task.row, "unit": "", "stage": exc.stage, "reason": exc.reason}
-        return ScanResult(task, [], [dead], ok=False, units_found=0)
+        stage, reason = exc.stage, exc.reason
+    except Exception as exc:  # anything unforeseen still fails only this scan, never the whole job
+        stage = "unexpected"
+        reason = (f"manifest row {task.row}: {type(exc).__name__}: "
+                  f"{_scrub(str(exc), task.image, task.mask, task.centroids)}; please report this with the row")
+    dead = {"scan": task.scan, "row": task.row, "unit": "", "stage": stage, "reason": reason}
+    return ScanResult(task, [], [dead], ok=False, units_found=0)
 
 
 def _load_centres(task: ScanTask, cfg: PreprocessConfig, image: readers.Volume):

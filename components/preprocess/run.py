@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
 
 from components import schema
 from components.preprocess import beam_pipeline, core
@@ -39,22 +38,35 @@ def _clear_previous(out_dir: str) -> None:
             os.remove(os.path.join(out_dir, name))
 
 
+def build_job(config, manifest: str, out_dir: str, beam_args=()):
+    """Plan the job and build its Beam pipeline without running it: (pipeline, description).
+
+    Reads the manifest (so a bad one fails here), assigns splits and pseudonyms, resolves the runner options
+    (``beam_pipeline.pipeline_options``). ``pipeline.run()`` does the work.
+    """
+    cfg = config.preprocess
+    salt, salt_source = core.resolve_salt(cfg)
+    tasks = core.plan_tasks(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
+    patients = {s: len({t.patient for t in tasks if t.split == s}) for s in schema.SPLITS}
+    h, w = cfg.image_size
+    describe = {"image_shape": [h, w, cfg.slices], "unit": cfg.unit, "conditioning": cfg.conditioning,
+                "salt_source": salt_source, "patients_by_split": patients, "scans": len(tasks)}
+    pipeline = beam_pipeline.make_pipeline(tasks, cfg, str(out_dir), list(beam_args),
+                                           extra_stats={k: v for k, v in describe.items() if k != "scans"})
+    return pipeline, describe
+
+
 def execute(ctx: ExecContext) -> ExecResult:
     cfg = ctx.config.preprocess
     manifest = ctx.options.get("manifest") or ctx.config.run.manifest
     if not manifest:
         raise ValueError("preprocess: no manifest; pass --manifest scans.csv or set run.manifest in the config")
-    salt, salt_source = core.resolve_salt(cfg)
-    tasks = core.plan_tasks(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
-    patients = {s: len({t.patient for t in tasks if t.split == s}) for s in schema.SPLITS}
-    ctx.log(f"preprocess: {len(tasks)} scans, patients per split {patients}, salt from {salt_source}")
     out_dir = str(ctx.out_dir)
-    _clear_previous(out_dir)
-    h, w = cfg.image_size
-    describe = {"image_shape": [h, w, cfg.slices], "unit": cfg.unit, "conditioning": cfg.conditioning,
-                "salt_source": salt_source, "patients_by_split": patients}
     beam_args = list(ctx.options.get("beam_args") or ctx.options.get("extra_args") or [])
-    pipeline = beam_pipeline.make_pipeline(tasks, cfg, out_dir, beam_args, extra_stats=describe)
+    pipeline, describe = build_job(ctx.config, manifest, out_dir, beam_args)
+    ctx.log(f"preprocess: {describe.pop('scans')} scans, patients per split {describe['patients_by_split']}, "
+            f"salt from {describe['salt_source']}")
+    _clear_previous(out_dir)
     pipeline.run().wait_until_finish()
 
     with open(os.path.join(out_dir, "stats.json")) as fh:

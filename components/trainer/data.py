@@ -29,7 +29,7 @@ class ExamplesInfo:
     conditioning: str
     train_files: tuple[str, ...]
     class_counts: tuple[int, ...]
-    skipped: tuple[str, ...]  # "file#index: reason" of corrupt records left out
+    skipped: tuple[str, ...]  # "<file> record <i>: <reason>" of unreadable records left out
 
     @property
     def num_train(self) -> int:
@@ -80,7 +80,7 @@ def inspect_examples(root, configured_shape="auto", max_skipped: int = 1) -> Exa
             if problem.startswith("image shape"):
                 raise DataError(f"{path} record {index}: {problem}; expected {list(image_shape)} (from the "
                                 f"model config / artifact)")
-            skipped.append(f"{path}#{index}: {problem}")
+            skipped.append(f"{path} record {index}: {problem}")
             if len(skipped) > max_skipped:
                 raise DataError(f"{path} record {index}: {problem} ({len(skipped)} unreadable records; at most "
                                 f"{max_skipped} may be skipped)")

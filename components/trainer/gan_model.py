@@ -50,8 +50,8 @@ class ACGAN(keras.Model):
     def discriminate_pair(self, real, fake, training=True) -> DiscriminatorOutputs:
         """D on the (augmented) real and fake batch in ONE call: half the kernel launches of two calls.
 
-        Safe because D has no batch-coupled layers unless batch_norm is on (then real and fake share
-        statistics, which the reference's separate calls did not; noted in the README of the config).
+        Equivalent to two calls because D has no batch-coupled layers unless trainer.batch_norm is on; then
+        real and fake share batch statistics, unlike the reference's separate calls.
         """
         n = tf.shape(real)[0]
         both = self._augment(tf.concat([real, tf.cast(fake, real.dtype)], axis=0))

@@ -1,0 +1,185 @@
+"""Synthesize on a real (untrained) ac-GAN: the release gate, the record schema, the NIfTI geometry, the
+datasheet, and reproducibility for a seed."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from test_pipeline_helpers import CLASS_NAMES, IMAGE_SHAPE, make_evaluation_artifact, make_model_artifact
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_model_artifact(tmp_path_factory.mktemp("synth") / "train", ema=True)
+
+
+def _config(**changes):
+    from pipeline.config import load_config
+
+    def toml(v):
+        return str(v).lower() if isinstance(v, bool) else v
+
+    return load_config(None, [f"synthesize.{k}={toml(v)}" for k, v in changes.items()])
+
+
+METRICS = {"fidelity": {"fid": 12.5, "per_class": {"cervical": {"fid": 20.0}}},
+           "privacy": {"mia_auc": 0.52, "note": "text is ignored"}, "passed_fraction": True}
+
+
+@pytest.fixture(scope="module")
+def released(model_dir, tmp_path_factory):
+    from components.synthesize.run import SPEC
+
+    root = tmp_path_factory.mktemp("released")
+    evaluation = make_evaluation_artifact(root / "evaluate", passed=True, metrics=METRICS)
+    manifest = SPEC.run(_config(units_per_class=5, shards=2, preview_units=4), {"model": model_dir,
+                                                                                 "evaluation": evaluation},
+                        root / "synthesize")
+    return root / "synthesize", manifest
+
+
+def test_records_follow_the_real_schema(released):
+    from components import schema
+
+    out, manifest = released
+    assert manifest["type"] == "SyntheticDataset" and manifest["counts"]["units"] == 15
+    assert manifest["properties"]["release"] == {"passed": True, "forced": False, "reasons": []}
+    files = schema.shard_files(str(out), "synthetic")
+    assert len(files) == 2
+    records = list(schema.iter_records(files))
+    assert len(records) == 15
+    assert all(r.synthetic and r.image.shape == IMAGE_SHAPE and r.image.dtype == np.float32 for r in records)
+    assert all(-1.0 <= r.image.min() <= r.image.max() <= 1.0 for r in records)
+    assert sorted(np.bincount([r.class_id for r in records]).tolist()) == [5, 5, 5]
+    assert {r.region for r in records} == set(CLASS_NAMES)
+    assert all(r.region == CLASS_NAMES[r.class_id] for r in records)
+    assert len({r.patient for r in records}) == 15  # one pseudo-patient per independent draw
+    # The trainer's tf.data parser reads them unchanged.
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(schema.parse_fn(IMAGE_SHAPE))
+    assert sum(1 for _ in ds) == 15
+
+
+def test_nifti_manifest_previews(released):
+    import nibabel as nib
+
+    out, _ = released
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert len(rows) == 15 and {r["class_name"] for r in rows} == set(CLASS_NAMES)
+    img = nib.load(out / rows[0]["nifti"])
+    assert img.shape == IMAGE_SHAPE
+    # 1 mm voxels (no crop pixel size known, no Examples lineage here), origin at the crop centre.
+    assert np.allclose(np.abs(img.affine[:3, :3]).sum(axis=0), 1.0)
+    centre = img.affine @ np.array([(IMAGE_SHAPE[0] - 1) / 2, (IMAGE_SHAPE[1] - 1) / 2, (IMAGE_SHAPE[2] - 1) / 2, 1])
+    assert np.allclose(centre[:3], 0.0)
+    assert nib.aff2axcodes(img.affine) == ("I", "P", "R")
+    from components import schema
+
+    first = next(schema.iter_records([str(out / rows[0]["tfrecord"])]))
+    np.testing.assert_array_equal(np.asarray(img.dataobj), first.image)  # the same unit in both formats
+    for name in CLASS_NAMES:
+        assert (out / "previews" / f"{name}.png").stat().st_size > 100
+
+
+def test_datasheet(released, model_dir):
+    out, manifest = released
+    text = (out / "datasheet.md").read_text()
+    from pipeline.artifacts import read_artifact
+
+    assert read_artifact(model_dir)["fingerprint"] in text
+    assert "**Passed.**" in text and "Intended use" in text and "Limitations" in text
+    assert "fidelity.fid | 12.5" in text and "privacy.mia_auc | 0.52" in text
+    assert "passed_fraction" not in text  # a boolean is not a metric
+    for name in CLASS_NAMES:
+        assert f"| {name} | 5 |" in text
+        assert str(manifest["properties"]["seeds"][name][0]) in text
+
+
+def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
+    from components.synthesize.core import ReleaseRefused
+    from components.synthesize.run import SPEC
+
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["mia_auc 0.81 > 0.6"])
+    with pytest.raises(ReleaseRefused, match="mia_auc 0.81 > 0.6.*--force"):
+        SPEC.run(_config(units_per_class=2), {"model": model_dir, "evaluation": evaluation}, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.toml"]  # nothing shareable
+
+
+def test_forced_release_is_recorded(model_dir, tmp_path):
+    from components.synthesize.run import SPEC
+
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["fid 300 > 100"],
+                                          metrics="{not json")
+    manifest = SPEC.run(_config(units_per_class=2, write_nifti=False), {"model": model_dir,
+                                                                         "evaluation": evaluation},
+                        tmp_path / "out", options={"force": True})
+    release = manifest["properties"]["release"]
+    assert release["forced"] is True and release["passed"] is False and release["reasons"] == ["fid 300 > 100"]
+    assert release["forced_by"] and release["forced_at"].startswith("20")
+    text = (tmp_path / "out" / "datasheet.md").read_text()
+    assert "FAILED, released by override" in text and release["forced_by"] in text and "fid 300 > 100" in text
+    assert "metrics.json missing or unreadable" in text
+    assert not (tmp_path / "out" / "nifti").exists()
+
+
+def test_missing_verdict_counts_as_failed(tmp_path):
+    from components.synthesize import core
+
+    verdict = core.read_verdict(tmp_path)
+    assert not verdict.passed and not verdict.found
+    with pytest.raises(core.ReleaseRefused):
+        core.release_decision(verdict, force=False)
+    (tmp_path / "verdict.json").write_text(json.dumps({"passed": "yes", "reasons": "fid too high"}))
+    assert core.read_verdict(tmp_path) == core.Verdict(False, ("fid too high",), True)
+
+
+def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
+    from components import schema
+    from components.synthesize.run import SPEC
+
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True)
+    images = {}
+    for name, seed, batch in (("a", 7, 256), ("b", 7, 1), ("c", 8, 256)):
+        SPEC.run(_config(units_per_class=3, seed=seed, batch_size=batch, write_nifti=False),
+                 {"model": model_dir, "evaluation": evaluation}, tmp_path / name)
+        images[name] = np.stack([r.image for r in schema.iter_records(schema.shard_files(str(tmp_path / name),
+                                                                                          "synthetic"))])
+    np.testing.assert_allclose(images["a"], images["b"], atol=1e-6)  # batch size does not change the draw
+    assert not np.allclose(images["a"], images["c"])
+
+
+def test_rerun_clears_previous_outputs(model_dir, tmp_path):
+    from components.synthesize.run import SPEC
+
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True)
+    out = tmp_path / "out"
+    SPEC.run(_config(units_per_class=4, shards=3), {"model": model_dir, "evaluation": evaluation}, out)
+    SPEC.run(_config(units_per_class=1, shards=1), {"model": model_dir, "evaluation": evaluation}, out)
+    assert len(list((out / "Split-synthetic").iterdir())) == 1
+    assert len(list((out / "nifti").iterdir())) == 3
+
+
+def test_level_conditioning_records():
+    from components import schema
+    from components.synthesize import core
+
+    names = schema.class_names("level", "disc")
+    rec = core.unit_record(np.zeros(IMAGE_SHAPE, np.float32), names.index("L4/L5"), names, "level", "syn-x",
+                           core.Geometry(pixel_mm=None, slice_mm=3.0))
+    assert (rec.level_name, rec.upper_code, rec.lower_code, rec.region) == ("L4/L5", 23, 24, "lumbar")
+    assert rec.slice_spacing == 3.0
+    assert np.allclose(np.diag(np.abs(core.Geometry(None, 3.0).affine(IMAGE_SHAPE)[:3, :3][::-1])), [1, 1, 3])
+
+
+def test_headline_metrics_prefers_known_paths():
+    from components.synthesize.core import headline_metrics
+
+    metrics = {"counts": {"train": 5}, "fidelity": {"fid_ratio": 2.0, "pixel": {"kid": 0.1}},
+               "privacy": {"strongest": {"unit": {"auc": 0.55, "n_members": 8}}, "passed": True}}
+    assert headline_metrics(metrics) == {"fidelity.fid_ratio": 2.0, "privacy.strongest.unit.auc": 0.55}
+    assert headline_metrics({"headline": {"fid": 1, "ok": True}, "fidelity": {"fid_ratio": 2.0}}) == {"fid": 1.0}
+    assert headline_metrics({"counts": {"train": 5}}) == {"counts.train": 5.0}  # nothing looks like a headline
