@@ -243,8 +243,8 @@ def dumps_toml(sections: dict[str, dict[str, Any]]) -> str:
     for name, values in sections.items():
         lines.append(f"[{name}]")
         for key, value in values.items():
-            if value is None:  # TOML has no null: an omitted key means "use the default (None)"
-                lines.append(f"# {key} = (unset)")
+            if value is None:  # TOML has no null: an omitted key means "use the default", or a secret left out
+                lines.append(f"# {key} = (not written)")
                 continue
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
@@ -256,6 +256,12 @@ def write_resolved(config: PipelineConfig, out_dir: str | Path, sections: typing
     data = config.to_dict()
     if sections is not None:
         data = {name: data[name] for name in sections}
+    # Secrets (the pseudonymisation salt) never reach an output folder: they would let anyone who can guess
+    # patient identifiers recompute the pseudonyms. A rerun takes them from the environment again.
+    for name in data:
+        for f in dataclasses.fields(config.sections[name]):
+            if f.metadata.get("secret") and data[name][f.name]:
+                data[name][f.name] = None
     path = Path(out_dir) / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dumps_toml(data))

@@ -56,3 +56,10 @@ def test_fingerprint_changes_with_values():
     a = load_config(None).trainer
     b = load_config(None, ["trainer.steps=7"]).trainer
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_secret_salt_is_never_written(tmp_path):
+    cfg = load_config(None, ['preprocess.salt="pepper-1234"'])
+    path = write_resolved(cfg, tmp_path)
+    assert "pepper-1234" not in path.read_text()
+    assert load_config(path).preprocess.salt == ""

@@ -38,7 +38,7 @@ class PreprocessConfig:
     split_fractions: tuple[float, float, float] = F(default=(0.6, 0.2, 0.2), metadata={
         "range": (0.0, 1.0), "help": "patient fractions for train, holdout, test"})
     split_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1), "help": "seed of the patient ordering hash"})
-    salt: str = F(default="", metadata={"help": "pseudonymisation salt; empty: $VUGAN_SALT, else a per-output random salt"})
+    salt: str = F(default="", metadata={"secret": True, "help": "pseudonymisation salt; empty: $VUGAN_SALT, else a per-output random salt"})
     shards_per_split: int = F(default=1, metadata={
         "range": (0, 4096), "help": "TFRecord shards per split; 0 lets the runner decide"})
     preview_units: int = F(default=6, metadata={"range": (0, 64), "help": "units per class in previews/<class>.png"})
