@@ -20,7 +20,7 @@ system-deps:
 
 demo: setup
 	$(VENV)/bin/vugan phantom --out data/phantom --patients 24 --seed 7
-	$(VENV)/bin/vugan run --config configs/demo.toml --manifest data/phantom/scans.csv
+	$(VENV)/bin/vugan run --config configs/demo.toml --manifest data/phantom/scans.csv --force-release
 
 test: setup system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

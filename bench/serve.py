@@ -5,7 +5,8 @@
 For each batch size, images/s of ``serving_default`` (class ids + noise, the path TF Serving takes) and of
 ``generate`` (noise drawn in-graph, uint8 out) on the reloaded SavedModel, and of the Keras generator called
 eagerly as ``models.bundle.generate`` does; each number is the median of ``--repeats`` timed repeats after one
-warm-up call. ``overhead`` = Keras images/s / SavedModel images/s (above 1: the SavedModel is slower).
+warm-up call. ``overhead`` = Keras images/s / SavedModel images/s (above 1: the SavedModel is slower);
+``overhead_vs_tf_function`` compares with the same Keras model traced by ``tf.function`` in this process.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _timed(fn, batch: int, repeats: int) -> float:
-    """Median images/s over ``repeats``; each repeat makes enough calls to cover ~512 images (at least 3)."""
-    calls = max(3, 512 // batch)
+    """Median images/s over ``repeats``; each repeat makes enough calls to cover ~128 images (at least 3)."""
+    calls = max(3, 128 // batch)
     fn()  # warm-up: tracing, first allocation
     rates = []
     for _ in range(repeats):
@@ -44,6 +45,8 @@ def bench(run_dir: Path, batches, repeats: int, use_ema: bool = True) -> dict:
     bundle = load_model_bundle(run_dir / "train", ema=use_ema)
     loaded = tf.saved_model.load(str(run_dir / "export" / "saved_model"))
     serving, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
+    # The same Keras model traced into a graph in this process: separates "graph vs eager" from "SavedModel".
+    compiled = tf.function(lambda noise, ids: bundle.generator([noise, ids], training=False))
     rng = np.random.default_rng(0)
     results = []
     for batch in batches:
@@ -51,12 +54,15 @@ def bench(run_dir: Path, batches, repeats: int, use_ema: bool = True) -> dict:
         noise = rng.standard_normal((batch, bundle.noise_dim)).astype(np.float32)
         t_ids, t_noise, t_seed = tf.constant(ids), tf.constant(noise), tf.constant(1, tf.int64)
         keras_ips = _timed(lambda: np.asarray(bundle.generator([noise, ids], training=False)), batch, repeats)
+        graph_ips = _timed(lambda: compiled(t_noise, t_ids).numpy(), batch, repeats)
         sd_ips = _timed(lambda: serving(class_ids=t_ids, noise=t_noise)["images"].numpy(), batch, repeats)
         gen_ips = _timed(lambda: generate(class_ids=t_ids, seed=t_seed)["images"].numpy(), batch, repeats)
         row = {"batch": batch, "keras_images_per_s": round(keras_ips, 1),
+               "keras_tf_function_images_per_s": round(graph_ips, 1),
                "serving_default_images_per_s": round(sd_ips, 1), "generate_images_per_s": round(gen_ips, 1),
                "overhead_serving_default": round(keras_ips / sd_ips, 3),
-               "overhead_generate": round(keras_ips / gen_ips, 3)}
+               "overhead_generate": round(keras_ips / gen_ips, 3),
+               "overhead_vs_tf_function": round(graph_ips / sd_ips, 3)}
         print(json.dumps(row), flush=True)
         results.append(row)
     return {"run": str(run_dir), "image_shape": list(bundle.image_shape), "classes": len(bundle.class_names),

@@ -174,6 +174,23 @@ def parse_fn(image_shape: tuple[int, int, int]):
     return parse
 
 
+def parse_with_patient_fn(image_shape: tuple[int, int, int]):
+    """Like ``parse_fn`` but also returns the record's patient: -> (image, class_id int32, patient_pseudo_id string).
+
+    For code whose unit of account is the patient (differentially private training samples and clips per patient).
+    """
+    import tensorflow as tf
+
+    parse = parse_fn(image_shape)
+    spec = {PATIENT: tf.io.FixedLenFeature([], tf.string)}
+
+    def parse_with_patient(serialized):
+        image, class_id = parse(serialized)
+        return image, class_id, tf.io.parse_single_example(serialized, spec)[PATIENT]
+
+    return parse_with_patient
+
+
 def decode(serialized: bytes) -> UnitRecord:
     """Parse one record in numpy (for evaluators, tests and notebooks)."""
     import tensorflow as tf

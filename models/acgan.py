@@ -27,7 +27,8 @@ class ArchConfig:
     num_classes: int
     noise_dim: int = 100
     width: int = 128  # s
-    batch_norm: bool = False  # in both networks' hidden blocks (the reference's optional BN)
+    batch_norm: bool = False  # in the generator's hidden blocks (the reference's optional BN)
+    d_batch_norm: bool = False  # in the discriminator's hidden blocks
     spectral_norm: bool = False  # discriminator only
 
     @property
@@ -140,7 +141,7 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     x = images
     for i in range(cfg.n_up):
         x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **conv)(x)
-        if cfg.batch_norm and i > 0:  # the reference never normalises the first block
+        if cfg.d_batch_norm and i > 0:  # the reference never normalises the first block
             x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                                 name=f"bn_{i}")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{i}")(x)

@@ -89,5 +89,35 @@ def acgan_generator_loss(fake_cls_logits, labels, *, num_classes: int, global_ba
 def inverse_frequency_weights(class_counts) -> list[float]:
     """w_c = N / (C * n_c): 1 for every class when balanced; the prior-weighted mean weight is always 1."""
     counts = [float(c) for c in class_counts]
-    total, n = sum(counts), len(counts)
-    return [total / (n * c) for c in counts]
+    total, n = sum(counts), sum(1 for c in counts if c > 0)
+    # A class absent from the training data (trainer.allow_missing_classes) is never a label: weight 0.
+    return [total / (n * c) if c > 0 else 0.0 for c in counts]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-example halves of the discriminator's loss, for DP-SGD (models/dp.py clips the real half per example).
+# sum_i real_i + sum_i fake_i, divided by the global batch, equals modified_discriminator_loss +
+# aux_weight * acgan_discriminator_loss when the fakes carry the real batch's labels (tested in test_trainer_dp.py).
+
+
+def discriminator_real_terms(real_logits, real_cls_logits, labels, *, label_smoothing: float = 0.0,
+                             class_weights=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-example (adversarial, class) loss terms of D on REAL images, [N] each, not averaged.
+
+    Adversarial: -log sigmoid(D(x)) against the one-sided smoothed target 1 - label_smoothing; class: the
+    (class-weighted) softmax cross-entropy of the true label.
+    """
+    logits = tf.reshape(tf.cast(real_logits, tf.float32), [-1])
+    adv = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), 1.0 - label_smoothing), logits)
+    cls = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(real_cls_logits, tf.float32))
+    return adv, cls * _example_weights(labels, class_weights)
+
+
+def discriminator_fake_terms(fake_logits, fake_cls_logits, labels, *, class_weights=None
+                             ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-example (adversarial, class) loss terms of D on GENERATED images: -log(1 - sigmoid(D(G(z)))) and the
+    class cross-entropy of the label G was conditioned on; [N] each, not averaged."""
+    logits = tf.reshape(tf.cast(fake_logits, tf.float32), [-1])
+    adv = tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(logits), logits)
+    cls = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(fake_cls_logits, tf.float32))
+    return adv, cls * _example_weights(labels, class_weights)

@@ -63,7 +63,8 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     import hashlib
 
     assert inc["provenance"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert inc["distance_name"] == "FID" and metrics["fidelity"]["embeddings"]["domain"]["distance_name"] == "FD-domain"
+    assert inc["distance_name"] == "FID"
+    assert metrics["fidelity"]["embeddings"]["domain"]["distance_name"] == "FD-domain"
     for emb in ("inception", "domain"):
         o = metrics["fidelity"]["embeddings"][emb]["overall"]
         assert o["fd"] > 0 and o["fd_baseline"] > 0 and o["fd_ratio"] == pytest.approx(o["fd"] / o["fd_baseline"])
@@ -72,7 +73,8 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert verdict["passed"] is False
     assert "privacy" in metrics and metrics["privacy"]["enabled"] is True
     assert metrics["config"]["evaluator"]["min_synthetic"] == 45
-    assert {"generate", "utility_classifiers", "embed_inception", "fidelity_domain", "privacy"} <= set(metrics["timings"])
+    stages = {"generate", "utility_classifiers", "embed_inception", "fidelity_domain", "privacy"}
+    assert stages <= set(metrics["timings"])
 
 
 def test_without_inception_weights_fid_is_reported_skipped(tmp_path):

@@ -119,3 +119,17 @@ def test_augment_names_match_the_config_choices():
     assert augment.POLICIES == AUGMENTATIONS
     with pytest.raises(ValueError, match="unknown"):
         augment.parse_policy("translation,flip")
+
+
+def test_discriminate_pair_concatenates_only_without_batchnorm():
+    from components.trainer.gan_model import ACGAN
+
+    real, fake = tf.random.normal([3, 16, 16, 1]), tf.random.normal([3, 16, 16, 1])
+    for bn in (False, True):
+        cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn, d_batch_norm=bn)
+        d = acgan.build_discriminator(cfg)
+        gan = ACGAN(acgan.build_generator(cfg), d, num_classes=2, global_batch_size=3)
+        out = gan.discriminate_pair(real, fake, training=True)
+        separate = d(real, training=True)[0], d(fake, training=True)[0]
+        np.testing.assert_allclose(out.real_logits.numpy(), separate[0].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out.fake_logits.numpy(), separate[1].numpy(), rtol=1e-4, atol=1e-5)

@@ -234,7 +234,8 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     metrics = {
         "counts": {"train": len(train), "holdout": len(holdout), "test": len(test), "synthetic": len(synthetic),
                    "synthetic_matched_subsample": int(len(sub)),
-                   "synthetic_per_class": {n: int((synthetic.class_ids == c).sum()) for c, n in enumerate(class_names)}},
+                   "synthetic_per_class": {n: int((synthetic.class_ids == c).sum())
+                                           for c, n in enumerate(class_names)}},
         "class_names": list(class_names),
         "synthetic": {"seed": seed, "class_prior": "the real train split's"},
         "fidelity": fid, "diversity": div, "utility": util,

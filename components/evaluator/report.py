@@ -24,7 +24,7 @@ h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margi
 .explain{background:#f5f7fa;border-left:4px solid #90a4ae;padding:.6em 1em;margin:.6em 0}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.25em .6em;
 text-align:right} th{background:#eceff1} td:first-child,th:first-child{text-align:left}
-table.compact{font-size:.8em}
+table.compact{font-size:.8em} table.text td{text-align:left}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.88em;color:#444}
 .warning{color:#b71c1c;font-weight:bold} .ok{color:#2e7d32} .skipped{color:#8d6e00;font-weight:bold}
 .note{font-size:.85em;color:#555} nav a{margin-right:1em}

@@ -18,8 +18,10 @@ from pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 def _import_privacy():
     """The privacy evaluator is part of this component: a missing or broken module is an error, never a skip."""
+    import importlib
+
     try:
-        from components.evaluator import privacy
+        privacy = importlib.import_module("components.evaluator.privacy")
     except Exception as exc:  # ImportError, or any error raised while importing it
         raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy.py) could not be "
                            f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc

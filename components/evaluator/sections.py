@@ -62,7 +62,7 @@ def fidelity_section(metrics: dict) -> ReportSection:
     emb_rows = [[e["distance_name"], html.escape(e["description"]),
                  html.escape(", ".join(f"{k}: {v}" for k, v in e["provenance"].items()))]
                 for e in fid["embeddings"].values()]
-    body += "<h3>Embeddings used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact")
+    body += "<h3>Embeddings used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
     figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class")]
     dom = fid["embeddings"]["domain"]["overall"]
     if dom.get("prdc"):

@@ -25,7 +25,8 @@ class EvaluatorConfig:
     inception_input_size: int = F(default=299, metadata={
         "range": (75, 512), "help": "square input size of InceptionV3 (299 as published; 75 is the minimum)"})
     inception_batch_size: int = F(default=64, metadata={"range": (1, 4096), "help": "images per Inception batch"})
-    prdc_k: int = F(default=5, metadata={"range": (1, 100), "help": "k of the k-NN balls in precision/recall/density/coverage"})
+    prdc_k: int = F(default=5, metadata={"range": (1, 100),
+                                         "help": "k of the k-NN balls in precision/recall/density/coverage"})
     nn_block_size: int = F(default=1024, metadata={
         "range": (16, 65536), "help": "rows per block of nearest-neighbour distance computations (bounds memory)"})
     kid_block_size: int = F(default=1000, metadata={"range": (8, 100000), "help": "largest KID block"})
@@ -36,9 +37,12 @@ class EvaluatorConfig:
     msssim_filter_size: int = F(default=7, metadata={"range": (1, 11), "help": "MS-SSIM Gaussian filter size"})
     mode_collapse_margin: float = F(default=0.05, metadata={
         "range": (0.0, 1.0), "help": "warn when synthetic MS-SSIM exceeds real by more than this"})
-    classifier_epochs: int = F(default=12, metadata={"range": (1, 1000), "help": "epochs of the TSTR/TRTR classifier"})
+    classifier_epochs: int = F(default=12, metadata={"range": (1, 1000),
+                                                     "help": "epochs of the TSTR/TRTR classifier"})
     classifier_batch_size: int = F(default=64, metadata={"range": (1, 65536), "help": "classifier batch size"})
-    classifier_width: int = F(default=16, metadata={"range": (1, 512), "help": "channels of the classifier's first conv"})
+    classifier_width: int = F(default=16, metadata={"range": (1, 512),
+                                                    "help": "channels of the classifier's first conv"})
     classifier_val_fraction: float = F(default=0.15, metadata={
-        "range": (0.0, 0.9), "help": "share of the TRAINING source held out for model selection (never the test split)"})
+        "range": (0.0, 0.9),
+        "help": "share of the TRAINING source held out for model selection (never the test split)"})
     grid_units: int = F(default=6, metadata={"range": (1, 64), "help": "units per class in the report's image grids"})

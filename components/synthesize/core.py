@@ -219,8 +219,12 @@ SampleFn = Callable[[np.ndarray, int], np.ndarray]  # (class_ids [n], seed) -> i
 
 def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, units_per_class: int, seed: int,
                out_dir: Path, geometry: Geometry, shards: int = 1, write_volumes: bool = True,
-               preview_units: int = 16, log: Callable[[str], None] = print) -> dict:
+               preview_units: int = 16, log: Callable[[str], None] = print,
+               class_prior: Sequence[float] | None = None) -> dict:
     """Draw ``units_per_class`` units of every class and write all payload files except the datasheet.
+
+    A class with prior 0 (absent from the training data, trainer.allow_missing_classes) is not generated: the
+    generator never learned it, so its units would be noise labelled as anatomy.
 
     Returns a summary: per-class counts, the seeds used ({class: [chunk seeds]}) and the file list sizes.
     """
@@ -236,6 +240,9 @@ def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, 
 
     def records() -> Iterator[bytes]:
         for cid, cname in enumerate(class_names):
+            if class_prior is not None and class_prior[cid] <= 0:
+                log(f"synthesize: {cname}: absent from the training data, none generated")
+                continue
             seeds[cname] = []
             shown: list[np.ndarray] = []
             for chunk, start in enumerate(range(0, units_per_class, CHUNK)):

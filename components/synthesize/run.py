@@ -72,7 +72,7 @@ def execute(ctx: ExecContext) -> ExecResult:
     summary = core.synthesize(
         lambda ids, seed: generate(bundle, ids, seed, batch_size=cfg.batch_size), bundle.class_names, conditioning,
         cfg.units_per_class, cfg.seed, ctx.out_dir, geometry, shards=cfg.shards, write_volumes=cfg.write_nifti,
-        preview_units=cfg.preview_units, log=ctx.log)
+        preview_units=cfg.preview_units, log=ctx.log, class_prior=bundle.info.get("class_prior"))
 
     metrics = core.read_metrics(eval_dir)
     headline = core.headline_metrics(metrics)

@@ -42,7 +42,8 @@ class TrainingMonitor:
         eta = (self.total_steps - step) * self.global_batch / rate if rate > 0 else float("nan")
         self.log(f"step {step}/{self.total_steps}  d_loss {row['d_loss']:.3f}  g_loss {row['g_loss']:.3f}  "
                  f"d_real_acc {row['d_real_acc']:.2f}  cls_acc_fake {row['cls_acc_fake']:.2f}  "
-                 f"{rate:.1f} img/s  ETA {eta:.0f}s")
+                 f"{rate:.1f} img/s  ETA {eta:.0f}s" + (f"  epsilon {row['dp_epsilon']:.2f} (RDP)"
+                                                         if "dp_epsilon" in row else ""))
         return row
 
     def sample_grid(self, step: int, images: np.ndarray, class_names, per_class: int) -> Path:

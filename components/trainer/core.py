@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from components.trainer.callbacks import TrainingMonitor
 from components.trainer.data import ExamplesInfo, make_dataset
+from components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
 from components.trainer.gan_model import ACGAN
 from components.trainer.spec import TrainerConfig
 from models import acgan, ema, losses
@@ -29,16 +30,18 @@ class TrainResult:
     start_step: int  # > 0 when resumed from a checkpoint
     seconds: float
     last: dict  # the last logged scalars
+    dp: dict | None = None  # the privacy record (DPPlan.record) of a DP run
 
 
 def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
     return acgan.ArchConfig(image_shape=info.image_shape, num_classes=len(info.class_names),
-                            noise_dim=cfg.noise_dim, width=cfg.width, batch_norm=cfg.batch_norm,
-                            spectral_norm=cfg.spectral_norm)
+                            noise_dim=cfg.noise_dim, width=cfg.width,
+                            batch_norm=cfg.batch_norm or cfg.generator_batch_norm,
+                            d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm)
 
 
-def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int) -> ACGAN:
-    """Networks, EMA copy and optimizers (call inside ``strategy.scope()``)."""
+def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan: DPPlan | None = None) -> ACGAN:
+    """Networks, EMA copy and optimizers (call inside ``strategy.scope()``); DP-SGD in D's real half with a plan."""
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights whatever the strategy
     arch = arch_config(cfg, info)
     generator, discriminator = acgan.build_generator(arch), acgan.build_discriminator(arch)
@@ -46,7 +49,8 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int) -> ACGA
                 aux_weight=cfg.aux_weight, label_smoothing=cfg.label_smoothing,
                 class_weights=losses.inverse_frequency_weights(info.class_counts) if cfg.class_weighted_loss else None,
                 augment=parse_policy(cfg.diffaugment),
-                generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay)
+                generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
+                dp_settings=dp_plan.settings(cfg.dp_per_example) if dp_plan else None)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.
@@ -64,7 +68,12 @@ def make_checkpoint(gan: ACGAN, step: tf.Variable, examples_seen: tf.Variable) -
 
 
 def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path,
-          log=print) -> TrainResult:
+          log=print, dp_plan: DPPlan | None = None, units: TrainUnits | None = None) -> TrainResult:
+    """Train to ``cfg.steps`` (or, under DP with a target epsilon, to the last step within it).
+
+    With ``dp_plan`` (and ``units``, the train split in memory, for Poisson sampling) the D phase is DP-SGD,
+    epsilon is logged with the scalars, and the result carries the privacy record.
+    """
     out_dir = Path(out_dir)
     global_batch = gan.global_batch_size
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -77,10 +86,21 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
     start_step = int(step)
 
-    dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
-                           class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
-                           start_example=int(examples_seen))
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    total_steps = cfg.steps
+    if dp_plan is not None and dp_plan.max_steps is not None and dp_plan.max_steps < cfg.steps:
+        total_steps = dp_plan.max_steps  # the stop rule: the last step whose epsilon is within the target
+        log(f"DP: target epsilon {dp_plan.target_epsilon} allows {total_steps} of the {cfg.steps} configured steps "
+            f"({dp_plan.accountant.upper()}); training stops there")
+    if dp_plan is not None and dp_plan.sampling == "poisson":
+        replicas = strategy.num_replicas_in_sync
+        iterator = iter(strategy.distribute_datasets_from_function(lambda _: make_poisson_dataset(
+            dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
+            class_prior=info.class_prior, start_step=start_step)))
+    else:
+        dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
+                               class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
+                               start_example=int(examples_seen))
+        iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step_fn = tf.function(gan.train_step, jit_compile=True) if cfg.xla else gan.train_step
 
     @tf.function
@@ -89,29 +109,53 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         # Every scalar is already a share of the global-batch value: summing the replicas gives it.
         scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         gan.update_ema(step_value)
-        return scalars
+        return per_real_example_rates(scalars, global_batch)
 
-    monitor = TrainingMonitor(out_dir, total_steps=cfg.steps, global_batch=global_batch, start_step=start_step,
+    monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch, start_step=start_step,
                               constants={"lr_g": cfg.lr_g, "lr_d": cfg.lr_d}, log=log)
     fixed_noise, fixed_classes = fixed_sample_inputs(cfg, len(info.class_names))
     started, last = time.perf_counter(), {}
     log(f"training {cfg.steps} steps from step {start_step}: global batch {global_batch} "
         f"= {strategy.num_replicas_in_sync} replica(s) x {global_batch // strategy.num_replicas_in_sync}, "
         f"{info.num_train} training units, classes {dict(zip(info.class_names, info.class_counts))}")
-    while int(step) < cfg.steps:
+    if dp_plan is not None:
+        log(f"DP-SGD on D's real half: per {dp_plan.unit}, {dp_plan.sampling} sampling q = {dp_plan.q:.4g}, "
+            f"noise {dp_plan.noise_multiplier}, clip {dp_plan.clip_norm}, delta {dp_plan.delta:.1e}; "
+            f"{dp_plan.num_patients} patients, {dp_plan.num_units} units")
+    while int(step) < total_steps:
         scalars = distributed_step(iterator, step)  # fetch + D phase + G phase + EMA
         step.assign_add(1)
         examples_seen.assign_add(global_batch)
         s = int(step)
-        if s % cfg.log_every == 0 or s == cfg.steps:
-            last = monitor.scalars(s, {k: v.numpy() for k, v in scalars.items()})
-        if s % cfg.image_every == 0 or s == cfg.steps:
+        if s % cfg.log_every == 0 or s == total_steps:
+            values = {k: v.numpy() for k, v in scalars.items()}
+            if dp_plan is not None:  # RDP: microseconds per call, so every log line can carry it
+                values["dp_epsilon"] = dp_plan.epsilon(s)
+            last = monitor.scalars(s, values)
+        if s % cfg.image_every == 0 or s == total_steps:
             images = gan.sampler([fixed_noise, fixed_classes], training=False).numpy()
             monitor.sample_grid(s, images, info.class_names, cfg.samples_per_class)
-        if s % cfg.checkpoint_every == 0 or s == cfg.steps:
+        if s % cfg.checkpoint_every == 0 or s == total_steps:
             manager.save(checkpoint_number=s)
     monitor.close()
-    return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last)
+    record = None
+    if dp_plan is not None:
+        record = dp_plan.record(int(step), stopped_at_target=total_steps < cfg.steps)
+        if record["stopped_at_target_epsilon"]:
+            log(f"DP: stopped at step {int(step)} of {cfg.steps}: the target epsilon {dp_plan.target_epsilon} is "
+                f"reached (one more step would exceed it)")
+        log(f"DP: {record['statement']}")
+    return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
+                       dp=record)
+
+
+def per_real_example_rates(scalars: dict, global_batch: int) -> dict:
+    """Under Poisson-sampled DP batches the real rates were shares of the EXPECTED batch (to sum over replicas);
+    rescale them by the realised number of real examples, ``dp_batch_size``, so they are rates in [0, 1]."""
+    if "dp_batch_size" not in scalars:
+        return scalars
+    scale = global_batch / tf.maximum(scalars["dp_batch_size"], 1.0)
+    return {**scalars, **{k: scalars[k] * scale for k in ("d_real_acc", "cls_acc_real")}}
 
 
 def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
@@ -121,7 +165,8 @@ def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
     return noise, np.repeat(np.arange(num_classes, dtype=np.int32), n)
 
 
-def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int) -> dict:
+def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int,
+           dp: dict | None = None) -> dict:
     """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
     out_dir = Path(out_dir)
     gan.generator.save(out_dir / "generator.keras")
@@ -140,6 +185,7 @@ def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, st
         "skipped_records": list(info.skipped),
         "width": cfg.width,
         "global_batch_size": gan.global_batch_size,
+        "dp": dp if dp is not None else {"enabled": False},
     }
     (out_dir / "model_info.json").write_text(json.dumps(info_json, indent=2) + "\n")
     return info_json

@@ -52,7 +52,8 @@ def resolve_image_shape(configured, artifact_shape) -> tuple[int, int, int]:
     return configured
 
 
-def inspect_examples(root, configured_shape="auto", max_skipped: int = 1) -> ExamplesInfo:
+def inspect_examples(root, configured_shape="auto", max_skipped: int = 1,
+                     allow_missing_classes: bool = False) -> ExamplesInfo:
     """Read the manifest and scan every training record once (shape, class id, integrity), before training.
 
     Up to ``max_skipped`` unreadable records are skipped and reported; more than that is an error, as is a
@@ -87,9 +88,12 @@ def inspect_examples(root, configured_shape="auto", max_skipped: int = 1) -> Exa
     if counts.sum() == 0:
         raise DataError(f"{schema.split_dir(str(root), 'train')}: the train split holds no usable record")
     empty = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]
-    if empty:
+    if empty and not allow_missing_classes:
         raise DataError(f"{schema.split_dir(str(root), 'train')}: class {empty[0]!r} has no training examples "
-                        f"(counts {dict(zip(class_names, counts.tolist()))}); an ac-GAN needs every class")
+                        f"(counts {dict(zip(class_names, counts.tolist()))}); an ac-GAN needs every class. If the "
+                        f"cohort truly lacks that class (e.g. lumbar-only scans), pass "
+                        f"--set trainer.allow_missing_classes=true: absent classes then get prior 0 and are never "
+                        f"generated")
     return ExamplesInfo(root, image_shape, class_names, props.get("conditioning", ""), files,
                         tuple(int(c) for c in counts), tuple(skipped))
 
@@ -124,7 +128,7 @@ def _check_record(raw: bytes, image_shape, num_classes: int) -> tuple[str | None
 
 def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed: int, class_balanced: bool,
                  shuffle_buffer: int, start_example: int = 0) -> tf.data.Dataset:
-    """Endless batches of {images, labels, z_d, z_g, g_labels}, starting at example ``start_example``."""
+    """Endless batches of {images, labels, z_d, z_g, g_labels, d_fake_labels}, starting at example ``start_example``."""
     ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
     ds = ds.map(schema.parse_fn(info.image_shape), num_parallel_calls=tf.data.AUTOTUNE)
     if info.skipped:
@@ -150,6 +154,8 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
             "z_g": tf.random.stateless_normal([noise_dim], seed=key(1)),
             # The generator phase's classes follow the training class prior.
             "g_labels": tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(2))[0, 0], tf.int32),
+            # The D phase's fake classes under DP (trainer.dp): drawn like g_labels, independent of the real batch.
+            "d_fake_labels": tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(3))[0, 0], tf.int32),
         }
 
     ds = ds.map(with_randomness, num_parallel_calls=tf.data.AUTOTUNE)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from models import losses
+from models import dp, losses
 from models.augment import diff_augment
 from models.ema import effective_decay, ema_update
 
@@ -23,10 +23,21 @@ class DiscriminatorOutputs(NamedTuple):
     fake_cls_logits: tf.Tensor
 
 
+class DPSettings(NamedTuple):
+    """DP-SGD of the discriminator's real-data gradient (models/dp.py; the plan comes from trainer/dp_training.py)."""
+
+    clip_norm: float
+    noise_multiplier: float
+    normalizer: float  # the GLOBAL expected number of real examples per step (never the realised count)
+    num_groups: int | None  # patient slots per replica batch (its capacity) with per-patient clipping, else None
+    method: str = "vmap"
+
+
 class ACGAN(keras.Model):
     def __init__(self, generator: keras.Model, discriminator: keras.Model, *, num_classes: int,
                  global_batch_size: int, aux_weight: float = 1.0, class_weights=None, label_smoothing: float = 0.0,
-                 augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999):
+                 augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
+                 dp_settings: DPSettings | None = None):
         super().__init__(name="acgan")
         self.generator = generator
         self.discriminator = discriminator
@@ -38,6 +49,7 @@ class ACGAN(keras.Model):
         self.label_smoothing = label_smoothing
         self.augment = tuple(augment)
         self.ema_decay = ema_decay
+        self.dp_settings = dp_settings
 
     def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer):
         super().compile()
@@ -48,21 +60,32 @@ class ACGAN(keras.Model):
         return self.generator(inputs, training=training)
 
     def discriminate_pair(self, real, fake, training=True) -> DiscriminatorOutputs:
-        """D on the (augmented) real and fake batch in ONE call: half the kernel launches of two calls.
+        """D on the (augmented) real and fake batch.
 
-        Equivalent to two calls because D has no batch-coupled layers unless trainer.batch_norm is on; then
-        real and fake share batch statistics, unlike the reference's separate calls.
+        Without batch-coupled layers one call on the concatenation is equivalent and launches half the kernels.
+        With trainer.batch_norm, real and fake go through D separately (as in DCGAN and the reference): a mixed
+        batch would give D statistics it never sees in the generator phase (an all-fake batch), and in a
+        200-step demo run that let both losses collapse towards 0 while G produced noise.
         """
+        if self._d_has_batchnorm:
+            real_logits, real_cls = self.discriminator(self._augment(real), training=training)
+            fake_logits, fake_cls = self.discriminator(self._augment(tf.cast(fake, real.dtype)), training=training)
+            return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls)
         n = tf.shape(real)[0]
         both = self._augment(tf.concat([real, tf.cast(fake, real.dtype)], axis=0))
         logits, cls_logits = self.discriminator(both, training=training)
         return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:])
 
+    @property
+    def _d_has_batchnorm(self) -> bool:
+        return any(isinstance(layer, keras.layers.BatchNormalization) for layer in self.discriminator.layers)
+
     def _augment(self, images):
         return diff_augment(images, self.augment) if self.augment else images
 
-    def _rate(self, correct) -> tf.Tensor:
-        return tf.reduce_sum(tf.cast(correct, tf.float32)) / self.global_batch_size
+    def _rate(self, correct, mask=None) -> tf.Tensor:
+        correct = tf.cast(correct, tf.float32)
+        return tf.reduce_sum(correct if mask is None else correct * mask) / self.global_batch_size
 
     def d_losses(self, out: DiscriminatorOutputs, labels):
         adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
@@ -75,9 +98,12 @@ class ACGAN(keras.Model):
         return adv, cls
 
     def train_step(self, batch):
-        real, labels = batch["images"], batch["labels"]
+        d_scalars = self._dp_discriminator_step(batch) if self.dp_settings else self._discriminator_step(batch)
+        return {**d_scalars, **self._generator_step(batch)}
 
-        # ---- Discriminator phase: real batch vs G(z_d | labels); G is held fixed.
+    def _discriminator_step(self, batch) -> dict:
+        """D phase: real batch vs G(z_d | the real batch's labels); G is held fixed."""
+        real, labels = batch["images"], batch["labels"]
         fake = self.generator([batch["z_d"], labels], training=True)
         with tf.GradientTape() as tape:
             d_out = self.discriminate_pair(real, fake)
@@ -85,8 +111,76 @@ class ACGAN(keras.Model):
             d_loss = d_adv + self.aux_weight * d_cls
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        return {
+            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls,
+            # D accuracy as a real/fake classifier (threshold at logit 0) on this step's real and fake images.
+            "d_real_acc": self._rate(d_out.real_logits[:, 0] > 0),
+            "d_fake_acc": self._rate(d_out.fake_logits[:, 0] < 0),
+            # The auxiliary head's accuracy on real images.
+            "cls_acc_real": self._rate(tf.equal(tf.argmax(d_out.real_cls_logits, -1, tf.int32), labels)),
+        }
 
-        # ---- Generator phase: fresh noise z_g, classes drawn from the training prior; D is held fixed.
+    def _dp_discriminator_step(self, batch) -> dict:
+        """D phase under DP-SGD (docs/dp.md): the real half's gradient is clipped per privacy unit and noised
+        (models/dp.py); the fake half, which touches no real data, is added unclipped.
+
+        The fakes' classes are ``d_fake_labels``, drawn independently of the real batch: reusing the real labels
+        (as the non-private step does) would pass them into D's fake class loss and G's input without clipping.
+        The returned real-data scalars (real loss, d_real_acc, cls_acc_real) are un-noised diagnostics, outside
+        the guarantee. ``mask`` (padded Poisson batches) and ``patient`` (batch-local patient index, for
+        per-patient clipping) are optional batch entries.
+        """
+        dps = self.dp_settings
+        real, labels = self._augment(batch["images"]), batch["labels"]  # augment outside the per-example map
+        mask = batch.get("mask")
+        mask = tf.ones(tf.shape(labels), tf.float32) if mask is None else tf.cast(mask, tf.float32)
+        fake_labels = batch["d_fake_labels"]
+        fake = self.generator([batch["z_d"], fake_labels], training=True)
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:  # no real data here: ordinary gradient, no clipping, no noise
+            fake_logits, fake_cls_logits = self.discriminator(self._augment(tf.cast(fake, real.dtype)), training=True)
+            f_adv, f_cls = losses.discriminator_fake_terms(fake_logits, fake_cls_logits, fake_labels,
+                                                           class_weights=self.class_weights)
+            f_adv, f_cls = (tf.reduce_sum(t) / self.global_batch_size for t in (f_adv, f_cls))
+            fake_loss = f_adv + self.aux_weight * f_cls
+        fake_grads = [tf.zeros_like(v) if g is None else g for g, v in zip(tape.gradient(fake_loss, d_vars), d_vars)]
+
+        # Diagnostics on the real batch with the weights the gradient is taken at (training=False: no state moves).
+        real_logits, real_cls_logits = self.discriminator(real, training=False)
+        r_adv, r_cls = losses.discriminator_real_terms(real_logits, real_cls_logits, labels,
+                                                       label_smoothing=self.label_smoothing,
+                                                       class_weights=self.class_weights)
+        r_adv, r_cls = (tf.reduce_sum(t * mask) / dps.normalizer for t in (r_adv, r_cls))
+
+        def real_loss_fn(b):  # per example, not averaged: dp divides the noisy sum by the constant normalizer
+            images, y = b
+            logits, cls_logits = self.discriminator(images, training=True)
+            adv, cls = losses.discriminator_real_terms(logits, cls_logits, y, label_smoothing=self.label_smoothing,
+                                                       class_weights=self.class_weights)
+            return adv + self.aux_weight * cls
+
+        real_dp = dp.dp_gradients(real_loss_fn, d_vars, (real, labels), clip_norm=dps.clip_norm,
+                                  noise_multiplier=dps.noise_multiplier, normalizer=dps.normalizer, mask=mask,
+                                  group_index=batch.get("patient") if dps.num_groups else None,
+                                  num_groups=dps.num_groups, method=dps.method)
+        # The optimizer SUMs replicas' gradients: each replica's share (noise on replica 0 only) adds up.
+        self.d_optimizer.apply_gradients(zip([r + f for r, f in zip(real_dp.grads, fake_grads)], d_vars))
+        units = tf.cast(real_dp.unit_norms > 0, tf.float32)  # empty patient slots / padding have norm 0
+        return {
+            "d_loss": r_adv + f_adv + self.aux_weight * (r_cls + f_cls), "d_adv_loss": r_adv + f_adv,
+            "d_cls_loss": r_cls + f_cls,
+            "d_real_acc": self._rate(real_logits[:, 0] > 0, mask),
+            "d_fake_acc": self._rate(fake_logits[:, 0] < 0),
+            "cls_acc_real": self._rate(tf.equal(tf.argmax(real_cls_logits, -1, tf.int32), labels), mask),
+            # Real rows in this replica's batch (core turns the two real rates above into per-real-example rates).
+            "dp_batch_size": tf.reduce_sum(mask),
+            # Share of this replica's privacy units whose gradient was clipped, over the global batch (diagnostic).
+            "dp_clipped_frac": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > dps.clip_norm, tf.float32))
+            / self.global_batch_size,
+        }
+
+    def _generator_step(self, batch) -> dict:
+        """G phase: fresh noise z_g, classes drawn from the training prior; D is held fixed. No real data."""
         g_labels = batch["g_labels"]
         with tf.GradientTape() as tape:
             fake_g = self.generator([batch["z_g"], g_labels], training=True)
@@ -98,15 +192,9 @@ class ACGAN(keras.Model):
             g_loss = g_adv + self.aux_weight * g_cls
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
-
         return {
-            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls,
             "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls,
-            # D accuracy as a real/fake classifier (threshold at logit 0) on this step's real and fake images.
-            "d_real_acc": self._rate(d_out.real_logits[:, 0] > 0),
-            "d_fake_acc": self._rate(d_out.fake_logits[:, 0] < 0),
-            # The auxiliary head's accuracy on real images and on the generator's (G-phase) images.
-            "cls_acc_real": self._rate(tf.equal(tf.argmax(d_out.real_cls_logits, -1, tf.int32), labels)),
+            # The auxiliary head's accuracy on the generator's (G-phase) images.
             "cls_acc_fake": self._rate(tf.equal(tf.argmax(g_cls_logits, -1, tf.int32), g_labels)),
         }
 

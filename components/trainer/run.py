@@ -46,7 +46,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     # Check the data (and the configured shape against it) before TensorFlow builds anything.
     from components.trainer.data import inspect_examples
 
-    info = inspect_examples(ctx.inputs["examples"], cfg.image_shape)
+    info = inspect_examples(ctx.inputs["examples"], cfg.image_shape,
+                            allow_missing_classes=cfg.allow_missing_classes)
     if info.skipped:
         ctx.log(f"skipped {len(info.skipped)} unreadable record(s): {'; '.join(info.skipped)}")
 
@@ -64,17 +65,32 @@ def execute(ctx: ExecContext) -> ExecResult:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")  # no loss scaling needed, unlike float16
         else:
             ctx.log("trainer.mixed_precision ignored: no GPU")
+    dp_plan = units = None
+    if cfg.dp:  # the plan needs the patients and the replica count, so it is made here, before the model
+        from components.trainer import dp_training
+
+        units = dp_training.load_train_units(info)
+        dp_plan = dp_training.plan_dp(cfg, units, cfg.batch_size, strategy.num_replicas_in_sync)
     with strategy.scope():
-        gan = core.build_gan(cfg, info, global_batch=cfg.batch_size)
-    result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log)
-    model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps)
+        gan = core.build_gan(cfg, info, global_batch=cfg.batch_size, dp_plan=dp_plan)
+    result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log, dp_plan=dp_plan, units=units)
+    model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps, dp=result.dp)
     ctx.log(f"trained to step {result.steps} (started at {result.start_step}) in {result.seconds:.1f}s")
     return ExecResult(
         counts={"steps": result.steps, "train_units": info.num_train, "skipped_records": len(info.skipped)},
         properties={"class_names": model_info["class_names"], "image_shape": model_info["image_shape"],
                     "noise_dim": cfg.noise_dim, "ema": model_info["ema"], "replicas": strategy.num_replicas_in_sync,
-                    "resumed_from_step": result.start_step,
+                    "resumed_from_step": result.start_step, "dp": dp_summary(result.dp),
                     "final": {k: round(v, 5) for k, v in result.last.items() if isinstance(v, float)}})
+
+
+def dp_summary(record: dict | None) -> dict:
+    """The artifact's short form of the privacy record (model_info.json "dp" has all of it)."""
+    if record is None:
+        return {"enabled": False}
+    keys = ("epsilon", "epsilon_rdp", "epsilon_pld", "delta", "steps", "unit", "sampling", "accountant",
+            "noise_multiplier", "clip_norm", "q", "target_epsilon", "stopped_at_target_epsilon")
+    return {k: record.get(k) for k in keys}
 
 
 SPEC = ComponentSpec(

@@ -25,6 +25,8 @@ class TrainerConfig:
     width: int = F(default=128, metadata={"range": (1, 4096), "help": "s: widths are 8s-4s-2s-s at 64x64 (s=128 in the reference)"})
     noise_dim: int = F(default=100, metadata={"range": (1, 4096), "help": "length of the generator's noise vector"})
     batch_norm: bool = F(default=False, metadata={"help": "BatchNorm in hidden blocks of both networks (off in the reference)"})
+    generator_batch_norm: bool = F(default=False, metadata={
+        "help": "BatchNorm in the generator only (DCGAN-style); helps small widths, whose N(0, 0.02) start is tiny"})
     spectral_norm: bool = F(default=False, metadata={"help": "spectral normalisation of the discriminator's convolutions"})
     # ---------------------------------------------------------------- losses and options
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
@@ -32,6 +34,8 @@ class TrainerConfig:
     label_smoothing: float = F(default=0.0, metadata={"range": (0.0, 0.5), "help": "one-sided: real target becomes 1 - value"})
     diffaugment: str = F(default="", metadata={
         "help": "comma list of differentiable augmentations for D's inputs: translation, cutout, intensity"})
+    allow_missing_classes: bool = F(default=False, metadata={
+        "help": "train although a class has no training units (prior 0: never generated); off: that is an error"})
     ema: bool = F(default=False, metadata={"help": "keep an EMA of G's weights, used for samples and export"})
     ema_decay: float = F(default=0.999, metadata={"range": (0.0, 1.0), "help": "EMA decay (ramped up over the first steps)"})
     lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "generator learning rate"})
@@ -41,6 +45,27 @@ class TrainerConfig:
     # ---------------------------------------------------------------- data
     class_balanced: bool = F(default=False, metadata={"help": "sample real batches uniformly over classes"})
     shuffle_buffer: int = F(default=10000, metadata={"range": (1, None), "help": "tf.data shuffle buffer (examples)"})
+    # ---------------------------------------------------------------- differential privacy (docs/dp.md)
+    dp: bool = F(default=False, metadata={
+        "help": "DP-SGD on the discriminator's real-data gradient (the generator is private by post-processing)"})
+    dp_noise_multiplier: float = F(default=1.1, metadata={
+        "range": (0.0, 100.0), "help": "sigma: noise std / clip norm (0 = clipping only, no privacy: epsilon = inf)"})
+    dp_clip_norm: float = F(default=1.0, metadata={"range": (1e-6, 1e6), "help": "L2 bound C per privacy unit"})
+    dp_delta: float = F(default=0.0, metadata={
+        "range": (0.0, 0.1), "help": "0 = min(1e-5, 0.1 / #training patients); must be < 1 / #training patients"})
+    dp_target_epsilon: float = F(default=0.0, metadata={
+        "range": (0.0, 100.0), "help": "0 = none; else stop training when the next step would exceed it"})
+    dp_unit: str = F(default="patient", metadata={
+        "choices": ("patient", "unit"), "help": "privacy unit: a patient (patient sampling + per-patient clipping) "
+                                                "or a vertebral unit (per-example clipping; weaker per patient)"})
+    dp_sampling: str = F(default="poisson", metadata={
+        "choices": ("poisson", "shuffle"),
+        "help": "poisson: true Poisson sampling (what the accountant assumes); shuffle: shuffled fixed batches "
+                "accounted as Poisson (unit only)"})
+    dp_accountant: str = F(default="pld", metadata={
+        "choices": ("rdp", "pld"), "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
+    dp_per_example: str = F(default="vmap", metadata={
+        "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
     cpu_replicas: int = F(default=1, metadata={"range": (1, 64),
                                                "help": "with no GPU, split the CPU into N logical devices (tests multi-replica code)"})
@@ -62,5 +87,21 @@ class TrainerConfig:
         for name in (p.strip() for p in self.diffaugment.split(",") if p.strip()):
             if name not in AUGMENTATIONS:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
+        if self.dp:
+            self._validate_dp()
         if self.batch_size % self.cpu_replicas:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by cpu_replicas {self.cpu_replicas}")
+
+    def _validate_dp(self) -> None:
+        """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
+        if self.batch_norm:
+            raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
+                             "and its moving statistics are un-noised real-data state; use spectral_norm or none "
+                             "(generator_batch_norm is fine)")
+        if self.dp_sampling == "shuffle":
+            if self.dp_unit == "patient":
+                raise ValueError("trainer.dp_unit = 'patient' needs dp_sampling = 'poisson' (shuffled batches are "
+                                 "not made of whole patients)")
+            if self.class_balanced:
+                raise ValueError("trainer.dp_sampling = 'shuffle' with class_balanced: a rare class's units are "
+                                 "sampled more often than q = batch / N; use dp_sampling = 'poisson'")

@@ -1,0 +1,125 @@
+"""Privacy-utility trade-off of DP training: the non-private baseline and several noise levels on one Examples
+artifact (e.g. the phantom cohort), each trained the same number of steps and evaluated with the evaluator's
+own functions. Prints epsilon, FID ratio (domain embedding), TSTR balanced accuracy, the strongest membership
+attack's AUC (per unit and per patient), and the per-step cost of DP training against non-DP training.
+
+    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 300 --noise 0.8,1.5,4.0 --batch 16 --width 16
+
+Everything is CPU-friendly at small --steps/--width; the numbers mean something only with real training lengths.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def train_one(examples: str, out: Path, overrides: list[str]) -> dict:
+    """One trainer run (the real component); returns model_info.json and the steady-state seconds per step."""
+    from components.trainer.callbacks import read_stats
+    from components.trainer.run import SPEC
+    from pipeline.config import load_config
+
+    cfg = load_config(None, overrides)
+    SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
+    info = json.loads((out / "model_info.json").read_text())
+    rows = read_stats(out / "stats.jsonl")
+    rates = [r["images_per_s"] for r in rows[1:]] or [rows[-1]["images_per_s"]]  # row 0 includes tracing
+    return {"info": info, "seconds_per_step": cfg.trainer.batch_size / float(np.median(rates))}
+
+
+def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
+    """FID ratio (domain embedding), TSTR balanced accuracy and the strongest attacks, by the evaluator's core."""
+    from components.evaluator import core
+    from components.evaluator.privacy import evaluate_privacy
+    from components.evaluator.privacy_spec import PrivacyConfig
+    from components.evaluator.spec import EvaluatorConfig
+    from models.bundle import generate, load_model_bundle
+
+    bundle = load_model_bundle(model_dir)
+    cfg = dataclasses.replace(EvaluatorConfig(), classifier_epochs=args.eval_epochs, min_synthetic=args.synthetic,
+                              msssim_pairs=50, seed=args.seed)
+    synthetic = core.draw_synthetic(lambda ids, seed: generate(bundle, ids, seed), splits["train"],
+                                    bundle.class_names, args.synthetic, args.seed)
+    outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, bundle.class_names,
+                                  cfg, inception=None, inception_skip_reason="bench: domain embedding only")
+    pcfg = dataclasses.replace(PrivacyConfig(), pbb_enabled=False, bootstrap=args.bootstrap)
+    privacy = evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain, pcfg,
+                               args.seed).metrics
+    m = outcome.metrics
+    return {"fid_ratio": m["fidelity"]["fid_ratio"], "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
+            "trtr_bacc": m["utility"]["trtr_balanced_accuracy"],
+            "unit_attack": privacy["strongest"].get("unit", {}), "patient_attack": privacy["strongest"].get("patient", {})}
+
+
+def fmt(x, spec=".3f") -> str:
+    return "-" if x is None else ("inf" if isinstance(x, float) and np.isinf(x) else format(x, spec))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("examples", help="an Examples artifact folder (preprocess output, e.g. of the phantom cohort)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of every run")
+    p.add_argument("--noise", default="0.8,1.5,4.0", help="comma list of noise multipliers (one DP run each)")
+    p.add_argument("--clip", type=float, default=1.0, help="dp_clip_norm")
+    p.add_argument("--unit", default="patient", choices=("patient", "unit"))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--noise-dim", type=int, default=64)
+    p.add_argument("--eval-epochs", type=int, default=3, help="evaluator classifier epochs")
+    p.add_argument("--synthetic", type=int, default=500, help="synthetic units per evaluation (at least)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the attack AUC CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="", help="keep the models here (default: a temporary folder)")
+    args = p.parse_args(argv)
+
+    from components import schema
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="dp-tradeoff-"))
+    splits = {s: schema.load_split(args.examples, s) for s in ("train", "holdout", "test")}
+    print(f"{args.examples}: " + ", ".join(f"{s} {len(u)} units / {len(set(u.patients))} patients"
+                                           for s, u in splits.items()) + f"; models under {out}", flush=True)
+    common = [f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch}", f"trainer.width={args.width}",
+              f"trainer.noise_dim={args.noise_dim}", f"trainer.seed={args.seed}",
+              f"trainer.log_every={max(1, args.steps // 10)}", f"trainer.image_every={args.steps}",
+              f"trainer.checkpoint_every={args.steps}"]
+    runs = [("non-private", common)]
+    runs += [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
+                                         f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
+             for s in (float(x) for x in args.noise.split(","))]
+    rows = []
+    for i, (name, overrides) in enumerate(runs):
+        trained = train_one(args.examples, out / f"run{i}", overrides)
+        ev = evaluate_one(args.examples, out / f"run{i}", splits, args)
+        dp = trained["info"]["dp"]
+        rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
+                     "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
+        print(f"done: {name}", flush=True)
+
+    base = rows[0]["s_per_step"]
+    print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
+          f"{args.unit}, Poisson sampling; epsilon = PLD at the run's delta; AUC = strongest attack (upper CI).")
+    head = f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'AUC unit':>10}{'AUC patient':>13}" \
+           f"{'s/step':>9}{'x non-DP':>10}"
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        print(f"{r['run']:<16}{fmt(r['epsilon'], '.2f'):>9}{fmt(r['delta'], '.0e'):>9}{fmt(r['fid_ratio'], '.2f'):>11}"
+              f"{fmt(r['tstr_bacc']):>11}{fmt(r['unit_attack'].get('auc')):>10}"
+              f"{fmt(r['patient_attack'].get('auc')):>13}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>10.2f}")
+    print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
+          + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Differentially private training, the parts outside the train step (docs/dp.md): the plan (sampling rate q,
+normaliser, batch capacity, delta, step budget), the Poisson-sampled input pipeline, and the privacy record.
+
+The accountant (models/dp_accounting.py) models Poisson sampling, so ``dp_sampling = "poisson"`` samples exactly
+that: every step, each privacy unit (a patient, taken whole, or a vertebral unit) joins independently with
+probability q, and the batch is padded to a fixed capacity and masked. ``"shuffle"`` (per-unit only) keeps the
+ordinary shuffled fixed-size batches and accounts them as Poisson with q = batch / N, which the statement flags.
+
+Under a strategy with R replicas the units (or patients) are split into R fixed shards, and replica r samples its
+own shard with the same q: every unit still joins every step independently with probability q, so the mechanism
+is unchanged, and each patient's units are on one replica (needed for per-patient clipping).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from components import schema
+from components.trainer.data import ExamplesInfo
+from components.trainer.gan_model import DPSettings
+from components.trainer.spec import TrainerConfig
+from models import dp_accounting as acc
+
+# What the non-noised parts of a DP run are, said once in model_info.json and the report.
+CLASS_PRIOR_NOTE = ("The class prior (the generator's class sampling) and any class weights are counts of the "
+                    "training units, used un-noised: they are treated as public metadata (the level/region mix).")
+DIAGNOSTICS_NOTE = ("Logged real-data scalars (d_real_acc, cls_acc_real, the real half of d_loss, dp_clipped_frac) "
+                    "are un-noised training diagnostics outside the guarantee.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainUnits:
+    """The train split in memory, for Poisson sampling by index: images [N, H, W, K], labels [N], patient [N]
+    (integer ids 0..P-1 of ``patient_pseudo_id``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray
+
+    @property
+    def num_patients(self) -> int:
+        return int(self.patients.max()) + 1 if self.patients.size else 0
+
+
+def load_train_units(info: ExamplesInfo) -> TrainUnits:
+    """Read every usable training record (the ones ``inspect_examples`` counted) with its patient."""
+    ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
+    ds = ds.map(schema.parse_with_patient_fn(info.image_shape))
+    if info.skipped:
+        ds = ds.ignore_errors()
+    images, labels, patients = [], [], []
+    for image, label, patient in ds.as_numpy_iterator():
+        images.append(image), labels.append(label), patients.append(patient)
+    _, patient_ids = np.unique(np.array(patients, object), return_inverse=True)
+    return TrainUnits(np.stack(images).astype(np.float32), np.array(labels, np.int32),
+                      patient_ids.astype(np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class DPPlan:
+    """Everything the accounting and the input pipeline agree on; fixed before the first step."""
+
+    q: float
+    normalizer: float  # expected real examples per step (global) = q * N_units = the global batch size
+    capacity: int  # padded examples per replica batch (poisson); 0 with shuffle
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+    unit: str
+    sampling: str
+    accountant: str
+    num_units: int
+    num_patients: int
+    target_epsilon: float  # 0 = none
+    max_steps: int | None  # steps within the target epsilon; None without a target
+    shards: tuple  # per replica: the unit indices it samples from (poisson)
+
+    def epsilon(self, steps: int, accountant: str = "rdp") -> float:
+        """Epsilon spent after ``steps`` DP-SGD steps (inf with no noise: clipping alone gives no guarantee)."""
+        if self.noise_multiplier == 0:
+            return 0.0 if steps <= 0 else math.inf
+        return acc.compute_epsilon(self.q, self.noise_multiplier, steps, self.delta, accountant)
+
+    def settings(self, method: str) -> DPSettings:
+        return DPSettings(self.clip_norm, self.noise_multiplier, self.normalizer,
+                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method)
+
+    def record(self, steps: int, stopped_at_target: bool) -> dict:
+        """model_info.json "dp": the privacy statement plus how the run was set up and why it stopped."""
+        base = {"enabled": True, "unit": self.unit, "sampling": self.sampling, "accountant": self.accountant,
+                "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
+                "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
+                "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
+                "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE}
+        if self.noise_multiplier == 0:
+            return {**base, "epsilon": math.inf, "epsilon_rdp": math.inf, "epsilon_pld": None, "delta": self.delta,
+                    "steps": steps, "q": self.q, "noise_multiplier": 0.0, "clip_norm": self.clip_norm,
+                    "statement": "No privacy guarantee: noise multiplier 0 (gradients were clipped only)."}
+        stmt = acc.privacy_statement(self.q, self.noise_multiplier, steps, self.delta, self.clip_norm,
+                                     unit=self.unit, sampling=self.sampling, with_pld=steps > 0)
+        eps = stmt.epsilon_pld if (self.accountant == "pld" and stmt.epsilon_pld is not None) else stmt.epsilon_rdp
+        return {**base, **stmt.to_dict(), "epsilon": eps}
+
+
+def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: int) -> DPPlan:
+    """The sampling rate, normaliser, capacity, delta and step budget of a DP run (docs/dp.md, step 1).
+
+    Raises ValueError for settings whose accounting would not hold (delta >= 1 / patients, a partial shuffle
+    buffer, a batch larger than the data, a target epsilon with no noise).
+    """
+    n_units, n_patients = len(units.labels), units.num_patients
+    delta = cfg.dp_delta or acc.default_delta(n_patients)
+    if delta >= 1.0 / n_patients:
+        raise ValueError(f"trainer.dp_delta {delta:g} must be below 1 / {n_patients} training patients")
+    if global_batch > n_units:
+        raise ValueError(f"trainer.batch_size {global_batch} exceeds the {n_units} training units")
+    # q * N_units = global batch in both modes: patient mode samples global_batch / mean_units_per_patient patients.
+    q = global_batch / n_units
+    shards: tuple = ()
+    capacity = 0
+    if cfg.dp_sampling == acc.Sampling.SHUFFLE:
+        if cfg.shuffle_buffer < n_units:
+            raise ValueError(f"trainer.dp_sampling = 'shuffle' needs shuffle_buffer >= {n_units} training units "
+                             f"(a partial buffer is not a uniform shuffle); got {cfg.shuffle_buffer}")
+    elif cfg.dp_unit == acc.PrivacyUnit.PATIENT:
+        shard_of = units.patients % replicas
+        shards = tuple(np.flatnonzero(shard_of == r) for r in range(replicas))
+        capacity = max(acc.group_batch_capacity(np.unique(units.patients[s], return_counts=True)[1], q)
+                       if s.size else 1 for s in shards)
+    else:
+        shards = tuple(np.arange(r, n_units, replicas) for r in range(replicas))
+        capacity = max(acc.poisson_batch_capacity(s.size, q) for s in shards)
+    max_steps = None
+    if cfg.dp_target_epsilon > 0:
+        if cfg.dp_noise_multiplier == 0:
+            raise ValueError("trainer.dp_target_epsilon needs dp_noise_multiplier > 0 (no noise, no privacy)")
+        max_steps = acc.steps_for_epsilon(cfg.dp_target_epsilon, q, cfg.dp_noise_multiplier, delta,
+                                          cfg.dp_accountant, max_steps=max(cfg.steps, 1))
+    return DPPlan(q=q, normalizer=float(global_batch), capacity=int(capacity), delta=float(delta),
+                  noise_multiplier=float(cfg.dp_noise_multiplier), clip_norm=float(cfg.dp_clip_norm),
+                  unit=str(cfg.dp_unit), sampling=str(cfg.dp_sampling), accountant=str(cfg.dp_accountant),
+                  num_units=n_units, num_patients=n_patients, target_epsilon=float(cfg.dp_target_epsilon),
+                  max_steps=max_steps, shards=shards)
+
+
+def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
+                    seed: int, class_prior, start_step: int = 0):
+    """Endless per-replica elements, R per step in replica order (step s, replica r keyed by (seed, s, r), so a
+    resumed run continues the same stream): the Poisson-sampled real batch, padded to ``plan.capacity`` and
+    masked, and this replica's share of the step's noise and generator classes (drawn independently of the
+    real batch). The seed keys the sampling; like the DP noise, it should stay secret for the guarantee."""
+    prior = np.asarray(class_prior, np.float64)
+    step = start_step
+    while True:
+        for r in range(replicas):
+            rng = np.random.default_rng([seed, step, r])
+            shard = plan.shards[r]
+            if plan.unit == acc.PrivacyUnit.PATIENT:
+                idx, mask, local = acc.poisson_sample_groups(rng, units.patients[shard], plan.q, plan.capacity)
+            else:
+                idx, mask = acc.poisson_sample(rng, shard.size, plan.q, plan.capacity)
+                local = np.arange(plan.capacity, dtype=np.int32)
+            rows = shard[idx]
+            draw = lambda: rng.choice(prior.size, per_replica_batch, p=prior).astype(np.int32)  # noqa: E731
+            yield {"images": units.images[rows], "labels": units.labels[rows], "mask": mask, "patient": local,
+                   "z_d": rng.standard_normal((per_replica_batch, noise_dim)).astype(np.float32),
+                   "d_fake_labels": draw(),
+                   "z_g": rng.standard_normal((per_replica_batch, noise_dim)).astype(np.float32),
+                   "g_labels": draw()}
+        step += 1
+
+
+def make_poisson_dataset(plan: DPPlan, units: TrainUnits, *, replicas: int, global_batch: int, noise_dim: int,
+                         seed: int, class_prior, start_step: int = 0) -> tf.data.Dataset:
+    """``poisson_batches`` as a tf.data.Dataset of per-replica elements (for distribute_datasets_from_function)."""
+    cap, b, shape = plan.capacity, global_batch // replicas, units.images.shape[1:]
+    spec = {"images": tf.TensorSpec([cap, *shape], tf.float32), "labels": tf.TensorSpec([cap], tf.int32),
+            "mask": tf.TensorSpec([cap], tf.float32), "patient": tf.TensorSpec([cap], tf.int32),
+            "z_d": tf.TensorSpec([b, noise_dim], tf.float32), "d_fake_labels": tf.TensorSpec([b], tf.int32),
+            "z_g": tf.TensorSpec([b, noise_dim], tf.float32), "g_labels": tf.TensorSpec([b], tf.int32)}
+    return tf.data.Dataset.from_generator(
+        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=b, noise_dim=noise_dim,
+                                seed=seed, class_prior=class_prior, start_step=start_step),
+        output_signature=spec).prefetch(2)

@@ -1,0 +1,165 @@
+"""DP-SGD in the trainer (docs/dp.md) on real fixture TFRecords: epsilon in stats.jsonl / model_info / the artifact
+equals the accountant's for the run's q, sigma, steps and delta; a target epsilon stops training at
+steps_for_epsilon; with no noise and a clip norm that never binds the DP step reproduces the ordinary step; the
+patient-level Poisson sampler takes patients whole; per-patient DP runs on 2 replicas."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from components.trainer.callbacks import read_stats
+from components.trainer.run import SPEC
+from fixtures_examples import make_examples_artifact
+from models import dp_accounting as acc
+from pipeline.config import load_config
+from test_trainer import TINY, run_cli, sets
+
+QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100"]
+# The fixture: 3 classes x 8 training units = 24 units of 5 patients (p0..p2: 6 units each, p3, p4: 3 each).
+N_UNITS, N_PATIENTS, BATCH = 24, 5, 8
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
+
+
+def test_per_patient_dp_run_records_the_accountants_epsilon(examples, tmp_path):
+    out = tmp_path / "model"
+    cfg = load_config(None, TINY + QUIET + ["trainer.steps=3", "trainer.log_every=1", "trainer.dp=true",
+                                            "trainer.dp_noise_multiplier=1.5", "trainer.dp_clip_norm=0.5"])
+    lines = []
+    manifest = SPEC.run(cfg, {"examples": examples}, out, log=lines.append)
+    q, delta = BATCH / N_UNITS, acc.default_delta(N_PATIENTS)
+    rows = read_stats(out / "stats.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:  # every log line carries epsilon after that many steps (RDP)
+        assert r["dp_epsilon"] == pytest.approx(acc.compute_epsilon(q, 1.5, r["step"], delta, "rdp"), rel=1e-9)
+        assert 0 <= r["d_real_acc"] <= 1 and 0 <= r["cls_acc_real"] <= 1 and np.isfinite(r["d_loss"])
+    assert rows[0]["dp_epsilon"] < rows[1]["dp_epsilon"] < rows[2]["dp_epsilon"]
+    dp = json.loads((out / "model_info.json").read_text())["dp"]
+    assert dp["enabled"] and dp["unit"] == "patient" and dp["sampling"] == "poisson" and dp["steps"] == 3
+    assert dp["q"] == pytest.approx(q) and dp["delta"] == delta < 1 / N_PATIENTS
+    assert dp["epsilon_rdp"] == pytest.approx(acc.compute_epsilon(q, 1.5, 3, delta, "rdp"), rel=1e-9)
+    assert dp["epsilon_pld"] == pytest.approx(acc.compute_epsilon(q, 1.5, 3, delta, "pld"), rel=1e-6)
+    assert dp["epsilon"] == dp["epsilon_pld"]  # the default accountant is PLD
+    assert "per patient" in dp["statement"] and dp["class_prior"] == "public"
+    assert manifest["properties"]["dp"]["epsilon"] == dp["epsilon"]
+    assert any("DP: (" in line and "per patient" in line for line in lines)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tb = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}).Reload()
+    assert "dp_epsilon" in tb.Tags()["tensors"]
+
+
+def test_target_epsilon_stops_training_at_steps_for_epsilon(examples, tmp_path):
+    """Per-unit clipping with shuffled batches (the other sampling path); the target sits between 2 and 3 steps."""
+    q, sigma, delta = BATCH / N_UNITS, 2.0, acc.default_delta(N_PATIENTS)
+    target = (acc.compute_epsilon(q, sigma, 2, delta) + acc.compute_epsilon(q, sigma, 3, delta)) / 2
+    expected = acc.steps_for_epsilon(target, q, sigma, delta, "rdp")
+    assert expected == 2
+    out = tmp_path / "model"
+    cfg = load_config(None, TINY + QUIET + [
+        "trainer.steps=6", "trainer.log_every=1", "trainer.dp=true", "trainer.dp_unit=unit",
+        "trainer.dp_sampling=shuffle", "trainer.dp_accountant=rdp", f"trainer.dp_noise_multiplier={sigma}",
+        f"trainer.dp_target_epsilon={target}"])
+    lines = []
+    manifest = SPEC.run(cfg, {"examples": examples}, out, log=lines.append)
+    assert manifest["counts"]["steps"] == expected
+    assert [r["step"] for r in read_stats(out / "stats.jsonl")] == [1, 2]
+    dp = json.loads((out / "model_info.json").read_text())["dp"]
+    assert dp["stopped_at_target_epsilon"] is True and dp["max_steps_for_target"] == expected
+    assert dp["epsilon"] == dp["epsilon_rdp"] <= target < acc.compute_epsilon(q, sigma, 3, delta)
+    assert "per unit" in dp["statement"] and "not a proof" in dp["statement"]  # says what it does not cover
+    assert any("stopped at step 2 of 6" in line for line in lines)
+
+
+def _gan_and_batches(examples, cfg, dp_settings):
+    """The trainer's own ACGAN and three real fixture batches (with the D-phase fakes' labels set to the real
+    labels, the one thing the DP step draws differently by design)."""
+    from components.trainer import core
+    from components.trainer.data import inspect_examples, make_dataset
+
+    info = inspect_examples(examples)
+    gan = core.build_gan(cfg, info, global_batch=BATCH)
+    gan.dp_settings = dp_settings  # what build_gan sets from a DPPlan
+    ds = make_dataset(info, global_batch=BATCH, noise_dim=cfg.noise_dim, seed=0, class_balanced=False,
+                      shuffle_buffer=100)
+    batches = [{**b, "d_fake_labels": b["labels"]} for b in ds.take(3)]
+    return gan, batches
+
+
+def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(examples):
+    """Same seed, same batches: DP with sigma = 0 and C = 1e6 is the ordinary D update computed per example, so
+    d_loss trajectories and weights agree to float rounding; a binding clip norm makes them differ."""
+    from components.trainer.gan_model import DPSettings
+
+    cfg = load_config(None, TINY + ["trainer.lr_d=0.01"]).trainer
+    runs = {}
+    for name, settings in (("plain", None), ("dp", DPSettings(1e6, 0.0, float(BATCH), None)),
+                           ("clipped", DPSettings(1e-3, 0.0, float(BATCH), None))):
+        gan, batches = _gan_and_batches(examples, cfg, settings)
+        losses = [float(gan.train_step(b)["d_loss"]) for b in batches]
+        runs[name] = (losses, [v.numpy() for v in gan.discriminator.trainable_variables])
+    (plain, w_plain), (dp, w_dp), (clipped, w_clipped) = runs["plain"], runs["dp"], runs["clipped"]
+    np.testing.assert_allclose(dp, plain, rtol=1e-5)
+    # Weights: Adam moves each weight by about lr * g / (|g| + eps), so for a near-zero gradient a float-rounding
+    # difference between the per-example sum and the batched gradient shows as a small fraction of lr (seen:
+    # 1.7e-5 = 0.2% of lr on one bias). Allow 1% of lr per step; the binding clip below moves weights by far more.
+    diff = lambda ws: max(float(np.abs(a - b).max()) for a, b in zip(ws, w_plain))  # noqa: E731
+    assert diff(w_dp) < 0.01 * cfg.lr_d * 3
+    print(f"max weight difference: DP(sigma=0, C=1e6) {diff(w_dp):.2e}, DP(C=1e-3) {diff(w_clipped):.2e}")
+    assert diff(w_clipped) > 0.3 * cfg.lr_d
+    assert clipped[0] == pytest.approx(plain[0], rel=1e-5)  # same weights at step 1; the updates differ
+    assert clipped[2] != pytest.approx(plain[2], rel=1e-4)
+
+
+def test_patient_poisson_batches_take_patients_whole(examples):
+    from components.trainer import dp_training
+    from components.trainer.data import inspect_examples
+
+    units = dp_training.load_train_units(inspect_examples(examples))
+    assert len(units.labels) == N_UNITS and units.num_patients == N_PATIENTS
+    cfg = load_config(None, TINY + ["trainer.dp=true"]).trainer
+    plan = dp_training.plan_dp(cfg, units, BATCH, replicas=2)
+    assert plan.normalizer == BATCH and plan.q == pytest.approx(BATCH / N_UNITS)
+    stream = dp_training.poisson_batches(plan, units, replicas=2, per_replica_batch=4, noise_dim=16, seed=0,
+                                         class_prior=[1 / 3] * 3)
+    sizes = []
+    for _ in range(40):  # 20 steps x 2 replicas
+        b = next(stream)
+        real = b["mask"] > 0
+        rows_patients = {}
+        for image, local in zip(b["images"][real], b["patient"][real]):
+            # Which training unit is this row? (the fixture's images are all distinct)
+            unit = int(np.flatnonzero((units.images == image).all(axis=(1, 2, 3)))[0])
+            rows_patients.setdefault(int(local), set()).add(unit)
+        for members in rows_patients.values():
+            patient = {int(units.patients[u]) for u in members}
+            assert len(patient) == 1  # one local slot = one patient ...
+            assert members == set(np.flatnonzero(units.patients == patient.pop()).tolist())  # ... taken whole
+        sizes.append(int(real.sum()))
+        assert b["z_d"].shape == (4, 16) and b["d_fake_labels"].shape == (4,)
+    # On average a step takes q * N_units = the global batch of units (over both replicas).
+    assert 0.5 * BATCH < sum(sizes) / 20 < 1.5 * BATCH
+
+
+def test_invalid_dp_settings_are_rejected():
+    with pytest.raises(ValueError, match="BatchNorm"):
+        load_config(None, ["trainer.dp=true", "trainer.batch_norm=true"])
+    with pytest.raises(ValueError, match="poisson"):
+        load_config(None, ["trainer.dp=true", "trainer.dp_sampling=shuffle"])  # dp_unit defaults to patient
+
+
+def test_per_patient_dp_runs_on_two_replicas(examples, tmp_path):
+    out = tmp_path / "two"
+    overrides = TINY + QUIET + ["trainer.steps=2", "trainer.log_every=1", "trainer.cpu_replicas=2", "trainer.dp=true",
+                                "trainer.dp_accountant=rdp"]
+    proc = run_cli(["--examples", str(examples), "--out", str(out), *sets(overrides)])
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert "2 replica(s) x 4" in output and "per patient" in output
+    rows = read_stats(out / "stats.jsonl")
+    q, delta = BATCH / N_UNITS, acc.default_delta(N_PATIENTS)
+    assert rows[-1]["dp_epsilon"] == pytest.approx(acc.compute_epsilon(q, 1.1, 2, delta), rel=1e-9)
+    assert all(math.isfinite(r["d_loss"]) and 0 <= r["d_real_acc"] <= 1 for r in rows)
