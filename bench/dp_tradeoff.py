@@ -59,7 +59,8 @@ def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     m = outcome.metrics
     return {"fid_ratio": m["fidelity"]["fid_ratio"], "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
             "trtr_bacc": m["utility"]["trtr_balanced_accuracy"],
-            "unit_attack": privacy["strongest"].get("unit", {}), "patient_attack": privacy["strongest"].get("patient", {})}
+            "unit_attack": privacy["strongest"].get("unit", {}),
+            "patient_attack": privacy["strongest"].get("patient", {})}
 
 
 def fmt(x, spec=".3f") -> str:
@@ -109,8 +110,8 @@ def main(argv=None) -> int:
     base = rows[0]["s_per_step"]
     print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
           f"{args.unit}, Poisson sampling; epsilon = PLD at the run's delta; AUC = strongest attack (upper CI).")
-    head = f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'AUC unit':>10}{'AUC patient':>13}" \
-           f"{'s/step':>9}{'x non-DP':>10}"
+    head = (f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'AUC unit':>10}"
+            f"{'AUC patient':>13}{'s/step':>9}{'x non-DP':>10}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['run']:<16}{fmt(r['epsilon'], '.2f'):>9}{fmt(r['delta'], '.0e'):>9}{fmt(r['fid_ratio'], '.2f'):>11}"

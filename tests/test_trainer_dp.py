@@ -25,12 +25,19 @@ def examples(tmp_path_factory):
     return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
 
 
-def test_per_patient_dp_run_records_the_accountants_epsilon(examples, tmp_path):
-    out = tmp_path / "model"
+@pytest.fixture(scope="module")
+def dp_model(examples, tmp_path_factory):
+    """A 3-step per-patient DP run (Poisson sampling of patients, sigma 1.5, C 0.5): (folder, manifest, log)."""
+    out = tmp_path_factory.mktemp("dp") / "model"
     cfg = load_config(None, TINY + QUIET + ["trainer.steps=3", "trainer.log_every=1", "trainer.dp=true",
                                             "trainer.dp_noise_multiplier=1.5", "trainer.dp_clip_norm=0.5"])
     lines = []
     manifest = SPEC.run(cfg, {"examples": examples}, out, log=lines.append)
+    return out, manifest, lines
+
+
+def test_per_patient_dp_run_records_the_accountants_epsilon(dp_model):
+    out, manifest, lines = dp_model
     q, delta = BATCH / N_UNITS, acc.default_delta(N_PATIENTS)
     rows = read_stats(out / "stats.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -50,6 +57,23 @@ def test_per_patient_dp_run_records_the_accountants_epsilon(examples, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tb = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}).Reload()
     assert "dp_epsilon" in tb.Tags()["tensors"]
+
+
+def test_report_and_datasheet_quote_the_trainers_record(dp_model):
+    """The evaluator's report section and the synthetic datasheet read model_info.json "dp" (via the bundle)."""
+    from components.evaluator.privacy_report import dp_section
+    from components.synthesize.datasheet import dp_lines
+    from models.bundle import load_model_bundle
+
+    dp = load_model_bundle(dp_model[0]).info["dp"]
+    strongest = {"unit": {"auc": 0.61}, "patient": {"auc": 0.55}}
+    section = dp_section(dp, strongest)
+    html_text = section.explanation + section.body_html
+    assert f"{dp['epsilon']:.2f}" in html_text and "per patient" in html_text and "0.610" in html_text
+    assert "not</b> trained with differential privacy" in dp_section({"enabled": False}, strongest).explanation
+    sheet = "\n".join(dp_lines(dp))
+    assert f"{dp['epsilon']:.2f} (PLD)" in sheet and "patient" in sheet and "post-processing" in sheet
+    assert "not trained with differential privacy" in dp_lines({"enabled": False})[0]
 
 
 def test_target_epsilon_stops_training_at_steps_for_epsilon(examples, tmp_path):

@@ -68,6 +68,12 @@ def test_class_without_training_examples(tmp_path):
                    properties=props)
     with pytest.raises(DataError, match="class 'sacral' has no training examples"):
         inspect_examples(root)
+    # A cohort that truly lacks a class trains when asked to; the absent class gets prior 0 and weight 0.
+    info = inspect_examples(root, allow_missing_classes=True)
+    assert info.class_counts[3] == 0 and info.class_prior[3] == 0.0 and sum(info.class_prior) == pytest.approx(1.0)
+    from models.losses import inverse_frequency_weights
+    weights = inverse_frequency_weights(info.class_counts)
+    assert weights[3] == 0.0 and weights[0] == pytest.approx(1.0)
 
 
 def test_one_corrupt_record_is_skipped_and_reported_two_are_an_error(examples):

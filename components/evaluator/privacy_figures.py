@@ -1,29 +1,10 @@
 """Figures of the privacy section, drawn with matplotlib (Agg) and returned as PNG bytes."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
+from components.evaluator.figures import _plt, _png  # one Agg set-up for every report figure
 from components.evaluator.mia_stats import roc_curve
-
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> bytes:

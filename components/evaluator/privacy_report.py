@@ -181,3 +181,31 @@ def build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_
                           "share of synthetic units nearer to training than held-out data, the C_T data-copying "
                           "test (Meehan et al. 2020) and the closest pairs for visual inspection.",
                           memorisation_table(metrics["memorisation"]), tuple(mem_figs))]
+
+
+def dp_section(dp: dict | None, strongest: dict) -> ReportSection:
+    """The formal guarantee of the model (model_info.json "dp", written by the trainer) beside the empirical
+    attacks' strongest AUCs, so the two kinds of privacy evidence are read together."""
+    dp = dp or {}
+    rows = [("Strongest attack per unit (AUC)", _fmt((strongest.get("unit") or {}).get("auc"))),
+            ("Strongest attack per patient (AUC)", _fmt((strongest.get("patient") or {}).get("auc")))]
+    if not dp.get("enabled"):
+        text = ("<p>The model was <b>not</b> trained with differential privacy: the attacks above are the only "
+                "privacy evidence, and they bound only the attacks tried.</p>")
+        rows.insert(0, ("Differential privacy", "off"))
+    else:
+        eps = dp.get("epsilon")
+        rows[:0] = [("epsilon (" + str(dp.get("accountant", "?")).upper() + ")", _fmt(eps, 2)),
+                    ("delta", f"{dp['delta']:.1e}" if dp.get("delta") is not None else "n/a"),
+                    ("privacy unit", html.escape(str(dp.get("unit")))),
+                    ("sampling", html.escape(str(dp.get("sampling")))),
+                    ("DP-SGD steps", str(dp.get("steps"))),
+                    ("stopped at target epsilon", "yes" if dp.get("stopped_at_target_epsilon") else "no")]
+        text = (f"<p><b>Formal guarantee.</b> {html.escape(str(dp.get('statement', '')))} "
+                f"{html.escape(str(dp.get('class_prior_note', '')))}</p><p>A guarantee of (epsilon, delta)-DP "
+                "caps the advantage of ANY membership attack on one privacy unit, including attacks not tried here; "
+                "the AUCs beside it are what the attacks tried actually achieved. "
+                f"{html.escape(str(dp.get('diagnostics_note', '')))}</p>")
+    table = ("<table><tr><th>item</th><th>value</th></tr>"
+             + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
+    return ReportSection("privacy_dp", "Privacy: differential-privacy guarantee beside the attacks", text, table)

@@ -100,6 +100,8 @@ def execute(ctx: ExecContext) -> ExecResult:
         priv = privacy.evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain,
                                         pcfg, cfg.seed)
     metrics["privacy"] = priv.metrics
+    # The model's formal guarantee, when trained with DP (trainer.dp), read beside the attacks.
+    metrics["privacy"]["dp"] = bundle.info.get("dp") or {"enabled": False}
     metrics = jsonable(metrics)
     verdict = privacy.release_gate(metrics, pcfg).to_dict()
     verdict["forced"] = False
@@ -118,8 +120,12 @@ def execute(ctx: ExecContext) -> ExecResult:
     facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
              "generator": metrics["synthetic"]["generator"], "seed": cfg.seed,
              "classes": len(class_names)}
+    from components.evaluator.privacy_report import dp_section
+
+    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
+    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
     write_report(out, "vugan evaluation: synthetic vs real vertebral units", facts, verdict,
-                 ours + list(priv.sections))
+                 ours + priv_sections)
     ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'}; report {out / 'report.html'}")
     fid = metrics["fidelity"]
     return ExecResult(

@@ -11,10 +11,27 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def dp_lines(dp: Mapping[str, Any] | None) -> list[str]:
+    """The datasheet's formal-privacy paragraph from the model's model_info.json "dp" record (trainer)."""
+    if not dp or not dp.get("enabled"):
+        return ["The model was not trained with differential privacy (model_info.json `dp.enabled` is false): "
+                "the privacy evidence is the evaluator's empirical attacks only."]
+    eps = dp.get("epsilon")
+    return [
+        _table([("epsilon", "none (no noise)" if eps is None else f"{eps:.2f} ({str(dp.get('accountant')).upper()})"),
+                ("delta", f"{dp.get('delta', 0):.1e}"), ("privacy unit", dp.get("unit")),
+                ("sampling", dp.get("sampling")), ("DP-SGD steps", dp.get("steps")),
+                ("noise multiplier", dp.get("noise_multiplier")), ("clip norm", dp.get("clip_norm")),
+                ("stopped at target epsilon", "yes" if dp.get("stopped_at_target_epsilon") else "no")],
+               ("item", "value")),
+        "", str(dp.get("statement", "")), "", str(dp.get("class_prior_note", "")),
+        "The synthetic units are post-processing of the DP generator, so the same guarantee covers this dataset."]
+
+
 def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_names: Sequence[str],
            image_shape: Sequence[int], conditioning: str, base_seed: int, model: Mapping[str, Any],
            release: Mapping[str, Any], metrics: Mapping[str, float], metrics_found: bool,
-           geometry_note: str) -> str:
+           geometry_note: str, dp: Mapping[str, Any] | None = None) -> str:
     h, w, k = image_shape
     out = [
         "# Datasheet: synthetic vertebral-unit dataset",
@@ -61,6 +78,7 @@ def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_n
     reasons = release.get("reasons") or []
     if reasons:
         out += ["", "Verdict reasons:", ""] + [f"- {r}" for r in reasons]
+    out += ["", "## Differential privacy (from the model's model_info.json)", ""] + dp_lines(dp)
     out += ["", "## Headline metrics (from evaluate/metrics.json)", ""]
     if metrics:
         out.append(_table([(k, f"{v:.4g}") for k, v in metrics.items()], ("metric", "value")))

@@ -83,7 +83,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     text = datasheet.render(
         created_at=core._now(), version=_version(), summary=summary, class_names=bundle.class_names,
         image_shape=bundle.image_shape, conditioning=conditioning, base_seed=cfg.seed, model=model,
-        release=release, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note)
+        release=release, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note,
+        dp=bundle.info.get("dp"))
     (ctx.out_dir / "datasheet.md").write_text(text)
     ctx.log(f"synthesize: {summary['units']} units in {len(summary['shards'])} shard(s); datasheet.md written")
     return ExecResult(

@@ -129,7 +129,7 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         s = int(step)
         if s % cfg.log_every == 0 or s == total_steps:
             values = {k: v.numpy() for k, v in scalars.items()}
-            if dp_plan is not None:  # RDP: microseconds per call, so every log line can carry it
+            if dp_plan is not None and dp_plan.noise_multiplier > 0:  # RDP: microseconds, so every log line
                 values["dp_epsilon"] = dp_plan.epsilon(s)
             last = monitor.scalars(s, values)
         if s % cfg.image_every == 0 or s == total_steps:

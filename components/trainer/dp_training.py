@@ -96,7 +96,8 @@ class DPPlan:
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
                 "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE}
         if self.noise_multiplier == 0:
-            return {**base, "epsilon": math.inf, "epsilon_rdp": math.inf, "epsilon_pld": None, "delta": self.delta,
+            # JSON has no infinity: None, with the statement saying why.
+            return {**base, "epsilon": None, "epsilon_rdp": None, "epsilon_pld": None, "delta": self.delta,
                     "steps": steps, "q": self.q, "noise_multiplier": 0.0, "clip_norm": self.clip_norm,
                     "statement": "No privacy guarantee: noise multiplier 0 (gradients were clipped only)."}
         stmt = acc.privacy_statement(self.q, self.noise_multiplier, steps, self.delta, self.clip_norm,

@@ -63,7 +63,8 @@ class TrainerConfig:
         "help": "poisson: true Poisson sampling (what the accountant assumes); shuffle: shuffled fixed batches "
                 "accounted as Poisson (unit only)"})
     dp_accountant: str = F(default="pld", metadata={
-        "choices": ("rdp", "pld"), "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
+        "choices": ("rdp", "pld"),
+        "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
