@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import shutil
 import statistics
 import tempfile
@@ -19,7 +20,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REAL = "/work/shared/data/spine-mri-real/scans.csv"
+# The real scans live beside the repository (../shared), never inside it.
+REAL = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri-real" / "scans.csv")
 
 
 def load_floor(tasks) -> float:

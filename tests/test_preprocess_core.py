@@ -18,7 +18,9 @@ from components import schema
 from components.preprocess import core, readers
 from components.preprocess.spec import PreprocessConfig
 
-REAL = "/work/shared/data/spine-mri-real"
+from conftest import REAL_DATA
+
+REAL = str(REAL_DATA)
 
 # ----------------------------------------------------------------------------------------- synthetic data
 
