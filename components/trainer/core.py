@@ -150,12 +150,14 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
 
 
 def per_real_example_rates(scalars: dict, global_batch: int) -> dict:
-    """Under Poisson-sampled DP batches the real rates were shares of the EXPECTED batch (to sum over replicas);
-    rescale them by the realised number of real examples, ``dp_batch_size``, so they are rates in [0, 1]."""
+    """Under DP the real rates were shares of the EXPECTED batch (so that replicas can be summed); rescale them by
+    the realised number of real examples, ``dp_batch_size``, so they are rates in [0, 1]; likewise the share of
+    privacy units whose gradient was clipped."""
     if "dp_batch_size" not in scalars:
         return scalars
     scale = global_batch / tf.maximum(scalars["dp_batch_size"], 1.0)
-    return {**scalars, **{k: scalars[k] * scale for k in ("d_real_acc", "cls_acc_real")}}
+    return {**scalars, **{k: scalars[k] * scale for k in ("d_real_acc", "cls_acc_real")},
+            "dp_clipped_frac": scalars["dp_clipped_units"] / tf.maximum(scalars["dp_units"], 1.0)}
 
 
 def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):

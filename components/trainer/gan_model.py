@@ -174,9 +174,10 @@ class ACGAN(keras.Model):
             "cls_acc_real": self._rate(tf.equal(tf.argmax(real_cls_logits, -1, tf.int32), labels), mask),
             # Real rows in this replica's batch (core turns the two real rates above into per-real-example rates).
             "dp_batch_size": tf.reduce_sum(mask),
-            # Share of this replica's privacy units whose gradient was clipped, over the global batch (diagnostic).
-            "dp_clipped_frac": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > dps.clip_norm, tf.float32))
-            / self.global_batch_size,
+            # Privacy units (examples or patients) in the batch, and how many had their gradient clipped; core
+            # turns the two into dp_clipped_frac after the replica sum (diagnostic: how often clipping binds).
+            "dp_units": tf.reduce_sum(units),
+            "dp_clipped_units": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > dps.clip_norm, tf.float32)),
         }
 
     def _generator_step(self, batch) -> dict:
