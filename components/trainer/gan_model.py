@@ -154,7 +154,10 @@ class ACGAN(keras.Model):
 
         def real_loss_fn(b):  # per example, not averaged: dp divides the noisy sum by the constant normalizer
             images, y = b
-            logits, cls_logits = self.discriminator(images, training=True)
+            # training=False: D has no dropout and (under DP) no BatchNorm, so the only difference is that spectral
+            # norm does not STORE its power-iteration vector here (the fake pass above advanced it once this step,
+            # as in the ordinary step). Storing it inside vectorized_map fails under MirroredStrategy (merge_call).
+            logits, cls_logits = self.discriminator(images, training=False)
             adv, cls = losses.discriminator_real_terms(logits, cls_logits, y, label_smoothing=self.label_smoothing,
                                                        class_weights=self.class_weights)
             return adv + self.aux_weight * cls
