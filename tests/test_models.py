@@ -51,16 +51,17 @@ def test_unsupported_size_is_an_error():
 
 
 def test_spectral_norm_conv_has_unit_spectral_norm_and_saves_its_state(tmp_path):
+    import keras
+    keras.utils.set_random_seed(0)  # a fixed kernel: the convergence rate depends on its singular-value gap
     cfg = acgan.ArchConfig(image_shape=(16, 16, 3), num_classes=3, noise_dim=8, width=4, spectral_norm=True)
     d = acgan.build_discriminator(cfg)
     x = tf.random.normal([2, 16, 16, 3])
-    for _ in range(30):  # power iteration converges on repeated training calls
+    for _ in range(200):  # power iteration converges on repeated training calls
         d(x, training=True)
     layer = d.get_layer("conv_1")
     w = layer.normalized_kernel().numpy().reshape(-1, layer.filters)
     assert np.linalg.svd(w, compute_uv=False)[0] == pytest.approx(1.0, rel=1e-3)
     d.save(tmp_path / "d.keras")
-    import keras
     loaded = keras.models.load_model(tmp_path / "d.keras")
     np.testing.assert_allclose(loaded.get_layer("conv_1").vector_u.numpy(), layer.vector_u.numpy())
     np.testing.assert_allclose(loaded(x)[1].numpy(), d(x)[1].numpy(), rtol=1e-5, atol=1e-6)
