@@ -59,12 +59,16 @@ def write_artifact(
     counts: Mapping[str, Any] | None = None,
     properties: Mapping[str, Any] | None = None,
     skip_dirs: tuple[str, ...] = (),
+    summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``artifact.json`` into ``out_dir`` after the payload is complete; returns the manifest.
 
     Args:
       inputs: name -> folder of each input artifact; their type and fingerprint are recorded (lineage).
       skip_dirs: top-level folders left out of the payload fingerprint (e.g. TensorBoard logs, checkpoints).
+      summary: the part of the payload that downstream components consume as a decision (e.g. the evaluator's
+        verdict and headline metrics); its fingerprint lets a consumer that reads only that stay cached when the
+        rest of the payload (report layout, figures) changes. Without it, the summary is the whole payload.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -76,8 +80,10 @@ def write_artifact(
             "uri": str(Path(folder).resolve()),
             "type": upstream["type"],
             "fingerprint": upstream["fingerprint"],
+            "summary_fingerprint": upstream.get("summary_fingerprint", upstream["fingerprint"]),
             "producer": upstream["producer"],
         }
+    payload = payload_fingerprint(out_dir, skip_dirs)
     manifest = {
         "type": ArtifactType(artifact_type).value,
         "schema_version": SCHEMA_VERSION,
@@ -86,7 +92,8 @@ def write_artifact(
         "inputs": lineage,
         "counts": dict(counts or {}),
         "properties": dict(properties or {}),
-        "fingerprint": payload_fingerprint(out_dir, skip_dirs),
+        "fingerprint": payload,
+        "summary_fingerprint": _summary_fingerprint(summary) if summary is not None else payload,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "vugan_version": _version(),
     }
@@ -115,6 +122,16 @@ def read_artifact(folder: str | Path, expected_type: ArtifactType | None = None)
         raise ArtifactError(f"{path}: field 'schema_version' is {manifest.get('schema_version')!r}, "
                             f"this vugan reads {SCHEMA_VERSION}; rerun the producing component")
     return manifest
+
+
+def _summary_fingerprint(summary: Mapping[str, Any]) -> str:
+    text = json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def input_fingerprint(manifest: Mapping[str, Any], summary_only: bool) -> str:
+    """The fingerprint a consumer depends on: the summary's when it reads only the summary, else the payload's."""
+    return manifest.get("summary_fingerprint", manifest["fingerprint"]) if summary_only else manifest["fingerprint"]
 
 
 def _version() -> str:

@@ -31,6 +31,7 @@ class ExecContext:
 class ExecResult:
     counts: Mapping[str, Any]
     properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    summary: Mapping[str, Any] | None = None  # what consumers decide on (pipeline.artifacts.write_artifact)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ComponentSpec:
     execute: Callable[[ExecContext], ExecResult]
     description: str = ""
     skip_dirs: tuple[str, ...] = ()  # output sub-folders not part of the payload fingerprint (logs, checkpoints)
+    # Inputs of which this component reads only the producer's summary (e.g. the verdict): a change elsewhere in
+    # that artifact leaves this component cached.
+    summary_inputs: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.config_sections:
@@ -68,4 +72,5 @@ class ComponentSpec:
         properties = {**result.properties, "wall_seconds": round(time.time() - started, 2)}
         return write_artifact(out_dir, artifact_type=self.artifact_type, producer=self.name,
                               config_fingerprint=self.config_fingerprint(config), inputs=ctx.inputs,
-                              counts=result.counts, properties=properties, skip_dirs=self.skip_dirs)
+                              counts=result.counts, properties=properties, skip_dirs=self.skip_dirs,
+                              summary=result.summary)

@@ -26,7 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.artifacts import MANIFEST, ArtifactError, read_artifact
+from pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
 from pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
 
 ORDER = ("preprocess", "train", "evaluate", "synthesize", "export")
@@ -184,11 +184,12 @@ def decide(name: str, run_dir: Path, config: PipelineConfig, state: dict, opt_ke
     for inp, producer in upstream.items():
         if producer in rerunning:
             return "run", f"upstream {producer} reruns (its output may change)"
+        summary_only = inp in spec.summary_inputs
         try:
-            current = read_artifact(run_dir / producer)["fingerprint"]
+            current = input_fingerprint(read_artifact(run_dir / producer), summary_only)
         except ArtifactError:
             return "blocked", f"input {inp} ({producer}/) is not a finished artifact"
-        before = manifest.get("inputs", {}).get(inp, {}).get("fingerprint")
+        before = input_fingerprint(manifest.get("inputs", {}).get(inp, {"fingerprint": None}), summary_only)
         if before != current:
             return "run", f"input {inp} changed ({before} -> {current})"
     return "cached", f"config and inputs unchanged (config {manifest['config_fingerprint']}, " \
@@ -439,11 +440,12 @@ def component_status(run_dir: Path, name: str, state: dict | None = None) -> tup
         producer = _producers().get(lineage.get("type"))
         if producer is None:
             continue
+        summary_only = inp in _spec(name).summary_inputs
         try:
-            current = read_artifact(run_dir / producer)["fingerprint"]
+            current = input_fingerprint(read_artifact(run_dir / producer), summary_only)
         except ArtifactError:
             return "stale", f"input {inp} missing"
-        if current != lineage.get("fingerprint"):
+        if current != input_fingerprint({"fingerprint": None, **lineage}, summary_only):
             return "stale", f"input {inp} changed"
     return recorded.get("state", "done") if recorded.get("state") in ("done", "cached") else "done", ""
 

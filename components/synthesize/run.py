@@ -79,7 +79,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     ema_used = bool(cfg.use_ema and bundle.info.get("ema"))
     model = {"fingerprint": model_manifest["fingerprint"], "uri": str(Path(model_dir).resolve()), "ema": ema_used,
              "steps": bundle.info.get("steps"), "examples_fingerprint": examples_fp,
-             "evaluation_fingerprint": eval_manifest["fingerprint"]}
+             # The verdict and headline metrics this datasheet reports (pipeline.artifacts summary fingerprint).
+             "evaluation_fingerprint": eval_manifest.get("summary_fingerprint", eval_manifest["fingerprint"])}
     text = datasheet.render(
         created_at=core._now(), version=_version(), summary=summary, class_names=bundle.class_names,
         image_shape=bundle.image_shape, conditioning=conditioning, base_seed=cfg.seed, model=model,
@@ -99,6 +100,7 @@ SPEC = ComponentSpec(
     name="synthesize",
     artifact_type=ArtifactType.SYNTHETIC_DATASET,
     inputs={"model": ArtifactType.MODEL, "evaluation": ArtifactType.EVALUATION},
+    summary_inputs=("evaluation",),  # only the verdict and headline metrics reach the datasheet
     config_sections=("synthesize",),
     execute=execute,
     description="draw the shareable synthetic dataset (TFRecords, NIfTI, previews, datasheet) behind the release gate",
