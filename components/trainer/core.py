@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
 from pathlib import Path
 
@@ -91,13 +92,16 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         total_steps = dp_plan.max_steps  # the stop rule: the last step whose epsilon is within the target
         log(f"DP: target epsilon {dp_plan.target_epsilon} allows {total_steps} of the {cfg.steps} configured steps "
             f"({dp_plan.accountant.upper()}); training stops there")
+    data_seed = cfg.seed
+    if dp_plan is not None:
+        data_seed = secret_dp_seed()
     if dp_plan is not None and dp_plan.sampling == "poisson":
         replicas = strategy.num_replicas_in_sync
         iterator = iter(strategy.distribute_datasets_from_function(lambda _: make_poisson_dataset(
-            dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
+            dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
             class_prior=info.class_prior, start_step=start_step)))
     else:
-        dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=cfg.seed,
+        dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
                                class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
                                start_example=int(examples_seen))
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -147,6 +151,22 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"DP: {record['statement']}")
     return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
                        dp=record)
+
+
+def secret_dp_seed() -> int:
+    """A DP run's sampling and noise seed, from the operating system's entropy; never logged or stored.
+
+    trainer.seed is written to config.toml. Were the Poisson batches and the Gaussian noise drawn from it, anyone
+    holding the config could replay both: subtract the noise, and know which patients each step used, which
+    removes the amplification by subsampling that epsilon counts on. So a DP run reseeds TensorFlow's global RNG
+    (the noise in models/dp.py is drawn by stateful ops whose seeds derive from it; the weights were already
+    initialised from trainer.seed, which is fine: DP-SGD holds for any public start) and keys the sampler with the
+    same secret. A resumed run draws a new secret: each step is still an independent Poisson draw. The price is
+    that DP runs are not bit-for-bit reproducible, by design.
+    """
+    seed = secrets.randbits(62)
+    tf.random.set_seed(seed)
+    return seed
 
 
 def per_real_example_rates(scalars: dict, global_batch: int) -> dict:

@@ -27,6 +27,9 @@ from models import dp_accounting as acc
 # What the non-noised parts of a DP run are, said once in model_info.json and the report.
 CLASS_PRIOR_NOTE = ("The class prior (the generator's class sampling) and any class weights are counts of the "
                     "training units, used un-noised: they are treated as public metadata (the level/region mix).")
+RANDOMNESS_NOTE = ("Poisson sampling and the Gaussian noise are keyed by a per-run secret from the operating "
+                   "system's entropy, not by trainer.seed (which is in config.toml), and the secret is not stored: "
+                   "DP runs are not bit-for-bit reproducible, by design.")
 DIAGNOSTICS_NOTE = ("Logged real-data scalars (d_real_acc, cls_acc_real, the real half of d_loss, dp_clipped_frac) "
                     "are un-noised training diagnostics outside the guarantee.")
 
@@ -94,7 +97,8 @@ class DPPlan:
                 "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
                 "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
-                "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE}
+                "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE,
+                "randomness_note": RANDOMNESS_NOTE}
         if self.noise_multiplier == 0:
             # JSON has no infinity: None, with the statement saying why.
             return {**base, "epsilon": None, "epsilon_rdp": None, "epsilon_pld": None, "delta": self.delta,
@@ -149,10 +153,10 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
 
 def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
                     seed: int, class_prior, start_step: int = 0):
-    """Endless per-replica elements, R per step in replica order (step s, replica r keyed by (seed, s, r), so a
-    resumed run continues the same stream): the Poisson-sampled real batch, padded to ``plan.capacity`` and
-    masked, and this replica's share of the step's noise and generator classes (drawn independently of the
-    real batch). The seed keys the sampling; like the DP noise, it should stay secret for the guarantee."""
+    """Endless per-replica elements, R per step in replica order (step s, replica r keyed by (seed, s, r)): the
+    Poisson-sampled real batch, padded to ``plan.capacity`` and masked, and this replica's share of the step's
+    noise and generator classes (drawn independently of the real batch). The seed keys the sampling, so it must
+    be secret for the guarantee: the trainer passes ``core.secret_dp_seed()``, never trainer.seed."""
     prior = np.asarray(class_prior, np.float64)
     step = start_step
     while True:
