@@ -22,6 +22,25 @@ def block_means(images: np.ndarray, cells: int = 16) -> np.ndarray:
     return images.reshape(n, cells, h // cells, cells, w // cells, k).mean(axis=(2, 4)).reshape(n, -1)
 
 
+def class_check(train, test, bundle, *, per_class: int = 100, seed: int = 0) -> dict:
+    """Fit the region classifier on ``train`` (a schema split), score ``test`` and ``per_class`` generated units
+    of every class with a non-zero prior."""
+    from sklearn.linear_model import LogisticRegression
+
+    from models.bundle import generate
+
+    clf = LogisticRegression(max_iter=2000, C=0.1).fit(block_means(train.images), train.class_ids)
+    prior = bundle.info.get("class_prior") or [1.0] * len(bundle.class_names)
+    classes = [c for c in range(len(bundle.class_names)) if prior[c] > 0]
+    ids = np.repeat(np.array(classes, np.int32), per_class)
+    fake = generate(bundle, ids, seed=seed)
+    pred = clf.predict(block_means(fake))
+    return {"real_test_accuracy": float(np.mean(clf.predict(block_means(test.images)) == test.class_ids)),
+            "accuracy": float(np.mean(pred == ids)), "generated": int(len(ids)),
+            "per_class": {bundle.class_names[c]: float(np.mean(pred[ids == c] == c)) for c in classes},
+            "images": fake, "class_ids": ids, "classes": classes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("examples")
@@ -31,24 +50,15 @@ def main() -> None:
     parser.add_argument("--grid", help="write real (top) and generated (bottom) centre slices here")
     args = parser.parse_args()
 
-    from sklearn.linear_model import LogisticRegression
-
     from components import schema
-    from models.bundle import generate, load_model_bundle
+    from models.bundle import load_model_bundle
 
     train, test = schema.load_split(args.examples, "train"), schema.load_split(args.examples, "test")
-    clf = LogisticRegression(max_iter=2000, C=0.1).fit(block_means(train.images), train.class_ids)
-    print(f"real test split: accuracy {np.mean(clf.predict(block_means(test.images)) == test.class_ids):.3f} "
-          f"({len(test)} units)")
-    bundle = load_model_bundle(args.model)
-    prior = bundle.info.get("class_prior") or [1.0] * len(bundle.class_names)
-    classes = [c for c in range(len(bundle.class_names)) if prior[c] > 0]
-    ids = np.repeat(np.array(classes, np.int32), args.per_class)
-    fake = generate(bundle, ids, seed=args.seed)
-    pred = clf.predict(block_means(fake))
-    per_class = {bundle.class_names[c]: float(np.mean(pred[ids == c] == c)) for c in classes}
-    print(f"generated units: {np.mean(pred == ids):.3f} labelled with their class "
-          f"({len(ids)} units); per class {per_class}")
+    result = class_check(train, test, load_model_bundle(args.model), per_class=args.per_class, seed=args.seed)
+    print(f"real test split: accuracy {result['real_test_accuracy']:.3f} ({len(test)} units)")
+    print(f"generated units: {result['accuracy']:.3f} labelled with their class "
+          f"({result['generated']} units); per class {result['per_class']}")
+    fake, ids, classes = result["images"], result["class_ids"], result["classes"]
     if args.grid:
         from PIL import Image
 

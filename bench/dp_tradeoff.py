@@ -1,11 +1,15 @@
-"""Privacy-utility trade-off of DP training: the non-private baseline and several noise levels on one Examples
-artifact (e.g. the phantom cohort), each trained the same number of steps and evaluated with the evaluator's
-own functions. Prints epsilon, FID ratio (domain embedding), TSTR balanced accuracy, the strongest membership
-attack's AUC (per unit and per patient), and the per-step cost of DP training against non-DP training.
+"""Privacy-utility trade-off of DP training: the non-private baseline and several noise levels, each trained the
+same number of steps from the same config and evaluated with the evaluator's own functions. Prints epsilon, FID
+ratio (domain embedding), TSTR balanced accuracy, the region class check (bench/class_check.py), the strongest
+membership attack's AUC (per unit and per patient), and the per-step cost of DP training against non-DP training.
 
-    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 300 --noise 0.8,1.5,4.0 --batch 16 --width 16
+    .venv/bin/python bench/dp_tradeoff.py                      # builds an 80-patient 32x32 phantom cohort first
+    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 1000 --noise 0.8,1.5,3.0 --unit unit
 
-Everything is CPU-friendly at small --steps/--width; the numbers mean something only with real training lengths.
+The trainer options come from --config (default configs/demo.toml: generator BatchNorm, EMA, DiffAugment, XLA);
+--steps/--batch/--width and any --set override it for every run alike. DP-SGD needs many privacy units per batch
+(signal ~ units x clip norm, noise ~ sigma x clip norm x sqrt(#D parameters)), hence the larger default cohort,
+32x32 crops (a D of ~60k parameters at width 16) and batch 64.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,14 +28,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from class_check import class_check  # noqa: E402  (bench/ is on the path when this file runs)
 
-def train_one(examples: str, out: Path, overrides: list[str]) -> dict:
+
+def build_phantom_cohort(out: Path, patients: int, image_size: int, seed: int) -> str:
+    """The phantom cohort and its Examples artifact, with the project's own CLI (as a user would)."""
+    examples = out / f"examples-{patients}p-{image_size}px"
+    if (examples / "artifact.json").exists():
+        return str(examples)
+    phantom = out / f"phantom-{patients}p"
+    vugan = [sys.executable, "-m", "pipeline.cli"]
+    if not (phantom / "artifact.json").exists():
+        subprocess.run([*vugan, "phantom", "--out", str(phantom), "--patients", str(patients), "--seed", str(seed)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*vugan, "preprocess", "--manifest", str(phantom / "scans.csv"), "--out", str(examples),
+                    "--set", f"preprocess.image_size=[{image_size},{image_size}]"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return str(examples)
+
+
+def train_one(examples: str, out: Path, config: str | None, overrides: list[str]) -> dict:
     """One trainer run (the real component); returns model_info.json and the steady-state seconds per step."""
     from components.trainer.callbacks import read_stats
     from components.trainer.run import SPEC
     from pipeline.config import load_config
 
-    cfg = load_config(None, overrides)
+    cfg = load_config(config, overrides)
     SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
     info = json.loads((out / "model_info.json").read_text())
     rows = read_stats(out / "stats.jsonl")
@@ -56,9 +79,10 @@ def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     pcfg = dataclasses.replace(PrivacyConfig(), pbb_enabled=False, bootstrap=args.bootstrap)
     privacy = evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain, pcfg,
                                args.seed).metrics
+    check = class_check(splits["train"], splits["test"], bundle, per_class=100, seed=args.seed)
     m = outcome.metrics
     return {"fid_ratio": m["fidelity"]["fid_ratio"], "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
-            "trtr_bacc": m["utility"]["trtr_balanced_accuracy"],
+            "trtr_bacc": m["utility"]["trtr_balanced_accuracy"], "class_check": check["accuracy"],
             "unit_attack": privacy["strongest"].get("unit", {}),
             "patient_attack": privacy["strongest"].get("patient", {})}
 
@@ -69,12 +93,19 @@ def fmt(x, spec=".3f") -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("examples", help="an Examples artifact folder (preprocess output, e.g. of the phantom cohort)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of every run")
-    p.add_argument("--noise", default="0.8,1.5,4.0", help="comma list of noise multipliers (one DP run each)")
+    p.add_argument("examples", nargs="?", help="an Examples artifact folder (preprocess output); default: build a "
+                                               "phantom cohort of --patients at --image-size under --out")
+    p.add_argument("--patients", type=int, default=80, help="phantom cohort size when no EXAMPLES is given")
+    p.add_argument("--image-size", type=int, default=32, help="crop size of that cohort")
+    p.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"), help="trainer options of every run")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra override for every run (repeatable)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps of every run")
+    p.add_argument("--noise", default="0.8,1.5,3.0", help="comma list of noise multipliers (one DP run each)")
     p.add_argument("--clip", type=float, default=1.0, help="dp_clip_norm")
-    p.add_argument("--unit", default="patient", choices=("patient", "unit"))
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--unit", default="unit", choices=("patient", "unit"),
+                   help="privacy unit of the DP runs (patient needs many patients per batch to learn)")
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--noise-dim", type=int, default=64)
     p.add_argument("--eval-epochs", type=int, default=3, help="evaluator classifier epochs")
@@ -87,35 +118,38 @@ def main(argv=None) -> int:
     from components import schema
 
     out = Path(args.out or tempfile.mkdtemp(prefix="dp-tradeoff-"))
+    args.examples = args.examples or build_phantom_cohort(out, args.patients, args.image_size, args.seed + 11)
     splits = {s: schema.load_split(args.examples, s) for s in ("train", "holdout", "test")}
     print(f"{args.examples}: " + ", ".join(f"{s} {len(u)} units / {len(set(u.patients))} patients"
                                            for s, u in splits.items()) + f"; models under {out}", flush=True)
     common = [f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch}", f"trainer.width={args.width}",
               f"trainer.noise_dim={args.noise_dim}", f"trainer.seed={args.seed}",
               f"trainer.log_every={max(1, args.steps // 10)}", f"trainer.image_every={args.steps}",
-              f"trainer.checkpoint_every={args.steps}"]
+              f"trainer.checkpoint_every={args.steps}", *args.set]
     runs = [("non-private", common)]
     runs += [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
                                          f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
              for s in (float(x) for x in args.noise.split(","))]
     rows = []
     for i, (name, overrides) in enumerate(runs):
-        trained = train_one(args.examples, out / f"run{i}", overrides)
+        trained = train_one(args.examples, out / f"run{i}", args.config, overrides)
         ev = evaluate_one(args.examples, out / f"run{i}", splits, args)
         dp = trained["info"]["dp"]
         rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
                      "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
-        print(f"done: {name}", flush=True)
+        print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
 
     base = rows[0]["s_per_step"]
     print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
-          f"{args.unit}, Poisson sampling; epsilon = PLD at the run's delta; AUC = strongest attack (upper CI).")
-    head = (f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'AUC unit':>10}"
-            f"{'AUC patient':>13}{'s/step':>9}{'x non-DP':>10}")
+          f"{args.unit}, Poisson sampling, config {Path(args.config).name} {' '.join(args.set)}; epsilon = PLD at "
+          f"the run's delta; FID ratio = domain-embedding FD / real-vs-real FD; class check = share of generated "
+          f"units a real-trained region classifier labels with their class; AUC = strongest attack (by upper CI).")
+    head = (f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'class chk':>11}"
+            f"{'AUC unit':>10}{'AUC patient':>13}{'s/step':>9}{'x non-DP':>10}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['run']:<16}{fmt(r['epsilon'], '.2f'):>9}{fmt(r['delta'], '.0e'):>9}{fmt(r['fid_ratio'], '.2f'):>11}"
-              f"{fmt(r['tstr_bacc']):>11}{fmt(r['unit_attack'].get('auc')):>10}"
+              f"{fmt(r['tstr_bacc']):>11}{fmt(r['class_check']):>11}{fmt(r['unit_attack'].get('auc')):>10}"
               f"{fmt(r['patient_attack'].get('auc')):>13}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>10.2f}")
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))

@@ -75,6 +75,10 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert metrics["config"]["evaluator"]["min_synthetic"] == 45
     stages = {"generate", "utility_classifiers", "embed_inception", "fidelity_domain", "privacy"}
     assert stages <= set(metrics["timings"])
+    # The headline the datasheet and the run summary show is chosen here, by the evaluator.
+    headline = metrics["headline"]
+    assert headline["fidelity.fid_ratio"] == metrics["fidelity"]["fid_ratio"]
+    assert headline["utility.tstr_balanced_accuracy"] == metrics["utility"]["tstr_balanced_accuracy"]
 
 
 def test_without_inception_weights_fid_is_reported_skipped(tmp_path):

@@ -213,3 +213,54 @@ def test_dp_noise_and_sampling_cannot_be_replayed_from_the_configured_seed(examp
     assert np.max(np.abs(a - b)) > 1e-4  # two Adam steps of lr 1e-4 on independent noise
     note = json.loads((tmp_path / "dp_a" / "model_info.json").read_text())["dp"]["randomness_note"]
     assert "not by trainer.seed" in note
+
+
+def test_clip_fake_bounds_each_fake_examples_gradient_like_a_real_ones(examples):
+    """With clip_fake the fake half's D gradient is the mean of per-example gradients clipped to C (so its norm is
+    at most C); with a clip norm that never binds it equals the ordinary fake-half gradient."""
+    import tensorflow as tf
+
+    from components.trainer.gan_model import DPSettings
+
+    cfg = load_config(None, TINY).trainer
+    gan, batches = _gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
+    fake = gan.generator([batches[0]["z_d"], batches[0]["labels"]], training=False)
+    d_vars = gan.discriminator.trainable_variables
+
+    def fake_grads(clip_norm, clip_fake):
+        gan.dp_settings = DPSettings(clip_norm, 0.0, BATCH, None, clip_fake=clip_fake)
+        return np.concatenate([np.ravel(g) for g in gan._dp_fake_half(fake, batches[0]["labels"], d_vars).grads])
+
+    unclipped, loose = fake_grads(1e-3, False), fake_grads(1e6, True)
+    tight = fake_grads(1e-3, True)
+    assert np.linalg.norm(unclipped) > 1e-2  # the ordinary fake gradient is far above the bound here
+    np.testing.assert_allclose(loose, unclipped, rtol=1e-4, atol=1e-7)
+    assert np.linalg.norm(tight) <= 1e-3 * (1 + 1e-5)  # mean of BATCH rows each of norm <= C
+    # Each row scaled by C / |g_i| <= 1: the clipped mean still points the same way as the unclipped one.
+    assert float(np.dot(tight, unclipped)) > 0
+    tf.keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("dp", [True, False])
+def test_d_steps_take_k_discriminator_steps_per_generator_step(examples, tmp_path, dp):
+    """trainer.d_steps = 3: D's optimizer steps 3 times per training step on 3 batches, G's once; under DP epsilon
+    counts every D step (3 x 2 = 6 DP-SGD steps)."""
+    import tensorflow as tf
+
+    cfg = load_config(None, TINY + QUIET + ["trainer.steps=2", "trainer.log_every=1", "trainer.d_steps=3",
+                                            *(["trainer.dp=true", "trainer.dp_accountant=rdp"] if dp else [])])
+    out = tmp_path / "model"
+    SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
+    ckpt = tf.train.load_checkpoint(str(out / "checkpoints"))
+    value = {k.split("/")[0]: ckpt.get_tensor(k) for k in ckpt.get_variable_to_shape_map()
+             if k.endswith("_iterations/.ATTRIBUTES/VARIABLE_VALUE") or k.startswith(("step/", "examples_seen/"))}
+    assert (value["d_optimizer"], value["g_optimizer"], value["step"]) == (6, 2, 2)
+    assert value["examples_seen"] == 2 * 3 * BATCH
+    record = json.loads((out / "model_info.json").read_text())["dp"]
+    if dp:
+        q, delta = BATCH / N_UNITS, acc.default_delta(N_PATIENTS)
+        assert [r["dp_epsilon"] for r in read_stats(out / "stats.jsonl")] == pytest.approx(
+            [acc.compute_epsilon(q, 1.1, 3 * s, delta) for s in (1, 2)], rel=1e-9)
+        assert record["steps"] == 6 and record["training_steps"] == 2 and "after 6 DP-SGD steps" in record["statement"]
+    else:
+        assert record == {"enabled": False}

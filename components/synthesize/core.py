@@ -64,49 +64,14 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-_HEADLINE = re.compile(r"fid|kid|auc|accuracy|acc\b|epsilon|precision|recall|ssim|closer|c_t|coverage", re.I)
-# The evaluator's headline numbers by dotted path (docs/contracts.md, evaluate/metrics.json); the first ones
-# found are shown. Paths that are absent are skipped, so a changed layout degrades to the pattern search below.
-KNOWN_HEADLINES = (
-    "fidelity.fid_ratio",
-    "fidelity.embeddings.domain.overall.fd_ratio",
-    "fidelity.embeddings.domain.overall.kid_ratio",
-    "fidelity.embeddings.domain.overall.prdc.precision",
-    "fidelity.embeddings.domain.overall.prdc.recall",
-    "diversity.ms_ssim.real",
-    "diversity.ms_ssim.synthetic",
-    "utility.tstr_balanced_accuracy",
-    "utility.trtr_balanced_accuracy",
-    "privacy.strongest.unit.auc",
-    "privacy.strongest.patient.auc",
-    "privacy.memorisation.pixel.closer_to_train_share",
-    "privacy.memorisation.embedding.closer_to_train_share",
-    "privacy.memorisation.pixel.copy_fraction",
-    "privacy.epsilon",
-)
-
-
-def _leaves(value: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, float]]:
-    if isinstance(value, bool) or depth > 6:
-        return
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        yield prefix, float(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)
-
-
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
-    """Scalar metrics worth a line in the datasheet: ``metrics["headline"]`` when the evaluator gives one, else
-    the known headline paths, else numeric leaves whose names look like fidelity or privacy headlines."""
+    """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
+    (components/evaluator/headline.py); for a metrics.json written without one, the same selection made here."""
+    from components.evaluator.headline import numeric_leaves, select_headline
+
     if isinstance(metrics.get("headline"), dict):
-        return dict(list(_leaves(metrics["headline"]))[:limit])
-    leaves = dict(_leaves(metrics))
-    known = {k: leaves[k] for k in KNOWN_HEADLINES if k in leaves}
-    if known:
-        return dict(list(known.items())[:limit])
-    picked = {k: v for k, v in leaves.items() if _HEADLINE.search(k.rsplit(".", 1)[-1])}
-    return dict(list((picked or leaves).items())[:limit])
+        return dict(list(numeric_leaves(metrics["headline"]))[:limit])
+    return select_headline(metrics, limit)
 
 
 def release_decision(verdict: Verdict, force: bool, who: str | None = None, when: str | None = None) -> dict:

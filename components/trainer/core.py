@@ -51,7 +51,8 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 class_weights=losses.inverse_frequency_weights(info.class_counts) if cfg.class_weighted_loss else None,
                 augment=parse_policy(cfg.diffaugment),
                 generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
-                dp_settings=dp_plan.settings(cfg.dp_per_example) if dp_plan else None)
+                dp_settings=dp_plan.settings(cfg.dp_per_example, cfg.dp_clip_fake) if dp_plan else None,
+                d_steps=cfg.d_steps)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.
@@ -99,11 +100,12 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         replicas = strategy.num_replicas_in_sync
         iterator = iter(strategy.distribute_datasets_from_function(lambda _: make_poisson_dataset(
             dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
-            class_prior=info.class_prior, start_step=start_step)))
+            class_prior=info.class_prior, start_step=start_step, d_steps=cfg.d_steps)))
     else:
-        dataset = make_dataset(info, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
+        # With d_steps = k one element holds k D batches (the train step splits them).
+        dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=data_seed,
                                class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
-                               start_example=int(examples_seen))
+                               start_example=int(examples_seen), d_fake_labels=dp_plan is not None)
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step_fn = tf.function(gan.train_step, jit_compile=True) if cfg.xla else gan.train_step
 
@@ -115,7 +117,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         gan.update_ema(step_value)
         return per_real_example_rates(scalars, global_batch)
 
-    monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch, start_step=start_step,
+    monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch * cfg.d_steps,  # real images
+                              start_step=start_step,
                               constants={"lr_g": cfg.lr_g, "lr_d": cfg.lr_d}, log=log)
     fixed_noise, fixed_classes = fixed_sample_inputs(cfg, len(info.class_names))
     started, last = time.perf_counter(), {}
@@ -129,7 +132,7 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     while int(step) < total_steps:
         scalars = distributed_step(iterator, step)  # fetch + D phase + G phase + EMA
         step.assign_add(1)
-        examples_seen.assign_add(global_batch)
+        examples_seen.assign_add(global_batch * cfg.d_steps)
         s = int(step)
         if s % cfg.log_every == 0 or s == total_steps:
             values = {k: v.numpy() for k, v in scalars.items()}

@@ -127,8 +127,9 @@ def _check_record(raw: bytes, image_shape, num_classes: int) -> tuple[str | None
 
 
 def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed: int, class_balanced: bool,
-                 shuffle_buffer: int, start_example: int = 0) -> tf.data.Dataset:
-    """Endless batches of {images, labels, z_d, z_g, g_labels, d_fake_labels}, starting at example ``start_example``."""
+                 shuffle_buffer: int, start_example: int = 0, d_fake_labels: bool = False) -> tf.data.Dataset:
+    """Endless batches of {images, labels, z_d, z_g, g_labels}, starting at example ``start_example``; with
+    ``d_fake_labels`` (DP training) also the D phase's own fake classes."""
     ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
     ds = ds.map(schema.parse_fn(info.image_shape), num_parallel_calls=tf.data.AUTOTUNE)
     if info.skipped:
@@ -147,16 +148,18 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
     def with_randomness(index, example):
         image, label = example
         key = lambda stream: tf.stack([tf.constant(seed, tf.int64) * 4 + stream, index])  # noqa: E731
-        return {
+        element = {
             "images": image,
             "labels": label,
             "z_d": tf.random.stateless_normal([noise_dim], seed=key(0)),
             "z_g": tf.random.stateless_normal([noise_dim], seed=key(1)),
             # The generator phase's classes follow the training class prior.
             "g_labels": tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(2))[0, 0], tf.int32),
-            # The D phase's fake classes under DP (trainer.dp): drawn like g_labels, independent of the real batch.
-            "d_fake_labels": tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(3))[0, 0], tf.int32),
         }
+        if d_fake_labels:  # under DP the D phase's fakes must not reuse the real batch's labels: drawn like g_labels
+            element["d_fake_labels"] = tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(3))[0, 0],
+                                               tf.int32)
+        return element
 
     ds = ds.map(with_randomness, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

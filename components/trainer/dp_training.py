@@ -80,20 +80,24 @@ class DPPlan:
     target_epsilon: float  # 0 = none
     max_steps: int | None  # steps within the target epsilon; None without a target
     shards: tuple  # per replica: the unit indices it samples from (poisson)
+    d_steps: int = 1  # DP-SGD steps (D phases) per training step
 
     def epsilon(self, steps: int, accountant: str = "rdp") -> float:
-        """Epsilon spent after ``steps`` DP-SGD steps (inf with no noise: clipping alone gives no guarantee)."""
+        """Epsilon spent after ``steps`` training steps, i.e. ``steps * d_steps`` DP-SGD steps (inf with no noise:
+        clipping alone gives no guarantee)."""
         if self.noise_multiplier == 0:
             return 0.0 if steps <= 0 else math.inf
-        return acc.compute_epsilon(self.q, self.noise_multiplier, steps, self.delta, accountant)
+        return acc.compute_epsilon(self.q, self.noise_multiplier, steps * self.d_steps, self.delta, accountant)
 
-    def settings(self, method: str) -> DPSettings:
+    def settings(self, method: str, clip_fake: bool = False) -> DPSettings:
         return DPSettings(self.clip_norm, self.noise_multiplier, self.normalizer,
-                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method)
+                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake)
 
     def record(self, steps: int, stopped_at_target: bool) -> dict:
-        """model_info.json "dp": the privacy statement plus how the run was set up and why it stopped."""
-        base = {"enabled": True, "unit": self.unit, "sampling": self.sampling, "accountant": self.accountant,
+        """model_info.json "dp": the privacy statement plus how the run was set up and why it stopped. ``steps``
+        are training steps; the statement counts DP-SGD steps (``steps * d_steps``)."""
+        training_steps, steps = steps, steps * self.d_steps
+        base = {"training_steps": training_steps, "d_steps": self.d_steps, "enabled": True, "unit": self.unit, "sampling": self.sampling, "accountant": self.accountant,
                 "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
                 "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
@@ -142,17 +146,34 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
     if cfg.dp_target_epsilon > 0:
         if cfg.dp_noise_multiplier == 0:
             raise ValueError("trainer.dp_target_epsilon needs dp_noise_multiplier > 0 (no noise, no privacy)")
-        max_steps = acc.steps_for_epsilon(cfg.dp_target_epsilon, q, cfg.dp_noise_multiplier, delta,
-                                          cfg.dp_accountant, max_steps=max(cfg.steps, 1))
+        dp_steps = acc.steps_for_epsilon(cfg.dp_target_epsilon, q, cfg.dp_noise_multiplier, delta,
+                                         cfg.dp_accountant, max_steps=max(cfg.steps, 1) * cfg.d_steps)
+        max_steps = dp_steps // cfg.d_steps  # training steps: each spends d_steps DP-SGD steps
     return DPPlan(q=q, normalizer=float(global_batch), capacity=int(capacity), delta=float(delta),
                   noise_multiplier=float(cfg.dp_noise_multiplier), clip_norm=float(cfg.dp_clip_norm),
                   unit=str(cfg.dp_unit), sampling=str(cfg.dp_sampling), accountant=str(cfg.dp_accountant),
                   num_units=n_units, num_patients=n_patients, target_epsilon=float(cfg.dp_target_epsilon),
-                  max_steps=max_steps, shards=shards)
+                  max_steps=max_steps, shards=shards, d_steps=int(cfg.d_steps))
 
 
 def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
-                    seed: int, class_prior, start_step: int = 0):
+                    seed: int, class_prior, start_step: int = 0, d_steps: int = 1):
+    """With ``d_steps`` = k each element is k consecutive single-step elements (below) concatenated row-wise:
+    the train step splits them into its k D phases, each an independent Poisson draw (k DP-SGD steps)."""
+    singles = _poisson_batches(plan, units, replicas=replicas, per_replica_batch=per_replica_batch,
+                               noise_dim=noise_dim, seed=seed, class_prior=class_prior,
+                               start_step=start_step * d_steps)
+    if d_steps == 1:
+        yield from singles
+        return
+    while True:  # per replica r: its k consecutive draws (the single stream runs step-major, replica-minor)
+        draws = [[next(singles) for _ in range(replicas)] for _ in range(d_steps)]
+        for r in range(replicas):
+            yield {k: np.concatenate([draws[i][r][k] for i in range(d_steps)]) for k in draws[0][r]}
+
+
+def _poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
+                     seed: int, class_prior, start_step: int = 0):
     """Endless per-replica elements, R per step in replica order (step s, replica r keyed by (seed, s, r)): the
     Poisson-sampled real batch, padded to ``plan.capacity`` and masked, and this replica's share of the step's
     noise and generator classes (drawn independently of the real batch). The seed keys the sampling, so it must
@@ -179,14 +200,15 @@ def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_repli
 
 
 def make_poisson_dataset(plan: DPPlan, units: TrainUnits, *, replicas: int, global_batch: int, noise_dim: int,
-                         seed: int, class_prior, start_step: int = 0) -> tf.data.Dataset:
+                         seed: int, class_prior, start_step: int = 0, d_steps: int = 1) -> tf.data.Dataset:
     """``poisson_batches`` as a tf.data.Dataset of per-replica elements (for distribute_datasets_from_function)."""
-    cap, b, shape = plan.capacity, global_batch // replicas, units.images.shape[1:]
+    cap, b, shape = plan.capacity * d_steps, global_batch // replicas * d_steps, units.images.shape[1:]
     spec = {"images": tf.TensorSpec([cap, *shape], tf.float32), "labels": tf.TensorSpec([cap], tf.int32),
             "mask": tf.TensorSpec([cap], tf.float32), "patient": tf.TensorSpec([cap], tf.int32),
             "z_d": tf.TensorSpec([b, noise_dim], tf.float32), "d_fake_labels": tf.TensorSpec([b], tf.int32),
             "z_g": tf.TensorSpec([b, noise_dim], tf.float32), "g_labels": tf.TensorSpec([b], tf.int32)}
     return tf.data.Dataset.from_generator(
-        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=b, noise_dim=noise_dim,
-                                seed=seed, class_prior=class_prior, start_step=start_step),
+        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=global_batch // replicas,
+                                noise_dim=noise_dim,
+                                seed=seed, class_prior=class_prior, start_step=start_step, d_steps=d_steps),
         output_signature=spec).prefetch(2)

@@ -38,6 +38,9 @@ class TrainerConfig:
         "help": "train although a class has no training units (prior 0: never generated); off: that is an error"})
     ema: bool = F(default=False, metadata={"help": "keep an EMA of G's weights, used for samples and export"})
     ema_decay: float = F(default=0.999, metadata={"range": (0.0, 1.0), "help": "EMA decay (ramped up over the first steps)"})
+    d_steps: int = F(default=1, metadata={
+        "range": (1, 100), "help": "discriminator steps per generator step, each on its own real batch (under DP "
+                                   "each is a DP-SGD step, and epsilon counts them all)"})
     lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "generator learning rate"})
     lr_d: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "discriminator learning rate (TTUR: differ from lr_g)"})
     beta1: float = F(default=0.5, metadata={"range": (0.0, 1.0), "help": "Adam beta_1"})
@@ -65,6 +68,9 @@ class TrainerConfig:
     dp_accountant: str = F(default="pld", metadata={
         "choices": ("rdp", "pld"),
         "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
+    dp_clip_fake: bool = F(default=False, metadata={
+        "help": "also clip the fake half's per-example gradients to dp_clip_norm (no noise: no real data), so both "
+                "halves enter D's update on one scale once clipping binds; costs a second per-example pass"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
