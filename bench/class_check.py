@@ -58,17 +58,21 @@ def main() -> None:
     print(f"real test split: accuracy {result['real_test_accuracy']:.3f} ({len(test)} units)")
     print(f"generated units: {result['accuracy']:.3f} labelled with their class "
           f"({result['generated']} units); per class {result['per_class']}")
-    fake, ids, classes = result["images"], result["class_ids"], result["classes"]
     if args.grid:
-        from PIL import Image
+        save_grid(args.grid, train, result)
 
-        mid = fake.shape[-1] // 2
-        rows = [np.concatenate([train.images[train.class_ids == c][j, :, :, mid] for j in range(8)], 1)
-                for c in classes if np.sum(train.class_ids == c) >= 8]
-        rows += [np.concatenate([fake[ids == c][j, :, :, mid] for j in range(8)], 1) for c in classes]
-        grid = np.concatenate(rows, 0)
-        Image.fromarray(((grid + 1) / 2 * 255).clip(0, 255).astype(np.uint8)).save(args.grid)
 
+def save_grid(path, train, result: dict) -> None:
+    """Centre slices: 8 real units per class (top rows), then 8 generated ones per class."""
+    from PIL import Image
+
+    fake, ids, classes = result["images"], result["class_ids"], result["classes"]
+    mid = fake.shape[-1] // 2
+    rows = [np.concatenate([train.images[train.class_ids == c][j, :, :, mid] for j in range(8)], 1)
+            for c in classes if np.sum(train.class_ids == c) >= 8]
+    rows += [np.concatenate([fake[ids == c][j, :, :, mid] for j in range(8)], 1) for c in classes]
+    grid = np.concatenate(rows, 0)
+    Image.fromarray(((grid + 1) / 2 * 255).clip(0, 255).astype(np.uint8)).save(path)
 
 if __name__ == "__main__":
     main()

@@ -3,13 +3,13 @@ same number of steps from the same config and evaluated with the evaluator's own
 ratio (domain embedding), TSTR balanced accuracy, the region class check (bench/class_check.py), the strongest
 membership attack's AUC (per unit and per patient), and the per-step cost of DP training against non-DP training.
 
-    .venv/bin/python bench/dp_tradeoff.py                      # builds an 80-patient 32x32 phantom cohort first
-    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 1000 --noise 0.8,1.5,3.0 --unit unit
+    .venv/bin/python bench/dp_tradeoff.py                      # builds a 320-patient 32x32 phantom cohort first
+    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 800 --noise 0.5,1.0,2.0 --unit patient
 
 The trainer options come from --config (default configs/demo.toml: generator BatchNorm, EMA, DiffAugment, XLA);
 --steps/--batch/--width and any --set override it for every run alike. DP-SGD needs many privacy units per batch
 (signal ~ units x clip norm, noise ~ sigma x clip norm x sqrt(#D parameters)), hence the larger default cohort,
-32x32 crops (a D of ~60k parameters at width 16) and batch 64.
+32x32 crops (a D of ~60k parameters at width 16) and batch 128.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from class_check import class_check  # noqa: E402  (bench/ is on the path when this file runs)
+from class_check import class_check, save_grid  # noqa: E402  (bench/ is on the path when this file runs)
 
 
 def build_phantom_cohort(out: Path, patients: int, image_size: int, seed: int) -> str:
@@ -58,7 +58,8 @@ def train_one(examples: str, out: Path, config: str | None, overrides: list[str]
     info = json.loads((out / "model_info.json").read_text())
     rows = read_stats(out / "stats.jsonl")
     rates = [r["images_per_s"] for r in rows[1:]] or [rows[-1]["images_per_s"]]  # row 0 includes tracing
-    return {"info": info, "seconds_per_step": cfg.trainer.batch_size / float(np.median(rates))}
+    real_images_per_step = cfg.trainer.batch_size * cfg.trainer.d_steps
+    return {"info": info, "seconds_per_step": real_images_per_step / float(np.median(rates))}
 
 
 def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
@@ -80,6 +81,7 @@ def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     privacy = evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain, pcfg,
                                args.seed).metrics
     check = class_check(splits["train"], splits["test"], bundle, per_class=100, seed=args.seed)
+    save_grid(model_dir / "class_check.png", splits["train"], check)
     m = outcome.metrics
     return {"fid_ratio": m["fidelity"]["fid_ratio"], "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
             "trtr_bacc": m["utility"]["trtr_balanced_accuracy"], "class_check": check["accuracy"],
@@ -95,17 +97,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("examples", nargs="?", help="an Examples artifact folder (preprocess output); default: build a "
                                                "phantom cohort of --patients at --image-size under --out")
-    p.add_argument("--patients", type=int, default=80, help="phantom cohort size when no EXAMPLES is given")
+    p.add_argument("--patients", type=int, default=320, help="phantom cohort size when no EXAMPLES is given")
     p.add_argument("--image-size", type=int, default=32, help="crop size of that cohort")
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"), help="trainer options of every run")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="extra override for every run (repeatable)")
-    p.add_argument("--steps", type=int, default=1000, help="training steps of every run")
-    p.add_argument("--noise", default="0.8,1.5,3.0", help="comma list of noise multipliers (one DP run each)")
+    p.add_argument("--steps", type=int, default=800, help="training steps of every run")
+    p.add_argument("--noise", default="0.5,1.0,2.0", help="comma list of noise multipliers (one DP run each)")
     p.add_argument("--clip", type=float, default=1.0, help="dp_clip_norm")
     p.add_argument("--unit", default="unit", choices=("patient", "unit"),
                    help="privacy unit of the DP runs (patient needs many patients per batch to learn)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--noise-dim", type=int, default=64)
     p.add_argument("--eval-epochs", type=int, default=3, help="evaluator classifier epochs")
@@ -153,7 +155,30 @@ def main(argv=None) -> int:
               f"{fmt(r['patient_attack'].get('auc')):>13}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>10.2f}")
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
+    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md and each run's class_check.png under {out}")
     return 0
+
+
+def auc_with_ci(attack: dict) -> str:
+    if attack.get("auc") is None:
+        return "-"
+    lo, hi = (attack.get("auc_ci") or [None, None])[:2]
+    return f"{attack['auc']:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table: one line per run."""
+    base = rows[0]["s_per_step"]
+    lines = ["| run | ε (δ) | FID ratio | TSTR bal. acc. | class check | strongest attack AUC, unit [95% CI] "
+             "| per patient | s/step | × non-DP |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        eps = "∞ (none)" if r["epsilon"] is None else f"{r['epsilon']:.2f} ({r['delta']:.0e})"
+        lines.append(f"| {r['run']} | {eps} | {fmt(r['fid_ratio'], '.2f')} | {fmt(r['tstr_bacc'])} | "
+                     f"{fmt(r['class_check'])} | {auc_with_ci(r['unit_attack'])} | "
+                     f"{auc_with_ci(r['patient_attack'])} | {r['s_per_step']:.3f} | {r['s_per_step'] / base:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

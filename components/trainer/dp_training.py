@@ -89,7 +89,7 @@ class DPPlan:
             return 0.0 if steps <= 0 else math.inf
         return acc.compute_epsilon(self.q, self.noise_multiplier, steps * self.d_steps, self.delta, accountant)
 
-    def settings(self, method: str, clip_fake: bool = False) -> DPSettings:
+    def settings(self, method: str, clip_fake: bool = True) -> DPSettings:
         return DPSettings(self.clip_norm, self.noise_multiplier, self.normalizer,
                           self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake)
 

@@ -68,7 +68,7 @@ class TrainerConfig:
     dp_accountant: str = F(default="pld", metadata={
         "choices": ("rdp", "pld"),
         "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
-    dp_clip_fake: bool = F(default=False, metadata={
+    dp_clip_fake: bool = F(default=True, metadata={
         "help": "also clip the fake half's per-example gradients to dp_clip_norm (no noise: no real data), so both "
                 "halves enter D's update on one scale once clipping binds; costs a second per-example pass"})
     dp_per_example: str = F(default="vmap", metadata={
