@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the attack AUC CIs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="keep the models here (default: a temporary folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take rows from OUT/results.json whose run and settings match (to add noise levels later)")
     args = p.parse_args(argv)
 
     from components import schema
@@ -132,10 +134,16 @@ def main(argv=None) -> int:
     runs += [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
                                          f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
              for s in (float(x) for x in args.noise.split(","))]
+    reusable = reusable_rows(out / "results.json", args) if args.reuse else {}
     rows = []
     for i, (name, overrides) in enumerate(runs):
-        trained = train_one(args.examples, out / f"run{i}", args.config, overrides)
-        ev = evaluate_one(args.examples, out / f"run{i}", splits, args)
+        if name in reusable:
+            rows.append(reusable[name])
+            print(f"reused: {name} (from {out / 'results.json'})", flush=True)
+            continue
+        trained = train_one(args.examples, out / f"run{i}-{name.replace(' ', '_').replace('=', '')}", args.config,
+                            overrides)
+        ev = evaluate_one(args.examples, out / f"run{i}-{name.replace(' ', '_').replace('=', '')}", splits, args)
         dp = trained["info"]["dp"]
         rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
                      "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
@@ -159,6 +167,21 @@ def main(argv=None) -> int:
     (out / "table.md").write_text(markdown_table(rows) + "\n")
     print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md and each run's class_check.png under {out}")
     return 0
+
+
+# Settings that must match for a row of an earlier invocation to stand in this table.
+SAME_SETTINGS = ("examples", "config", "set", "steps", "clip", "unit", "batch", "width", "noise_dim", "eval_epochs",
+                 "synthetic", "bootstrap", "seed")
+
+
+def reusable_rows(results: Path, args) -> dict:
+    if not results.exists():
+        return {}
+    earlier = json.loads(results.read_text())
+    if any(earlier["args"].get(k) != json.loads(json.dumps(getattr(args, k), default=str)) for k in SAME_SETTINGS):
+        print(f"{results}: other settings, nothing reused", flush=True)
+        return {}
+    return {row["run"]: row for row in earlier["rows"]}
 
 
 def auc_with_ci(attack: dict) -> str:
