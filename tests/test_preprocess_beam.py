@@ -178,15 +178,57 @@ def test_missing_manifest_column_fails_before_any_work(tmp_path):
 
 # ----------------------------------------------------------------------------------------- identities
 
-def _all_bytes(folder: Path) -> bytes:
-    chunks = []
+# A chance match of this many bytes in binary data has probability ~ size / 2**48: looked for everywhere.
+LONG_NEEDLE = 6
+
+
+def _png_text_chunks(data: bytes) -> list[bytes]:
+    """Every PNG chunk except the compressed pixels (IDAT): where metadata (tEXt, iTXt, zTXt, eXIf) would be."""
+    chunks, at = [], 8
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        if kind != b"IDAT":
+            chunks.append(kind + data[at + 8:at + 8 + length])
+        at += 12 + length
+    return chunks
+
+
+def _record_strings(path: Path) -> list[bytes]:
+    """Feature names and string values of every tf.train.Example, except the image's raw float32 bytes."""
+    import tensorflow as tf
+
+    out = []
+    for raw in tf.data.TFRecordDataset(str(path), compression_type="GZIP").as_numpy_iterator():
+        for key, feature in tf.train.Example.FromString(raw).features.feature.items():
+            out.append(key.encode())
+            if key != schema.IMAGE:
+                out.extend(feature.bytes_list.value)
+    return out
+
+
+def _text_and_binary(folder: Path) -> tuple[bytes, bytes]:
+    """(text, binary) of every output file. Text is wherever a header value could be written: file names, whole
+    text files, PNG chunks other than pixels, TFRecord feature names and string values. Binary is all raw bytes
+    plus decompressed payloads. Short names are looked for in the text only: in compressed pixels a 3-byte "Doe"
+    turns up by chance (it once did, inside a preview PNG's IDAT)."""
+    text, binary = [], []
     for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            data = p.read_bytes()
-            chunks.append(data)
-            if p.name.endswith(".gz"):
-                chunks.append(gzip.decompress(data))
-    return b"\n".join(chunks)
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        text.append(str(p.relative_to(folder)).encode())
+        binary.append(data)
+        if p.suffix == ".png":
+            text.extend(_png_text_chunks(data))
+        elif p.name.endswith(".tfrecord.gz"):
+            binary.append(gzip.decompress(data))
+            text.extend(_record_strings(p))
+        elif p.name.endswith(".gz"):
+            binary.append(gzip.decompress(data))
+            text.append(binary[-1])
+        else:
+            text.append(data)
+    return b"\n".join(text), b"\n".join(binary)
 
 
 def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
@@ -200,12 +242,16 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
     out = tmp_path / "out"
     result = run.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
     assert result["counts"]["vus_written"] == 4 and result["counts"]["scans_failed"] == 0
-    blob = _all_bytes(out)
+    text, binary = _text_and_binary(out)
     needles = list(IDENTITY.values()) + ["Doe", "Jane", "19610423", "PAT-8841X", "Example Spine"]
     for needle in needles:
-        assert needle.encode() not in blob, needle
-        assert needle.encode("utf-16-le") not in blob, needle
-    assert len(blob) > 10_000  # the check read real content (records, previews, stats)
+        for encoded in (needle.encode(), needle.encode("utf-16-le")):
+            assert encoded not in text, needle
+            if len(encoded) >= LONG_NEEDLE:
+                assert encoded not in binary, needle
+    # The check read real content: records' string features (the pseudonymous patient id among them), previews.
+    assert len(text) > 2_000 and len(binary) > 10_000
+    assert schema.PATIENT.encode() in text  # the records' string features were read
 
 
 # ----------------------------------------------------------------------------------------- runners
