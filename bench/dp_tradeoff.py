@@ -197,7 +197,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| run | ε (δ) | FID ratio | TSTR bal. acc. | class check | strongest attack AUC, unit [95% CI] "
              "| per patient | s/step | × non-DP |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        eps = "∞ (none)" if r["epsilon"] is None else f"{r['epsilon']:.2f} ({r['delta']:.0e})"
+        eps = ("– (not DP)" if r["delta"] is None else "∞ (no noise)" if r["epsilon"] is None
+               else f"{r['epsilon']:.2f} ({r['delta']:.0e})")
         lines.append(f"| {r['run']} | {eps} | {fmt(r['fid_ratio'], '.2f')} | {fmt(r['tstr_bacc'])} | "
                      f"{fmt(r['class_check'])} | {auc_with_ci(r['unit_attack'])} | "
                      f"{auc_with_ci(r['patient_attack'])} | {r['s_per_step']:.3f} | {r['s_per_step'] / base:.2f} |")
