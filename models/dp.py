@@ -184,12 +184,11 @@ def dp_aggregate(
         grads = sum_by_group(grads, group_index, tf.shape(grads[0])[0] if num_groups is None else num_groups)
     clipped, norms = clip_rows(grads, clip_norm)
     summed = [tf.reduce_sum(g, axis=0) for g in clipped]
-    stddev = tf.cast(noise_multiplier * clip_norm, summed[0].dtype)
     scale = 1.0 / tf.cast(normalizer, summed[0].dtype)
     if isinstance(noise_multiplier, (int, float)) and noise_multiplier == 0:  # clipping only: draw no noise
         return DPGradient([s * scale for s in summed], norms)
     noise_on = tf.cast(add_noise, summed[0].dtype)
-    noises = gaussian_noise(summed, stddev, seed)
+    noises = gaussian_noise(summed, tf.cast(noise_multiplier * clip_norm, summed[0].dtype), seed)
     return DPGradient([(s + noise_on * n) * scale for s, n in zip(summed, noises)], norms)
 
 

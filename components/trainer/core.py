@@ -93,14 +93,12 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         total_steps = dp_plan.max_steps  # the stop rule: the last step whose epsilon is within the target
         log(f"DP: target epsilon {dp_plan.target_epsilon} allows {total_steps} of the {cfg.steps} configured steps "
             f"({dp_plan.accountant.upper()}); training stops there")
-    data_seed = cfg.seed
-    if dp_plan is not None:
-        data_seed = secret_dp_seed()
+    data_seed = secret_dp_seed() if dp_plan is not None else cfg.seed
     if dp_plan is not None and dp_plan.sampling == "poisson":
         replicas = strategy.num_replicas_in_sync
         iterator = iter(strategy.distribute_datasets_from_function(lambda _: make_poisson_dataset(
             dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
-            class_prior=info.class_prior, start_step=start_step, d_steps=cfg.d_steps)))
+            class_prior=info.class_prior, start_step=start_step)))
     else:
         # With d_steps = k one element holds k D batches (the train step splits them).
         dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=data_seed,

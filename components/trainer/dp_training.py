@@ -97,8 +97,8 @@ class DPPlan:
         """model_info.json "dp": the privacy statement plus how the run was set up and why it stopped. ``steps``
         are training steps; the statement counts DP-SGD steps (``steps * d_steps``)."""
         training_steps, steps = steps, steps * self.d_steps
-        base = {"training_steps": training_steps, "d_steps": self.d_steps, "enabled": True, "unit": self.unit, "sampling": self.sampling, "accountant": self.accountant,
-                "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
+        base = {"enabled": True, "training_steps": training_steps, "d_steps": self.d_steps, "unit": self.unit,
+                "sampling": self.sampling, "accountant": self.accountant, "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
                 "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
                 "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE,
@@ -157,9 +157,10 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
 
 
 def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
-                    seed: int, class_prior, start_step: int = 0, d_steps: int = 1):
-    """With ``d_steps`` = k each element is k consecutive single-step elements (below) concatenated row-wise:
+                    seed: int, class_prior, start_step: int = 0):
+    """With ``plan.d_steps`` = k each element is k consecutive single-step elements (below) concatenated row-wise:
     the train step splits them into its k D phases, each an independent Poisson draw (k DP-SGD steps)."""
+    d_steps = plan.d_steps
     singles = _poisson_batches(plan, units, replicas=replicas, per_replica_batch=per_replica_batch,
                                noise_dim=noise_dim, seed=seed, class_prior=class_prior,
                                start_step=start_step * d_steps)
@@ -200,15 +201,15 @@ def _poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_repl
 
 
 def make_poisson_dataset(plan: DPPlan, units: TrainUnits, *, replicas: int, global_batch: int, noise_dim: int,
-                         seed: int, class_prior, start_step: int = 0, d_steps: int = 1) -> tf.data.Dataset:
+                         seed: int, class_prior, start_step: int = 0) -> tf.data.Dataset:
     """``poisson_batches`` as a tf.data.Dataset of per-replica elements (for distribute_datasets_from_function)."""
-    cap, b, shape = plan.capacity * d_steps, global_batch // replicas * d_steps, units.images.shape[1:]
+    per_replica_batch = global_batch // replicas
+    cap, b, shape = plan.capacity * plan.d_steps, per_replica_batch * plan.d_steps, units.images.shape[1:]
     spec = {"images": tf.TensorSpec([cap, *shape], tf.float32), "labels": tf.TensorSpec([cap], tf.int32),
             "mask": tf.TensorSpec([cap], tf.float32), "patient": tf.TensorSpec([cap], tf.int32),
             "z_d": tf.TensorSpec([b, noise_dim], tf.float32), "d_fake_labels": tf.TensorSpec([b], tf.int32),
             "z_g": tf.TensorSpec([b, noise_dim], tf.float32), "g_labels": tf.TensorSpec([b], tf.int32)}
     return tf.data.Dataset.from_generator(
-        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=global_batch // replicas,
-                                noise_dim=noise_dim,
-                                seed=seed, class_prior=class_prior, start_step=start_step, d_steps=d_steps),
+        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=per_replica_batch,
+                                noise_dim=noise_dim, seed=seed, class_prior=class_prior, start_step=start_step),
         output_signature=spec).prefetch(2)

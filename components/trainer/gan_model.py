@@ -6,6 +6,7 @@ the replicas gives the global-batch value whatever the replica count.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import keras
@@ -214,7 +215,8 @@ class ACGAN(keras.Model):
         step 300, 27 at 500): docs/dp.md, trade-off section. Costs a second per-example pass.
         """
         dps = self.dp_settings
-        with tf.GradientTape() as tape:
+        # With clip_fake the gradient comes from the per-example pass below: nothing for a tape to record here.
+        with contextlib.nullcontext() if dps.clip_fake else tf.GradientTape() as tape:
             logits, cls_logits = self.discriminator(fake, training=True)
             adv, cls = losses.discriminator_fake_terms(logits, cls_logits, fake_labels,
                                                        class_weights=self.class_weights)
