@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -131,6 +132,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # TOML reads nan and inf; every range check passes NaN
+                raise ConfigError(f"{key}: {value!r} is not a finite number; give a finite value")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -158,9 +161,19 @@ def _check_metadata(key: str, value: Any, meta: dict) -> None:
                 raise ConfigError(f"{key}: {item!r} is out of range; allowed values: {lo_s} to {hi_s}")
 
 
+# Keys that are refused with their own reason (never echoing the value given).
+_REFUSED_KEYS = {
+    "preprocess.salt": "a salt is never taken from config or the command line (it would stay in shell history, "
+                       "config.toml and run.json); export VUGAN_SALT or set preprocess.salt_file to a file holding it",
+}
+
+
 def build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if f"{name}.{key}" in _REFUSED_KEYS:
+            raise ConfigError(f"{name}.{key}: {_REFUSED_KEYS[f'{name}.{key}']}")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         allowed = ", ".join(sorted(fields))

@@ -58,8 +58,31 @@ def test_fingerprint_changes_with_values():
     assert fingerprint(a) != fingerprint(b)
 
 
-def test_secret_salt_is_never_written(tmp_path):
-    cfg = load_config(None, ['preprocess.salt="pepper-1234"'])
-    path = write_resolved(cfg, tmp_path)
-    assert "pepper-1234" not in path.read_text()
-    assert load_config(path).preprocess.salt == ""
+def test_salt_is_refused_from_config_and_command_line_without_echoing_it(tmp_path):
+    with pytest.raises(ConfigError, match="VUGAN_SALT or set preprocess.salt_file") as err:
+        load_config(None, ['preprocess.salt="pepper-1234"'])
+    assert "pepper-1234" not in str(err.value)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[preprocess]\nsalt = "pepper-1234"\n')
+    with pytest.raises(ConfigError, match="never taken from config") as err:
+        load_config(toml)
+    assert "pepper-1234" not in str(err.value)
+    # A salt file is a path: the path is written, the salt is not in it.
+    cfg = load_config(None, [f'preprocess.salt_file="{tmp_path / "salt.txt"}"'])
+    assert "salt.txt" in write_resolved(cfg, tmp_path / "out").read_text()
+
+
+@pytest.mark.parametrize("override", ["preprocess.margin=nan", "trainer.lr_g=nan", "trainer.lr_d=inf",
+                                      "preprocess.intensity_percentiles=[nan, 99.0]", "preprocess.slice_spacing_mm=-inf"])
+def test_non_finite_floats_are_refused_naming_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=r"not a finite number") as err:
+        load_config(None, [override])
+    assert str(err.value).startswith(key)
+
+
+def test_non_finite_float_in_a_toml_file_is_refused(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[trainer]\nlr_g = nan\n")
+    with pytest.raises(ConfigError, match=r"trainer.lr_g: nan is not a finite number"):
+        load_config(toml)

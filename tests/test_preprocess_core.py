@@ -310,9 +310,10 @@ def test_missing_level_and_crop_outside_reject_units_only(tmp_path):
     cj.write_text('[{"direction": ["R", "A", "S"]}, {"label": 23, "X": 20, "Y": 37, "Z": 60}]')
     r = core.process_scan(task(img, tmp_path / "m.nii.gz", centroids=cj), cfg)
     assert sorted(_dead_stages(r)) == [("L3/L4", "missing_level"), ("L4/L5", "missing_level")]
-    # Without anything naming L4 the gap simply forms no unit.
+    # Without anything naming L4 the gap is still seen: L3 and L5 are labelled, so the body between is expected.
     r = core.process_scan(task(img, tmp_path / "m.nii.gz"), cfg)
-    assert sorted(_crops(r)) == ["L1/L2", "L2/L3"] and not r.dead_letters
+    assert sorted(_crops(r)) == ["L1/L2", "L2/L3"]
+    assert sorted(_dead_stages(r)) == [("L3/L4", "missing_level"), ("L4/L5", "missing_level")]
     # A top body cut by the field of view: with a wide margin its unit's crop leaves the volume.
     image2, mask2, _ = make_scan(top_mm=2.0)
     r = core.process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),

@@ -80,7 +80,8 @@ class _ExtractUnitsFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(SUMMARY, {
             "scans_in": 1, "scans_ok": int(result.ok), "scans_failed": int(not result.ok),
             "vus_found": result.units_found, "vus_written": len(result.records),
-            "vus_rejected": sum(1 for d in result.dead_letters if d["unit"]), "by_split_region": by_split_region})
+            "vus_rejected": sum(1 for d in result.dead_letters if d["unit"]), "by_split_region": by_split_region,
+            "notes": dict(result.notes)})
 
 
 class ExtractUnits(beam.PTransform):
@@ -157,13 +158,14 @@ class WritePreviews(beam.PTransform):
 class _MergeSummaries(beam.CombineFn):
     def create_accumulator(self):
         return {"scans_in": 0, "scans_ok": 0, "scans_failed": 0, "vus_found": 0, "vus_written": 0,
-                "vus_rejected": 0, "by_split_region": {}}
+                "vus_rejected": 0, "by_split_region": {}, "notes": {}}
 
     def add_input(self, acc, s):
         for k in ("scans_in", "scans_ok", "scans_failed", "vus_found", "vus_written", "vus_rejected"):
             acc[k] += s[k]
-        for k, v in s["by_split_region"].items():
-            acc["by_split_region"][k] = acc["by_split_region"].get(k, 0) + v
+        for key in ("by_split_region", "notes"):
+            for k, v in s[key].items():
+                acc[key][k] = acc[key].get(k, 0) + v
         return acc
 
     def merge_accumulators(self, accs):
@@ -177,18 +179,23 @@ class _MergeSummaries(beam.CombineFn):
         for key, v in sorted(acc["by_split_region"].items()):
             split, region = key.split("/")
             nested.setdefault(split, {})[region] = v
-        return {**{k: v for k, v in acc.items() if k != "by_split_region"}, "by_split_region": nested}
+        return {**{k: v for k, v in acc.items() if k not in ("by_split_region", "notes")}, "by_split_region": nested,
+                # What was left out or not recognised, scans counted per kind (DICOM localisers, unknown labels).
+                "notes": dict(sorted(acc["notes"].items()))}
 
 
 class WriteReports(beam.PTransform):
     """Dead letters -> ``dead_letters.jsonl``; per-scan summaries -> ``stats.json``."""
 
-    def __init__(self, out_dir: str, extra_stats: dict):
+    def __init__(self, out_dir: str, extra_stats: dict, manifest_dead: Sequence[dict] = ()):
         super().__init__()
-        self.out_dir, self.extra_stats = out_dir, extra_stats
+        self.out_dir, self.extra_stats, self.manifest_dead = out_dir, extra_stats, list(manifest_dead)
 
     def expand(self, outputs):
         dead, summary = outputs
+        # Rows the manifest checks rejected before any work join the scans' dead letters in one file.
+        planned = dead.pipeline | "ManifestDeadLetters" >> beam.Create(self.manifest_dead)
+        dead = (dead, planned) | "AllDeadLetters" >> beam.Flatten()
         out_dir, extra = self.out_dir, self.extra_stats
         (dead
          | "DeadToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
@@ -204,7 +211,7 @@ class WriteReports(beam.PTransform):
 # --------------------------------------------------------------------------------------------- graph
 
 def build_pipeline(p: beam.Pipeline, tasks: Sequence[core.ScanTask], cfg: PreprocessConfig, out_dir: str,
-                   extra_stats: dict | None = None) -> None:
+                   extra_stats: dict | None = None, manifest_dead: Sequence[dict] = ()) -> None:
     """Add the whole preprocess graph to ``p`` (nothing runs until ``p.run()``)."""
     extracted = (p
                  | "CreateScans" >> beam.Create(list(tasks))
@@ -213,12 +220,14 @@ def build_pipeline(p: beam.Pipeline, tasks: Sequence[core.ScanTask], cfg: Prepro
     _ = units | "WriteSplits" >> WriteSplits(out_dir, cfg.shards_per_split)
     if cfg.preview_units > 0:
         _ = units | "WritePreviews" >> WritePreviews(out_dir, cfg)
-    _ = (extracted[DEAD], extracted[SUMMARY]) | "WriteReports" >> WriteReports(out_dir, extra_stats or {})
+    _ = (extracted[DEAD], extracted[SUMMARY]) | "WriteReports" >> WriteReports(out_dir, extra_stats or {},
+                                                                               manifest_dead)
 
 
 def make_pipeline(tasks: Sequence[core.ScanTask], cfg: PreprocessConfig, out_dir: str,
-                  beam_args: Sequence[str] = (), extra_stats: dict | None = None) -> beam.Pipeline:
+                  beam_args: Sequence[str] = (), extra_stats: dict | None = None,
+                  manifest_dead: Sequence[dict] = ()) -> beam.Pipeline:
     """A ready-to-run (not yet run) pipeline with options resolved from ``beam_args`` and config."""
     p = beam.Pipeline(options=pipeline_options(cfg, beam_args))
-    build_pipeline(p, tasks, cfg, out_dir, extra_stats)
+    build_pipeline(p, tasks, cfg, out_dir, extra_stats, manifest_dead)
     return p

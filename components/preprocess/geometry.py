@@ -86,6 +86,8 @@ def vertebra_unit_geometry(name: str, centre: np.ndarray, above: np.ndarray | No
 
 def _geometry(name, upper, lower, centre, axis, lateral, posterior, length, slices, slice_spacing, image_size,
               margin, width_scale) -> CropGeometry:
+    if not (np.all(np.isfinite(upper)) and np.all(np.isfinite(lower)) and np.isfinite(length)):
+        raise ValueError(f"unit {name}: a body centre is not finite (NaN or infinity)")
     h, w = image_size
     height_mm = length * (1.0 + 2.0 * margin)
     width_mm = height_mm * width_scale * (w / h)

@@ -48,17 +48,31 @@ def volume_format(path: str) -> str:
     raise VolumeError(f"unknown volume format (expected .nii, .nii.gz, .mha, .nrrd or a DICOM folder)")
 
 
-def read_volume(path: str) -> Volume:
-    """Read any supported volume and reorient it to canonical RAS. Raises VolumeError or OSError."""
+def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: dict | None = None) -> Volume:
+    """Read any supported volume and reorient it to canonical RAS. Raises VolumeError or OSError.
+
+    ``max_voxels`` (0: no limit) is checked against the header's grid size before any voxel is read, so an
+    oversized file is refused instead of exhausting memory. ``notes`` collects counts of what was left out
+    (DICOM localiser slices, slices of another orientation); ``series_uid`` picks one series of a DICOM folder.
+    """
     fmt = volume_format(path)
     with _local_copy(path) as local:
         if fmt == "nifti":
-            array, affine = _read_nifti(local)
+            array, affine = _read_nifti(local, max_voxels)
         elif fmt == "itk":
-            array, affine = _read_itk(local)
+            array, affine = _read_itk(local, max_voxels)
         else:
-            array, affine = _read_dicom_series(local)
+            array, affine = _read_dicom(local, series_uid, max_voxels, notes)
+    if np.iscomplexobj(array):
+        raise VolumeError("the image holds complex values; export the magnitude image")
     return canonical(array, affine)
+
+
+def check_voxels(count: int, max_voxels: int) -> None:
+    if max_voxels and count > max_voxels:
+        raise VolumeError(f"the volume has {count:,} voxels, above preprocess.max_voxels = {max_voxels:,}; crop or "
+                          f"downsample the scan, or raise the limit if this machine has the memory "
+                          f"(about 20 bytes per voxel)")
 
 
 def canonical(array: np.ndarray, affine: np.ndarray) -> Volume:
@@ -80,17 +94,24 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> Volume:
 
 # --------------------------------------------------------------------------------------------- formats
 
-def _read_nifti(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_nifti(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    img = nib.load(path)
+    img = nib.load(path)  # reads the header only; the voxels load below
+    check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
+    if img.get_data_dtype().kind == "c":
+        raise VolumeError("the image holds complex values; export the magnitude image")
     # asanyarray(dataobj) keeps integer masks integer and applies scl_slope/inter for images.
     return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
 
 
-def _read_itk(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_itk(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
+    info = sitk.ImageFileReader()
+    info.SetFileName(path)
+    info.ReadImageInformation()  # the header only
+    check_voxels(int(np.prod(info.GetSize(), dtype=np.int64)) * max(1, info.GetNumberOfComponents()), max_voxels)
     img = sitk.ReadImage(path)
     if img.GetDimension() != 3:
         raise VolumeError(f"image is {img.GetDimension()}-D; a 3-D volume is required")
@@ -103,48 +124,156 @@ def _read_itk(path: str) -> tuple[np.ndarray, np.ndarray]:
     return array, LPS_TO_RAS @ lps
 
 
-def _read_dicom_series(folder: str) -> tuple[np.ndarray, np.ndarray]:
-    """One series per folder; slices ordered by their position along the slice normal.
+def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
+                notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A DICOM series: a folder of slices, or one file (a single slice is not a volume and is rejected).
+
+    Slices are grouped by SeriesInstanceUID: a folder holding several series is refused (the manifest column
+    ``series_uid`` picks one). Localisers (ImageType LOCALIZER/SCOUT) and slices of another orientation than the
+    series' majority are left out and counted in ``notes``. The remaining slices must be evenly spaced along
+    the slice normal: a gap or a doubled position is refused, naming the positions, because stacking them as if
+    evenly spaced would stretch the anatomy.
 
     Geometry: ImageOrientationPatient gives the row (x) and column (y) direction cosines, PixelSpacing the
     distances between rows and between columns, and the step between sorted ImagePositionPatient values the
-    slice vector (this also handles gaps and negative spacing). The affine is built in LPS then flipped to RAS.
+    slice vector. The affine is built in LPS then flipped to RAS.
     """
     import pydicom
 
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
-    slices = []
+    notes = notes if notes is not None else {}
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                       if not f.startswith(".") and os.path.isfile(os.path.join(path, f)))
+    else:
+        files = [path]
+    headers = []
     for f in files:
         try:
-            ds = pydicom.dcmread(f)
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
         except Exception:  # a non-DICOM file in the folder (e.g. DICOMDIR notes): skip it
             continue
-        if "PixelData" not in ds or "ImagePositionPatient" not in ds:
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
             continue
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
-        spacing = [float(v) for v in ds.PixelSpacing]
-        slices.append((iop, ipp, spacing, ds.pixel_array))
-    if not slices:
-        raise VolumeError("no DICOM slice with pixel data and ImagePositionPatient in the series folder")
-    iop, _, spacing, _ = slices[0]
+        headers.append((f, ds))
+    if not headers:
+        raise VolumeError("no DICOM slice with ImagePositionPatient, ImageOrientationPatient and PixelSpacing")
+    if len(files) == 1:
+        frames = int(getattr(headers[0][1], "NumberOfFrames", 1) or 1)
+        raise VolumeError("a single DICOM file " + ("holds a multi-frame (enhanced) image, which is not supported; "
+                                                    "convert it to NIfTI" if frames > 1 else
+                                                    "is one slice, not a volume; give the folder of the whole series"))
+    kept = []
+    for f, ds in headers:
+        image_type = [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]
+        if any(t in ("LOCALIZER", "SCOUT") for t in image_type):
+            notes["dicom_localiser_slices_excluded"] = notes.get("dicom_localiser_slices_excluded", 0) + 1
+            continue
+        kept.append((f, ds))
+    if not kept:
+        raise VolumeError("the DICOM folder holds only localiser slices")
+    by_series: dict[str, list] = {}
+    for f, ds in kept:
+        by_series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((f, ds))
+    if series_uid:
+        if series_uid not in by_series:
+            raise VolumeError(f"no slice of the series named in column 'series_uid' is in the folder "
+                              f"({len(by_series)} other series found); check the UID")
+        chosen = by_series[series_uid]
+    elif len(by_series) > 1:
+        described = "; ".join(f"series {i + 1}: {len(v)} slices, {_orientation_name(v[0][1])}"
+                              for i, v in enumerate(sorted(by_series.values(), key=len, reverse=True)))
+        raise VolumeError(f"the DICOM folder holds {len(by_series)} series ({described}); put one series per folder "
+                          f"or name one in the manifest column 'series_uid'")
+    else:
+        chosen = next(iter(by_series.values()))
+    geoms = []
+    for f, ds in chosen:
+        values = [float(v) for v in ds.ImageOrientationPatient] + [float(v) for v in ds.ImagePositionPatient] + \
+                 [float(v) for v in ds.PixelSpacing]
+        if len(values) != 11 or not np.all(np.isfinite(values)):
+            raise VolumeError("a slice's ImageOrientationPatient, ImagePositionPatient or PixelSpacing is "
+                              "incomplete or not finite; re-export the series")
+        geoms.append((f, np.array(values[:6]), np.array(values[6:9]), values[9:11]))
+    # The majority orientation is the series; slices of another orientation (an embedded localiser) are dropped.
+    groups: list[list] = []
+    for g in geoms:
+        for group in groups:
+            if np.abs(group[0][1] - g[1]).max() < 1e-3:
+                group.append(g)
+                break
+        else:
+            groups.append([g])
+    groups.sort(key=len, reverse=True)
+    if len(groups) > 1:
+        notes["dicom_other_orientation_slices_excluded"] = (notes.get("dicom_other_orientation_slices_excluded", 0)
+                                                            + sum(len(g) for g in groups[1:]))
+    slices = groups[0]
+    if len(slices) < 2:
+        raise VolumeError("the DICOM series has a single slice in its main orientation; a volume is required")
+    iop = slices[0][1]
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
-    slices.sort(key=lambda s: float(s[1] @ normal))
-    positions = np.array([s[1] for s in slices])
-    if len(slices) > 1:
-        step = (positions[-1] - positions[0]) / (len(slices) - 1)
-    else:
-        step = normal * 1.0  # single slice: unit thickness along the normal
-    # pixel_array is [rows, cols]; column index moves along row_dir, row index along col_dir.
-    array = np.stack([s[3].T for s in slices], axis=-1)
+    slices.sort(key=lambda s: float(s[2] @ normal))
+    spacing = slices[0][3]
+    if any(abs(s[3][0] - spacing[0]) > 1e-3 or abs(s[3][1] - spacing[1]) > 1e-3 for s in slices):
+        raise VolumeError("the slices of the DICOM series have different PixelSpacing; re-export the series")
+    depth = np.array([float(s[2] @ normal) for s in slices])
+    _check_even_spacing(depth)
+    rows, cols = int(chosen[0][1].Rows), int(chosen[0][1].Columns)
+    check_voxels(rows * cols * len(slices), max_voxels)
+    planes = []
+    for f, *_ in slices:
+        pixels = pydicom.dcmread(f).pixel_array
+        if pixels.ndim != 2 or pixels.shape != (rows, cols):
+            raise VolumeError("the slices of the DICOM series differ in size (Rows/Columns) or hold several "
+                              "frames; re-export the series")
+        planes.append(pixels.T)  # pixel_array is [rows, cols]; column index moves along row_dir
+    positions = np.array([s[2] for s in slices])
+    step = (positions[-1] - positions[0]) / (len(slices) - 1)
+    array = np.stack(planes, axis=-1)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * spacing[1]  # PixelSpacing = (between rows, between columns)
     lps[:3, 1] = col_dir * spacing[0]
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
     return array, LPS_TO_RAS @ lps
+
+
+def _check_even_spacing(depth: np.ndarray) -> None:
+    """Refuse slice positions (mm along the normal, sorted) that are not one even step apart."""
+    steps = np.diff(depth)
+    if np.any(steps < 1e-3):
+        at = depth[1:][steps < 1e-3]
+        raise VolumeError(f"two DICOM slices lie at the same position ({', '.join(f'{p:.2f}' for p in at[:5])} mm "
+                          f"along the slice normal): the folder mixes series or echoes; keep one series per folder")
+    step = float(np.median(steps))
+    tol = max(0.01 * step, 1e-3)
+    if np.all(np.abs(steps - step) <= tol):
+        return
+    missing = []
+    for before, gap in zip(depth[:-1], steps):
+        n = int(round(gap / step)) - 1
+        if n >= 1 and abs(gap - (n + 1) * step) <= tol:
+            missing += [before + (k + 1) * step for k in range(n)]
+        elif abs(gap - step) > tol:
+            raise VolumeError(f"the DICOM slice positions are unevenly spaced (steps from {steps.min():.3f} to "
+                              f"{steps.max():.3f} mm); re-export the series as one evenly spaced stack")
+    raise VolumeError(f"the DICOM series has a gap: {len(missing)} slice(s) missing at "
+                      f"{', '.join(f'{p:.2f}' for p in missing[:8])} mm along the slice normal (step {step:.3f} mm); "
+                      f"re-export the complete series")
+
+
+def _orientation_name(ds) -> str:
+    """'sagittal', 'coronal', 'axial' or 'oblique' from the slice normal (geometry only, no header text)."""
+    try:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        normal = np.abs(np.cross(iop[:3], iop[3:]))
+    except Exception:
+        return "unknown orientation"
+    axis = int(np.argmax(normal))
+    if normal[axis] < 0.9:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
 
 
 # --------------------------------------------------------------------------------------------- files

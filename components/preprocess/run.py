@@ -46,13 +46,15 @@ def build_job(config, manifest: str, out_dir: str, beam_args=()):
     """
     cfg = config.preprocess
     salt, salt_source = core.resolve_salt(cfg)
-    tasks = core.plan_tasks(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
+    planned = core.plan(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
+    tasks = planned.tasks
     patients = {s: len({t.patient for t in tasks if t.split == s}) for s in schema.SPLITS}
     h, w = cfg.image_size
     describe = {"image_shape": [h, w, cfg.slices], "unit": cfg.unit, "conditioning": cfg.conditioning,
-                "salt_source": salt_source, "patients_by_split": patients, "scans": len(tasks)}
+                "salt_source": salt_source, "patients_by_split": patients, "scans": len(tasks), **planned.counts}
     pipeline = beam_pipeline.make_pipeline(tasks, cfg, str(out_dir), list(beam_args),
-                                           extra_stats={k: v for k, v in describe.items() if k != "scans"})
+                                           extra_stats={k: v for k, v in describe.items() if k != "scans"},
+                                           manifest_dead=planned.dead_letters)
     return pipeline, describe
 
 
@@ -64,8 +66,9 @@ def execute(ctx: ExecContext) -> ExecResult:
     out_dir = str(ctx.out_dir)
     beam_args = list(ctx.options.get("beam_args") or ctx.options.get("extra_args") or [])
     pipeline, describe = build_job(ctx.config, manifest, out_dir, beam_args)
-    ctx.log(f"preprocess: {describe.pop('scans')} scans, patients per split {describe['patients_by_split']}, "
-            f"salt from {describe['salt_source']}")
+    ctx.log(f"preprocess: {describe['manifest_rows']} manifest rows: {describe.pop('scans')} scans, "
+            f"{describe['rows_rejected']} rejected, {describe['rows_duplicate_dropped']} duplicates of one patient "
+            f"dropped; patients per split {describe['patients_by_split']}, salt from {describe['salt_source']}")
     _clear_previous(out_dir)
     pipeline.run().wait_until_finish()
 
@@ -74,7 +77,10 @@ def execute(ctx: ExecContext) -> ExecResult:
     splits = {s: sum(stats["by_split_region"].get(s, {}).values()) for s in schema.SPLITS}
     ctx.log(f"preprocess: {stats['vus_written']} units written {splits}, {stats['vus_rejected']} rejected, "
             f"{stats['scans_failed']} of {stats['scans_in']} scans failed (see dead_letters.jsonl)")
+    for key, n in stats.get("notes", {}).items():
+        ctx.log(f"preprocess: note: {key.replace('_', ' ')}: {n} scan(s) (stats.json 'notes')")
     counts = {k: stats[k] for k in ("scans_in", "scans_ok", "scans_failed", "vus_written", "vus_rejected")}
+    counts.update({k: describe[k] for k in ("manifest_rows", "rows_rejected", "rows_duplicate_dropped")})
     counts.update({f"vus_{s}": n for s, n in splits.items()})
     properties = {**describe, "class_names": list(schema.class_names(cfg.conditioning, cfg.unit)),
                   "splits": splits, "slice_spacing_mm": cfg.slice_spacing_mm,

@@ -38,7 +38,21 @@ class PreprocessConfig:
     split_fractions: tuple[float, float, float] = F(default=(0.6, 0.2, 0.2), metadata={
         "range": (0.0, 1.0), "help": "patient fractions for train, holdout, test"})
     split_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1), "help": "seed of the patient ordering hash"})
-    salt: str = F(default="", metadata={"secret": True, "help": "pseudonymisation salt; empty: $VUGAN_SALT, else a per-output random salt"})
+    salt_file: str = F(default="", metadata={
+        "help": "file whose first line is the pseudonymisation salt; empty: $VUGAN_SALT, else a random salt per "
+                "output. The salt itself is never taken from config or the command line, nor written anywhere"})
+    max_voxels: int = F(default=0, metadata={
+        "range": (0, None), "help": "a scan with more voxels (read from its header first) is a dead letter; "
+                                    "0: sized to this machine (physical memory / 64 bytes)"})
+    grid_tolerance_mm: float = F(default=0.5, metadata={
+        "range": (0.0, 100.0), "help": "mask and image grids must agree in world space within this (mm), "
+                                       "checked at the eight corners of the grid"})
+    max_stray_fraction: float = F(default=0.02, metadata={
+        "range": (0.0, 1.0), "help": "a label whose parts other than its largest hold more of its voxels is a "
+                                     "dead letter for that level; smaller specks are left out of its centre"})
+    body_volume_ml: tuple[float, float] = F(default=(0.1, 300.0), metadata={
+        "range": (0.0, None), "help": "plausible volume (ml) of one labelled vertebra; outside it the level is a "
+                                      "dead letter"})
     shards_per_split: int = F(default=1, metadata={
         "range": (0, 4096), "help": "TFRecord shards per split; 0 lets the runner decide"})
     preview_units: int = F(default=6, metadata={"range": (0, 64), "help": "units per class in previews/<class>.png"})
@@ -53,3 +67,5 @@ class PreprocessConfig:
         lo, hi = self.intensity_percentiles
         if not lo < hi:
             raise ValueError(f"intensity_percentiles {self.intensity_percentiles}: the first must be below the second")
+        if not self.body_volume_ml[0] < self.body_volume_ml[1]:
+            raise ValueError(f"body_volume_ml {self.body_volume_ml}: the first must be below the second")
