@@ -219,7 +219,8 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
         raise VolumeError("the slices of the DICOM series have different PixelSpacing; re-export the series")
     depth = np.array([float(s[2] @ normal) for s in slices])
     _check_even_spacing(depth)
-    rows, cols = int(chosen[0][1].Rows), int(chosen[0][1].Columns)
+    first = dict(chosen)[slices[0][0]]
+    rows, cols = int(first.Rows), int(first.Columns)
     check_voxels(rows * cols * len(slices), max_voxels)
     planes = []
     for f, *_ in slices:

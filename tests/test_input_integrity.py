@@ -1,0 +1,346 @@
+"""Every input is what it claims to be: DICOM series, duplicates, world geometry, label shape, finite numbers.
+
+Each case here once turned into wrong training data with exit code 0 (or into a traceback); now each is a dead
+letter naming the row, the column and what to do, or is left out with a count, and the good part of the same
+input still comes through unchanged.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from components import schema
+from components.preprocess import core, readers, run
+from components.preprocess.spec import PreprocessConfig
+from pipeline.config import load_config
+from test_preprocess_core import IDENTITY, NON_RAS, make_scan, save_nifti, task, to_layout, write_manifest
+
+
+def save_series(folder, array, affine, *, series=None, skip=(), image_type=None, prefix="im"):
+    """One uint16 slice per file along array axis 2 (geometry from the RAS ``affine``); returns the series UID.
+
+    ``skip`` leaves out slice indices (a gap); ``image_type`` sets ImageType (e.g. a localiser).
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    os.makedirs(folder, exist_ok=True)
+    lps = readers.LPS_TO_RAS @ affine
+    sp = np.linalg.norm(lps[:3, :3], axis=0)
+    row_dir, col_dir = lps[:3, 0] / sp[0], lps[:3, 1] / sp[1]
+    data = np.clip(np.asarray(array), 0, 65535).astype(np.uint16)
+    series = series or generate_uid()
+    for k in range(data.shape[2]):
+        if k in skip:
+            continue
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
+        for tag, value in IDENTITY.items():
+            setattr(ds, tag, value)
+        if image_type:
+            ds.ImageType = list(image_type)
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, 3] + k * lps[:3, 2]]
+        ds.PixelSpacing = [f"{sp[1]:.6f}", f"{sp[0]:.6f}"]
+        pixels = data[:, :, k].T
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+        ds.save_as(os.path.join(folder, f"{prefix}{k:04d}.dcm"), enforce_file_format=True)
+    return series
+
+
+@pytest.fixture(scope="module")
+def sagittal(tmp_path_factory):
+    """A sagittal DICOM series of the synthetic lumbar spine, its mask (NIfTI), and its clean crops."""
+    d = tmp_path_factory.mktemp("sagittal")
+    image, mask, affine = make_scan()
+    stored, stored_affine = to_layout(image, affine, NON_RAS)  # 40 sagittal slices along array axis 2
+    smask, _ = to_layout(mask, affine, NON_RAS)
+    save_series(d / "clean", stored, stored_affine)
+    mask_path = save_nifti(d / "mask.nii.gz", smask, stored_affine)
+    clean = core.process_scan(task(d / "clean", mask_path), PreprocessConfig())
+    assert clean.ok and len(clean.records) == 4 and not clean.dead_letters
+    # Centroids (stored-array indices) without a mask: no grid-shape check can catch a wrong volume then.
+    entries = [{"direction": ["P", "I", "R"]}]
+    for code in (20, 21, 22, 23, 24):
+        ijk = np.argwhere(smask == code).mean(axis=0)
+        entries.append({"label": code, "X": ijk[0], "Y": ijk[1], "Z": ijk[2]})
+    (d / "centroids.json").write_text(json.dumps(entries))
+    return d, stored, stored_affine, mask_path, {r.level_name: r.image for r, _ in clean.records}
+
+
+def _crops(result):
+    return {r.level_name: r.image for r, _ in result.records}
+
+
+def _stages(result):
+    return sorted((d["unit"], d["stage"]) for d in result.dead_letters)
+
+
+# ----------------------------------------------------------------------------------------- DICOM
+
+def test_a_folder_of_two_series_is_a_dead_letter_unless_the_manifest_names_one(sagittal, tmp_path):
+    d, stored, affine, mask, clean = sagittal
+    folder = tmp_path / "mixed"
+    first = save_series(folder, stored, affine, prefix="a")
+    save_series(folder, stored * 0.5 + 10, affine, prefix="b")  # a second series on the same grid
+    r = core.process_scan(task(folder, centroids=d / "centroids.json", row=3), PreprocessConfig())
+    assert not r.ok and _stages(r) == [("", "read_image")] and not r.records
+    reason = r.dead_letters[0]["reason"]
+    assert "row 3" in reason and "2 series" in reason and "series_uid" in reason
+    assert first not in reason  # a UID is a header value: never written
+    # The manifest column series_uid picks one: the crops are those of that series alone.
+    picked = core.process_scan(core.ScanTask(row=3, scan="s", patient="p", split="train", image=str(folder),
+                                             mask=mask, series_uid=first), PreprocessConfig())
+    assert picked.ok and sorted(_crops(picked)) == sorted(clean)
+    for name, crop in _crops(picked).items():
+        np.testing.assert_array_equal(crop, clean[name])
+
+
+def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):
+    d, stored, affine, mask, clean = sagittal
+    folder = tmp_path / "with_localiser"
+    shutil.copytree(d / "clean", folder)
+    # A 3-slice axial localiser: the volume resliced so that its slices are axial (normal along S).
+    axial, axial_affine = to_layout(stored, affine, [[0, 1], [2, 1], [1, 1]])
+    save_series(folder, axial[:, :, 80:83], axial_affine @ _shift(80, axis=2),
+                image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), prefix="loc")
+    r = core.process_scan(task(folder, mask), PreprocessConfig())
+    assert r.ok and not r.dead_letters and r.notes == {"dicom_localiser_slices_excluded": 3}
+    for name, crop in _crops(r).items():
+        np.testing.assert_array_equal(crop, clean[name])
+    # The same axial slices inside the series itself (no ImageType): another orientation, also left out.
+    folder2 = tmp_path / "embedded"
+    shutil.copytree(d / "clean", folder2)
+    import pydicom
+    uid = str(pydicom.dcmread(next(iter(sorted(folder2.iterdir())))).SeriesInstanceUID)
+    save_series(folder2, axial[:, :, 80:83], axial_affine @ _shift(80, axis=2), series=uid, prefix="emb")
+    r = core.process_scan(task(folder2, mask), PreprocessConfig())
+    assert r.ok and r.notes == {"dicom_other_orientation_slices_excluded": 3}
+    for name, crop in _crops(r).items():
+        np.testing.assert_array_equal(crop, clean[name])
+
+
+def _shift(k, axis):
+    m = np.eye(4)
+    m[axis, 3] = k
+    return m
+
+
+def test_a_gap_in_the_slice_positions_is_a_dead_letter_naming_them(sagittal, tmp_path):
+    d, stored, affine, mask, clean = sagittal
+    folder = tmp_path / "gap"
+    save_series(folder, stored, affine, skip=(17, 18, 19))
+    r = core.process_scan(task(folder, centroids=d / "centroids.json", row=5), PreprocessConfig())
+    assert not r.ok and _stages(r) == [("", "read_image")] and not r.records
+    reason = r.dead_letters[0]["reason"]
+    assert "3 slice(s) missing" in reason and "row 5" in reason
+    # The positions named are those of the left-out slices (mm along the slice normal).
+    lps = readers.LPS_TO_RAS @ affine
+    normal = np.cross(lps[:3, 0] / np.linalg.norm(lps[:3, 0]), lps[:3, 1] / np.linalg.norm(lps[:3, 1]))
+    for k in (17, 18, 19):
+        assert f"{(lps[:3, 3] + k * lps[:3, 2]) @ normal:.2f}" in reason
+
+
+def test_a_single_dicom_file_is_refused_clearly(sagittal):
+    d, *_ = sagittal
+    one = sorted((d / "clean").iterdir())[0]
+    r = core.process_scan(task(one, sagittal[3]), PreprocessConfig())
+    assert not r.ok and "one slice, not a volume" in r.dead_letters[0]["reason"]
+    assert "NotADirectoryError" not in r.dead_letters[0]["reason"]
+
+
+# ----------------------------------------------------------------------------------------- geometry
+
+def test_a_mask_shifted_in_world_space_is_a_dead_letter(tmp_path):
+    image, mask, affine = make_scan()
+    img = save_nifti(tmp_path / "img.nii.gz", image, affine)
+    shifted = affine.copy()
+    shifted[2, 3] += 60.0  # same grid shape, 60 mm further up
+    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, shifted), row=2), PreprocessConfig())
+    assert not r.ok and _stages(r) == [("", "mask_grid")] and not r.records
+    assert "60.0 mm" in r.dead_letters[0]["reason"] and "row 2" in r.dead_letters[0]["reason"]
+    # The same mask stored in another array layout but on the same world grid is accepted.
+    smask, saff = to_layout(mask, affine, NON_RAS)
+    r = core.process_scan(task(img, save_nifti(tmp_path / "m2.nii.gz", smask, saff)), PreprocessConfig())
+    assert r.ok and len(r.records) == 4
+
+
+def test_a_label_painted_in_two_places_rejects_that_level_and_specks_are_left_out(tmp_path):
+    image, mask, affine = make_scan()
+    img = save_nifti(tmp_path / "img.nii.gz", image, affine)
+    clean = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
+    blob = mask.copy()
+    blob[2:8, 60:70, 5:25] = schema.LEVEL_CODES["L3"]  # 1200 voxels far below the spine: ~10% of L3
+    r = core.process_scan(task(img, save_nifti(tmp_path / "b.nii.gz", blob, affine)), PreprocessConfig())
+    assert sorted(_crops(r)) == ["L1/L2", "L4/L5"]
+    assert _stages(r) == [("L2/L3", "bad_label"), ("L3/L4", "bad_label")]
+    assert "L3 (code 22) is in 2 separate parts" in next(d["reason"] for d in r.dead_letters)
+    # A speck of a few voxels is left out of the centre: crops identical to the clean mask's.
+    speck = mask.copy()
+    speck[2:4, 60:62, 5:7] = schema.LEVEL_CODES["L3"]
+    r = core.process_scan(task(img, save_nifti(tmp_path / "s.nii.gz", speck, affine)), PreprocessConfig())
+    assert not r.dead_letters
+    for name, crop in _crops(r).items():
+        np.testing.assert_array_equal(crop, _crops(clean)[name])
+
+
+def test_unknown_and_transitional_codes_are_counted_and_l6_splits_no_unit(tmp_path):
+    image, mask, affine = make_scan(levels=("L2", "L3", "L4", "L5", "S1"))
+    odd = mask.copy()
+    odd[odd == schema.LEVEL_CODES["S1"]] = 25  # what we called S1 is an L6: the real S1 lies below the FOV
+    odd[2:8, 2:8, 2:8] = 99  # a code VerSe does not define
+    img = save_nifti(tmp_path / "img.nii.gz", image, affine)
+    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", odd, affine)), PreprocessConfig())
+    assert r.ok and sorted(_crops(r)) == ["L2/L3", "L3/L4", "L4/L5"]
+    assert r.notes == {"transitional_L6": 1, "unknown_label_99": 1}
+    # With an S1 below the L6 the L5/S1 unit would join two non-neighbours: a dead letter, not a crop.
+    image2, mask2, _ = make_scan(levels=("L3", "L4", "L5", "S1", "L1"))
+    mask2[mask2 == schema.LEVEL_CODES["S1"]] = 25
+    mask2[mask2 == schema.LEVEL_CODES["L1"]] = schema.LEVEL_CODES["S1"]
+    r = core.process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),
+                               save_nifti(tmp_path / "m2.nii.gz", mask2, affine)), PreprocessConfig())
+    assert ("L5/S1", "transitional_vertebra") in _stages(r) and "L5/S1" not in _crops(r)
+    assert r.units_found == len(r.records) + len(r.dead_letters)
+
+
+# ----------------------------------------------------------------------------------------- numbers
+
+def test_a_nan_centroid_rejects_its_units_and_writes_no_blank_crop(tmp_path):
+    image, mask, affine = make_scan()
+    img = save_nifti(tmp_path / "img.nii.gz", image, affine)
+    entries = [{"direction": ["R", "A", "S"]}]
+    for code in (20, 21, 22, 23, 24):
+        ijk = np.argwhere(mask == code).mean(axis=0)
+        entries.append({"label": code, "X": ijk[0], "Y": ijk[1], "Z": ijk[2]})
+    entries[3]["X"] = float("nan")  # L3
+    cj = tmp_path / "c.json"
+    cj.write_text(json.dumps(entries))  # json writes NaN, and Python's json reads it back
+    r = core.process_scan(task(img, centroids=cj, row=4), PreprocessConfig())
+    assert sorted(_crops(r)) == ["L1/L2", "L4/L5"]
+    assert _stages(r) == [("L2/L3", "bad_label"), ("L3/L4", "bad_label")]
+    assert "non-finite" in r.dead_letters[0]["reason"] and "row 4" in r.dead_letters[0]["reason"]
+    for crop in _crops(r).values():  # no blank (all -1) unit
+        assert crop.std() > 0.05
+
+
+def test_a_complex_image_is_refused_not_truncated(tmp_path):
+    image, mask, affine = make_scan()
+    cimg = save_nifti(tmp_path / "c.nii.gz", image.astype(np.complex64) * (1 + 1j), affine)
+    r = core.process_scan(task(cimg, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
+    assert not r.ok and "complex" in r.dead_letters[0]["reason"]
+
+
+def test_the_voxel_limit_is_read_from_the_header_before_the_data(tmp_path):
+    import nibabel as nib
+
+    # A header claiming 2000^3 voxels over a tiny file: refused from the header, before any voxel is read.
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((2000, 2000, 2000))
+    hdr.set_data_dtype(np.uint8)
+    big = tmp_path / "big.nii"
+    big.write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 100)
+    r = core.process_scan(task(big, big), PreprocessConfig(max_voxels=10_000_000))
+    assert not r.ok and "8,000,000,000 voxels" in r.dead_letters[0]["reason"]
+    assert "max_voxels = 10,000,000" in r.dead_letters[0]["reason"]
+    # The default is sized to this machine: physical memory / 64 bytes.
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert core.max_voxels(PreprocessConfig()) == pages // 64
+    image, mask, affine = make_scan()
+    small = PreprocessConfig(max_voxels=int(image.size) - 1)
+    r = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                               save_nifti(tmp_path / "m.nii.gz", mask, affine)), small)
+    assert not r.ok and "above preprocess.max_voxels" in r.dead_letters[0]["reason"]
+
+
+# ----------------------------------------------------------------------------------------- manifest
+
+@pytest.fixture(scope="module")
+def duplicates_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dups")
+    image, mask, affine = make_scan()
+    img = save_nifti(d / "img.nii.gz", image, affine)
+    msk = save_nifti(d / "mask.nii.gz", mask, affine)
+    shutil.copy(img, d / "copy.nii.gz")  # the same bytes under another name
+    other = [save_nifti(d / f"o{i}.nii.gz", make_scan(seed=i)[0], affine) for i in range(1, 5)]
+    rows = [
+        dict(scan_id="S1", patient_id="P1", image=img, vertebra_mask=msk),              # 1: same scan_id as 2
+        dict(scan_id="S1", patient_id="P2", image=other[0], vertebra_mask=msk),         # 2: across patients
+        dict(scan_id="S3", patient_id="P3", image=other[1], vertebra_mask=msk),         # 3: same path as 4
+        dict(scan_id="S4", patient_id="P4", image=other[1], vertebra_mask=msk),         # 4
+        dict(scan_id="S5", patient_id="P5", image=str(d / "copy.nii.gz"), vertebra_mask=msk),  # 5: bytes of 1
+        dict(scan_id="S6", patient_id="P6", image=other[2], vertebra_mask=msk),         # 6: kept
+        dict(scan_id="S6", patient_id="P6", image=other[2], vertebra_mask=msk),         # 7: same patient: dropped
+        dict(scan_id="", patient_id="P8", image=other[3], vertebra_mask=msk),           # 8: empty id
+        dict(scan_id="S9", patient_id="", image=other[3], vertebra_mask=msk),           # 9: empty id
+        dict(scan_id="S10", patient_id="P10", image=other[3], vertebra_mask=msk),       # 10: kept
+    ]
+    manifest = write_manifest(d / "scans.csv", rows)
+    out = d / "out"
+    result = run.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
+    return out, result
+
+
+def test_duplicates_across_patients_are_dead_letters_and_inputs_add_up(duplicates_run):
+    out, result = duplicates_run
+    stats = json.loads((out / "stats.json").read_text())
+    dead = [json.loads(line) for line in (out / "dead_letters.jsonl").read_text().splitlines()]
+    by_row = {d["row"]: d for d in dead if not d["unit"]}
+    assert sorted(r for r, d in by_row.items() if d["stage"] == "duplicate") == [1, 2, 3, 4, 5]
+    assert sorted(r for r, d in by_row.items() if d["stage"] == "manifest") == [8, 9]
+    assert "scan_id" in by_row[2]["reason"] and "image path" in by_row[4]["reason"]
+    assert "image content" in by_row[5]["reason"]
+    assert "'scan_id' is empty" in by_row[8]["reason"] and "'patient_id' is empty" in by_row[9]["reason"]
+    # 10 rows = 2 scans processed + 7 rejected + 1 duplicate of one patient dropped.
+    assert (stats["manifest_rows"], stats["scans_in"], stats["rows_rejected"], stats["rows_duplicate_dropped"]) \
+        == (10, 2, 7, 1)
+    assert stats["manifest_rows"] == stats["scans_in"] + stats["rows_rejected"] + stats["rows_duplicate_dropped"]
+    assert result["counts"]["vus_written"] == 8 and stats["vus_written"] == 8
+    # No crop appears twice anywhere, let alone in two splits.
+    images = [r.image.tobytes() for s in schema.SPLITS for r in schema.iter_records(schema.shard_files(str(out), s))]
+    assert len(images) == 8 == len(set(images))
+    text = (out / "dead_letters.jsonl").read_text()
+    for raw in ("S1", "P2", "S10"):  # pseudonyms only: no raw id, no file name
+        assert f'"{raw}"' not in text and f" {raw} " not in text
+    assert "copy.nii" not in text and "o1.nii" not in text
+
+
+def test_a_header_only_manifest_is_an_error_before_any_work(tmp_path):
+    manifest = write_manifest(tmp_path / "scans.csv", [])
+    with pytest.raises(core.ManifestError, match="a header but no rows"):
+        run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
+    assert not (tmp_path / "out" / "artifact.json").exists()
+
+
+def test_manifest_faults_are_manifest_errors_not_tracebacks(tmp_path):
+    cfg = PreprocessConfig()
+    with pytest.raises(core.ManifestError, match="is a folder"):
+        core.plan(str(tmp_path), cfg, "s")
+    huge = tmp_path / "huge.csv"
+    huge.write_text("scan_id,patient_id,image,vertebra_mask\nS1,P1," + "x" * 200_000 + ",m.nii.gz\n")
+    with pytest.raises(core.ManifestError, match=r"line \d+: not valid CSV"):
+        core.plan(str(huge), cfg, "s")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("scan_id,patient_id,image,vertebra_mask\nS1,Jos\xe9,i.nii,m.nii\n".encode("latin-1"))
+    with pytest.raises(core.ManifestError, match="not UTF-8"):
+        core.plan(str(latin), cfg, "s")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("scan_id,patient_id,image,vertebra_mask\nS1,P1,i.nii,m.nii,oops\n")
+    with pytest.raises(core.ManifestError, match="more fields than the header"):
+        core.plan(str(extra), cfg, "s")
+    only_bad = write_manifest(tmp_path / "bad.csv", [dict(scan_id="", patient_id="P", image="i.nii")])
+    with pytest.raises(core.ManifestError, match="none of its 1 rows is usable"):
+        core.plan(only_bad, cfg, "s")
