@@ -18,7 +18,7 @@ from typing import Any, Mapping
 MANIFEST = "artifact.json"
 SCHEMA_VERSION = 1
 # Files a component writes about itself rather than as payload; they never change an artifact's fingerprint.
-_NOT_PAYLOAD = {MANIFEST, "log.txt"}
+_NOT_PAYLOAD = {MANIFEST, "log.txt", ".vugan.lock"}  # .vugan.lock: pipeline.locks
 
 
 class ArtifactType(str, enum.Enum):

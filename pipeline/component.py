@@ -8,12 +8,14 @@ its own (``vugan <name> --out DIR --<input> DIR``), inside a run folder (``vugan
 from __future__ import annotations
 
 import dataclasses
+import errno
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pipeline.artifacts import ArtifactType, read_artifact, write_artifact
 from pipeline.config import PipelineConfig, fingerprint, write_resolved
+from pipeline.locks import folder_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +65,17 @@ class ComponentSpec:
         for name, expected in self.inputs.items():
             read_artifact(inputs[name], expected)
         out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "the output path exists and is a file, not a folder", str(out_dir))
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved(config, out_dir, self.config_sections)
-        started = time.time()
-        ctx = ExecContext(config=config, inputs={k: Path(v) for k, v in inputs.items()}, out_dir=out_dir,
-                          options=dict(options or {}), log=log)
-        result = self.execute(ctx)
-        properties = {**result.properties, "wall_seconds": round(time.time() - started, 2)}
-        return write_artifact(out_dir, artifact_type=self.artifact_type, producer=self.name,
-                              config_fingerprint=self.config_fingerprint(config), inputs=ctx.inputs,
-                              counts=result.counts, properties=properties, skip_dirs=self.skip_dirs,
-                              summary=result.summary)
+        with folder_lock(out_dir, self.name):  # a second writer of this folder fails at once, naming the first
+            write_resolved(config, out_dir, self.config_sections)
+            started = time.time()
+            ctx = ExecContext(config=config, inputs={k: Path(v) for k, v in inputs.items()}, out_dir=out_dir,
+                              options=dict(options or {}), log=log)
+            result = self.execute(ctx)
+            properties = {**result.properties, "wall_seconds": round(time.time() - started, 2)}
+            return write_artifact(out_dir, artifact_type=self.artifact_type, producer=self.name,
+                                  config_fingerprint=self.config_fingerprint(config), inputs=ctx.inputs,
+                                  counts=result.counts, properties=properties, skip_dirs=self.skip_dirs,
+                                  summary=result.summary)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -28,19 +27,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
 from pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
+from pipeline.locks import folder_lock
+from pipeline.registry import component_spec
 
 ORDER = ("preprocess", "train", "evaluate", "synthesize", "export")
 RUN_JSON = "run.json"
 _RUN_DIR = re.compile(r"^(\d{5})-")
 
 
-def _modules() -> dict[str, str]:
-    from pipeline.cli import COMPONENT_MODULES
-    return COMPONENT_MODULES
-
-
 def _spec(name: str):
-    return importlib.import_module(_modules()[name]).SPEC
+    return component_spec(name)
 
 
 def _producers() -> dict[str, str]:
@@ -383,9 +379,10 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
         target = Path(run_dir)
         if not target.is_dir():
             raise FileNotFoundError(f"run folder {target} does not exist")
-    write_resolved(config, target)
-    result = _run_steps(target, config, ORDER, force=force, dry_run=False, beam_args=extra_args,
-                        force_release=force_release, command=command)
+    with folder_lock(target, "run"):  # two `vugan run --run DIR` at once would interleave run.json
+        write_resolved(config, target)
+        result = _run_steps(target, config, ORDER, force=force, dry_run=False, beam_args=extra_args,
+                            force_release=force_release, command=command)
     print(_summary(result, Path(runs_dir) if run_dir is None else None))
     return result
 
@@ -415,9 +412,10 @@ def rerun_component(run_dir: str | Path, name: str, config: PipelineConfig, opti
         print(f"plan for {run_dir}:")
         print(format_plan(result.steps))
         return result
-    write_resolved(config, run_dir)
-    result = _run_steps(run_dir, config, [name], force=force, dry_run=False, beam_args=beam_args,
-                        force_release=force_release, command=command)
+    with folder_lock(run_dir, "run"):
+        write_resolved(config, run_dir)
+        result = _run_steps(run_dir, config, [name], force=force, dry_run=False, beam_args=beam_args,
+                            force_release=force_release, command=command)
     stale = [n for n in ORDER[ORDER.index(name) + 1:] if component_status(run_dir, n)[0] == "stale"]
     if stale:
         print(f"note: downstream now stale: {', '.join(stale)} (vugan run --run {run_dir} reruns them)")

@@ -36,6 +36,7 @@ def real_run(tmp_path_factory):
     return out, manifest, _records(out)
 
 
+@pytest.mark.real_data
 def test_real_data_writes_102_units_without_dead_letters(real_run):
     out, manifest, records = real_run
     stats = json.loads((out / "stats.json").read_text())
@@ -56,6 +57,7 @@ def test_real_data_writes_102_units_without_dead_letters(real_run):
         assert [os.path.basename(f) for f in files] == ["data-00000-of-00001.tfrecord.gz"]
 
 
+@pytest.mark.real_data
 def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     out, _, records = real_run
     patients = {s: {r.patient for r in rs} for s, rs in records.items()}
@@ -81,6 +83,7 @@ def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     assert not (out / "previews" / "cervical.png").exists()
 
 
+@pytest.mark.real_data
 def test_real_crops_centre_between_their_two_bodies():
     """Crop centres from core, checked against body centres computed here from the masks (nibabel + numpy)."""
     cfg = load_config(None).preprocess
@@ -118,30 +121,35 @@ def bad_run(tmp_path_factory):
     nan = image.copy()
     nan[5, 5, 5] = np.nan
     no_l4 = np.where(mask == schema.LEVEL_CODES["L4"], 0, mask).astype(np.uint8)
+    # One image per patient: one image under two patients is itself a dead letter (test_input_integrity).
+    own = {i: save_nifti(d / f"img{i}.nii.gz", make_scan(seed=i)[0], affine) for i in (2, 3, 8, 9)}
     rows = [
         dict(scan_id="SCAN-GOOD-01", patient_id="ANA-1", image=img, vertebra_mask=msk),  # 4 units
-        dict(scan_id="SCAN-GOOD-02", patient_id="ANA-2", image=img, vertebra_mask=msk),  # 4 units
-        dict(scan_id="SCAN-GOOD-03", patient_id="ANA-3", image=img, vertebra_mask=msk),  # 4 units
+        dict(scan_id="SCAN-GOOD-02", patient_id="ANA-2", image=own[2], vertebra_mask=msk),  # 4 units
+        dict(scan_id="SCAN-GOOD-03", patient_id="ANA-3", image=own[3], vertebra_mask=msk),  # 4 units
         dict(scan_id="SCAN-MISSING-04", patient_id="BOB-4", image=str(d / "absent.nii.gz"), vertebra_mask=msk),
         dict(scan_id="SCAN-CORRUPT-05", patient_id="BOB-5", image=str(d / "cut.nii.gz"), vertebra_mask=msk),
         dict(scan_id="SCAN-FOURD-06", patient_id="BOB-6", image=save_nifti(d / "4d.nii.gz", np.stack([image] * 2, -1), affine),
              vertebra_mask=msk),
         dict(scan_id="SCAN-NAN-07", patient_id="BOB-7", image=save_nifti(d / "nan.nii.gz", nan, affine), vertebra_mask=msk),
-        dict(scan_id="SCAN-SHAPE-08", patient_id="BOB-8", image=img,
+        dict(scan_id="SCAN-SHAPE-08", patient_id="BOB-8", image=own[8],
              vertebra_mask=save_nifti(d / "m2.nii.gz", mask[:, :, 10:], affine)),
-        dict(scan_id="SCAN-GAP-09", patient_id="CAL-9", image=img, levels="L1 L2 L3 L4 L5",  # 2 written, 2 rejected
+        dict(scan_id="SCAN-GAP-09", patient_id="CAL-9", image=own[9], levels="L1 L2 L3 L4 L5",  # 2 written, 2 rejected
              vertebra_mask=save_nifti(d / "m3.nii.gz", no_l4, affine)),
     ]
     manifest = write_manifest(d / "scans.csv", rows)
     out = d / "out"
+    (d / "salt.txt").write_text("pepper\n")
     cfg = load_config(None, ["preprocess.direct_running_mode='multi_processing'", "preprocess.direct_num_workers=2",
-                             "preprocess.shards_per_split=2", "preprocess.salt='pepper'"])
+                             "preprocess.shards_per_split=2", f"preprocess.salt_file='{d / 'salt.txt'}'"])
     result = run.SPEC.run(cfg, {}, out, options={"manifest": manifest})
     return out, result, rows
 
 
 def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
     out, result, rows = bad_run
+    # The salt file's salt is the one used (never a random one when a salt is given).
+    assert result["properties"]["salt_source"] == "file"
     stats = json.loads((out / "stats.json").read_text())
     assert stats["scans_in"] == 9 == stats["scans_ok"] + stats["scans_failed"]
     assert stats["scans_failed"] == 5
@@ -151,6 +159,7 @@ def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
     by_row = {d["row"]: d for d in dead if not d["unit"]}
     assert sorted(by_row) == [4, 5, 6, 7, 8]
     assert by_row[4]["stage"] == "read_image" and "not found" in by_row[4]["reason"]
+    assert by_row[4]["scan"] == core.pseudonym("pepper", "scan", "SCAN-MISSING-04")
     assert by_row[5]["stage"] == "read_image" and "cannot read" in by_row[5]["reason"]
     assert "3-D" in by_row[6]["reason"] and by_row[7]["stage"] == "image_values"
     assert by_row[8]["stage"] == "mask_shape"
@@ -256,6 +265,7 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
 
 # ----------------------------------------------------------------------------------------- runners
 
+@pytest.mark.real_data
 def test_dataflow_graph_builds_with_project_packaging_without_running():
     cfg = load_config(None).preprocess
     args = ["--runner", "DataflowRunner", "--project", "my-project-123", "--region", "europe-west4",

@@ -62,6 +62,17 @@ def pipeline_options(cfg: PreprocessConfig, beam_args: Sequence[str] = ()) -> Pi
     return options
 
 
+def unknown_beam_flags(args: Sequence[str]) -> list[str]:
+    """The arguments that are no Beam pipeline option (a typo such as ``--confg`` must not pass silently)."""
+    from apache_beam.options import pipeline_options as po
+
+    parser = po._BeamArgumentParser(allow_abbrev=False)  # the parser PipelineOptions itself builds
+    for cls in {str(c): c for c in po.PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    _, unknown = parser.parse_known_args(list(args))
+    return unknown
+
+
 # --------------------------------------------------------------------------------------------- transforms
 
 class _ExtractUnitsFn(beam.DoFn):
