@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from components.trainer import finite
 from components.trainer.callbacks import TrainingMonitor
 from components.trainer.data import ExamplesInfo, make_dataset
 from components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
@@ -132,6 +133,7 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         step.assign_add(1)
         examples_seen.assign_add(global_batch * cfg.d_steps)
         s = int(step)
+        finite.check_losses(s, scalars, cfg.checkpoint_every)  # before anything of this step is saved
         if s % cfg.log_every == 0 or s == total_steps:
             values = {k: v.numpy() for k, v in scalars.items()}
             if dp_plan is not None and dp_plan.noise_multiplier > 0:  # RDP: microseconds, so every log line
