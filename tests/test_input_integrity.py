@@ -344,3 +344,38 @@ def test_manifest_faults_are_manifest_errors_not_tracebacks(tmp_path):
     only_bad = write_manifest(tmp_path / "bad.csv", [dict(scan_id="", patient_id="P", image="i.nii")])
     with pytest.raises(core.ManifestError, match="none of its 1 rows is usable"):
         core.plan(only_bad, cfg, "s")
+
+
+def test_two_slices_at_one_position_are_a_dead_letter(sagittal, tmp_path):
+    d, stored, affine, mask, clean = sagittal
+    folder = tmp_path / "doubled"
+    uid = save_series(folder, stored, affine, prefix="a")
+    save_series(folder, stored[:, :, :5], affine, series=uid, prefix="echo2-")  # a second echo, same series
+    r = core.process_scan(task(folder, centroids=d / "centroids.json"), PreprocessConfig())
+    assert not r.ok and "same position" in r.dead_letters[0]["reason"] and not r.records
+
+
+def test_an_implausibly_small_label_rejects_its_units(tmp_path):
+    image, mask, affine = make_scan()
+    img = save_nifti(tmp_path / "img.nii.gz", image, affine)
+    tiny = mask.copy()
+    tiny[tiny == schema.LEVEL_CODES["L5"]] = 0
+    tiny[20, 30, 40] = schema.LEVEL_CODES["L5"]  # one voxel, 0.001 ml
+    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", tiny, affine)), PreprocessConfig())
+    assert _stages(r) == [("L4/L5", "bad_label")] and "0.00 ml, outside the plausible 0.1 to 300 ml" in \
+        r.dead_letters[0]["reason"]
+    assert sorted(_crops(r)) == ["L1/L2", "L2/L3", "L3/L4"]
+
+
+def test_unknown_level_names_are_counted_and_free_text_is_not_echoed(tmp_path):
+    image, mask, affine = make_scan()
+    r = core.process_scan(core.ScanTask(
+        row=1, scan="s", patient="p", split="train", image=save_nifti(tmp_path / "i.nii.gz", image, affine),
+        mask=save_nifti(tmp_path / "m.nii.gz", mask, affine), levels=("L1", "L2"),
+        unknown_levels=("L6", "Jane Doe")), PreprocessConfig())
+    assert r.ok and len(r.records) == 4
+    assert r.notes == {"unknown_level_name_L6": 1, "unknown_level_text": 1}
+    manifest = write_manifest(tmp_path / "scans.csv", [dict(scan_id="a", patient_id="b", image="i.nii.gz",
+                                                            vertebra_mask="m.nii.gz", levels="L1 L2 L6 X")])
+    planned = core.plan(manifest, PreprocessConfig(), "salt")
+    assert planned.tasks[0].levels == ("L1", "L2") and planned.tasks[0].unknown_levels == ("L6", "X")
