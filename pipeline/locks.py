@@ -1,7 +1,7 @@
 """One writer per output folder: an advisory lock (``flock``) on ``<folder>/.vugan.lock``.
 
-The kernel drops the lock when its process ends, however it ends (SIGKILL included), so no stale lock is ever
-left to clean up. The file names the holder (process id, host, component, start time) for the error a second
+The kernel drops the lock when its process ends, however it ends (SIGKILL included), so a lock file a killed
+process left behind is never mistaken for a live writer. The file names the holder (process id, host, component, start time) for the error a second
 writer gets; it holds nothing else.
 """
 from __future__ import annotations
@@ -23,16 +23,29 @@ class FolderLockedError(RuntimeError):
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, component: str):
-    """Hold the folder's lock while the body runs; fail at once, naming the holder, if another process has it."""
-    folder = Path(folder)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _describe(os.pread(fd, 4096, 0))
-        os.close(fd)
-        raise FolderLockedError(f"{folder} is being written by another vugan process ({holder}); wait for it to "
-                                f"finish, or write to another folder") from None
+    """Hold the folder's lock while the body runs; fail at once, naming the holder, if another process has it.
+
+    The lock file is removed on release, so a finished folder holds only its outputs. Removing it while
+    locked is safe because a new holder checks, after locking, that the file it locked is still the one at
+    the path (else it was removed meanwhile, and it retries on the new one).
+    """
+    path = Path(folder) / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise FolderLockedError(f"{folder} is being written by another vugan process ({holder}); wait for it "
+                                    f"to finish, or write to another folder") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed that file as we locked it: lock the current one
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "component": component,
                 "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -40,6 +53,10 @@ def folder_lock(folder: str | Path, component: str):
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # the folder was removed or made read-only meanwhile: the lock still ends with the descriptor
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

@@ -182,3 +182,11 @@ def test_training_stops_with_a_clear_error_at_the_first_non_finite_loss(tmp_path
     # The G update of step 1 made G NaN; step 2 saw it; nothing of it was saved or exported.
     assert not (out / "artifact.json").exists()
     assert not list(out.glob("checkpoints/ckpt-*")) and not (out / "model").exists()
+
+
+def test_the_lock_file_goes_when_the_writer_finishes(tmp_path):
+    with folder_lock(tmp_path, "phantom"):
+        assert (tmp_path / ".vugan.lock").exists()
+    assert not (tmp_path / ".vugan.lock").exists()
+    with folder_lock(tmp_path, "phantom"):  # and the folder can be taken again
+        pass
