@@ -65,8 +65,8 @@ def train_one(examples: str, out: Path, config: str | None, overrides: list[str]
 def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     """FID ratio (domain embedding), TSTR balanced accuracy and the strongest attacks, by the evaluator's core."""
     from components.evaluator import core
-    from components.evaluator.privacy import evaluate_privacy
-    from components.evaluator.privacy_spec import PrivacyConfig
+    from components.evaluator.privacy.attacks import evaluate_privacy
+    from components.evaluator.privacy.spec import PrivacyConfig
     from components.evaluator.spec import EvaluatorConfig
     from models.bundle import generate, load_model_bundle
 

@@ -32,8 +32,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     from components.evaluator.mia_distances import query_distances
-    from components.evaluator.mia_model_attacks import discriminator_scores, reconstruction_errors
-    from components.evaluator.privacy_memorisation import memorisation_report
+    from components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
+    from components.evaluator.privacy.memorisation import memorisation_report
     from models.acgan import ArchConfig, build_discriminator, build_generator
 
     shape = tuple(int(x) for x in args.shape.split(","))

@@ -20,7 +20,7 @@ from test_pipeline_helpers import ROOT, make_model_artifact
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=3", "evaluator.msssim_pairs=20",
         "evaluator.swd_projections=32", "evaluator.prdc_k=3", "evaluator.inception_input_size=75",
-        "privacy.bootstrap=20", "privacy.pbb_steps=3", "privacy.pbb_restarts=1", "privacy.pbb_max_queries=8",
+        "privacy.bootstrap=20", "privacy.pbb_steps=3", "privacy.pbb_restarts=1", "privacy.pbb_max_patients=2",
         "privacy.ct_min_cell=2", "privacy.ct_cells=2"]
 
 
@@ -127,7 +127,7 @@ def test_a_missing_privacy_evaluator_is_a_clear_error_not_a_skip(monkeypatch):
 
     from components.evaluator.run import _import_privacy
 
-    monkeypatch.setitem(sys.modules, "components.evaluator.privacy", None)  # what a failed import leaves behind
+    monkeypatch.setitem(sys.modules, "components.evaluator.privacy.attacks", None)  # what a failed import leaves behind
     with pytest.raises(RuntimeError, match="privacy evaluator .* could not be imported"):
         _import_privacy()
 

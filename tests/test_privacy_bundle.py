@@ -4,10 +4,10 @@ and evaluate_privacy runs end to end with a real bundle."""
 import numpy as np
 import pytest
 
-from components.evaluator.mia_model_attacks import discriminator_scores, reconstruction_errors
-from components.evaluator.privacy import evaluate_privacy
-from components.evaluator.privacy_controls import blob_cohort, take
-from components.evaluator.privacy_spec import PrivacyConfig
+from components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
+from components.evaluator.privacy.attacks import evaluate_privacy
+from privacy_controls import blob_cohort, take
+from components.evaluator.privacy.spec import PrivacyConfig
 
 
 @pytest.fixture(scope="module")

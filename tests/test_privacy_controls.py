@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from components.evaluator.privacy import evaluate_privacy, release_gate
-from components.evaluator.privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
-from components.evaluator.privacy_spec import PrivacyConfig
+from components.evaluator.privacy.attacks import evaluate_privacy, release_gate
+from privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
+from components.evaluator.privacy.spec import PrivacyConfig
 
 CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_queries=60, ct_cells=3,
                     ct_min_cell=10, max_fid_ratio=0.0, min_tstr_balanced_accuracy=0.0)

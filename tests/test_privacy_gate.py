@@ -1,8 +1,8 @@
 """Release gate: every rule is listed with its value and threshold; missing metrics fail without crashing."""
 import copy
 
-from components.evaluator.privacy import release_gate, select_candidates
-from components.evaluator.privacy_spec import PrivacyConfig
+from components.evaluator.privacy.attacks import release_gate, select_candidates
+from components.evaluator.privacy.spec import PrivacyConfig
 
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def test_candidates_are_whole_patients_and_balanced():
 def test_metrics_are_made_strict_json():
     import json
 
-    from components.evaluator.privacy import json_safe
+    from components.evaluator.privacy.attacks import json_safe
 
     out = json_safe({"a": np.float32(0.5), "b": float("nan"), "c": (np.int64(3), np.inf), "d": np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [3, None], "d": True}
@@ -91,7 +91,7 @@ def test_uncomputable_ct_fails_with_its_reason():
 
 
 def test_plain_language_reading_of_an_auc_interval():
-    from components.evaluator.privacy_report import verdict_of
+    from components.evaluator.report.privacy_sections import verdict_of
 
     assert verdict_of([0.45, 0.56]) == "indistinguishable from guessing"
     assert verdict_of([0.1, 0.9]).startswith("inconclusive")

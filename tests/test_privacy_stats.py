@@ -4,9 +4,9 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.stats import mannwhitneyu
 
-from components.evaluator import mia_stats as ms
+from components.evaluator.privacy import stats as ms
 from components.evaluator.mia_distances import nearest_in_subsets, query_distances
-from components.evaluator.privacy_memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
+from components.evaluator.privacy.memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
 
 S = [0.9, 0.8, 0.8, 0.7]
 Y = [1, 1, 0, 0]

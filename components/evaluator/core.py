@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from components.evaluator import diversity, fidelity, utility
-from components.evaluator.embeddings import Embedder, domain_embedder, pixel_embedder
+from components.evaluator.quality import diversity, fidelity, utility
+from components.evaluator.features.embeddings import Embedder, domain_embedder, pixel_embedder
 from components.schema import REGIONS, UnitArrays, unit_region
 
 # Context only: a different (ankylosing spondylitis, T1) dataset, see shared/docs/reference-study.md.

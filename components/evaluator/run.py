@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.evaluator.headline import select_headline
+from components.evaluator.report.headline import select_headline
 from pipeline.artifacts import ArtifactType, read_artifact
 from pipeline.component import ComponentSpec, ExecContext, ExecResult
 
@@ -22,7 +22,7 @@ def _import_privacy():
     import importlib
 
     try:
-        privacy = importlib.import_module("components.evaluator.privacy")
+        privacy = importlib.import_module("components.evaluator.privacy.attacks")
     except Exception as exc:  # ImportError, or any error raised while importing it
         raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy.py) could not be "
                            f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc
@@ -64,16 +64,17 @@ def inception_or_skip(cfg):
     if not cfg.inception_weights:
         return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
                       "(none can be downloaded offline), so FID and KID were not computed")
-    from components.evaluator.embeddings import inception_embedder
+    from components.evaluator.features.embeddings import inception_embedder
 
     return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,
                               cfg.inception_sha256), ""
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from components.evaluator import core, sections
-    from components.evaluator.figures import class_grids
-    from components.evaluator.report import write_report
+    from components.evaluator import core
+    from components.evaluator.report import sections
+    from components.evaluator.report.figures import class_grids
+    from components.evaluator.report.html import write_report
     from models.bundle import generate, load_model_bundle
 
     cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
@@ -122,7 +123,7 @@ def execute(ctx: ExecContext) -> ExecResult:
     facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
              "generator": metrics["synthetic"]["generator"], "seed": cfg.seed,
              "classes": len(class_names)}
-    from components.evaluator.privacy_report import dp_section
+    from components.evaluator.report.privacy_sections import dp_section
 
     priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
     priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]

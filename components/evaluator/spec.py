@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from components.evaluator.privacy_spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
+from components.evaluator.privacy.spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
 
 F = dataclasses.field
 

@@ -67,7 +67,7 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
     """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
     (components/evaluator/headline.py); for a metrics.json written without one, the same selection made here."""
-    from components.evaluator.headline import numeric_leaves, select_headline
+    from components.evaluator.report.headline import numeric_leaves, select_headline
 
     if isinstance(metrics.get("headline"), dict):
         return dict(list(numeric_leaves(metrics["headline"]))[:limit])
