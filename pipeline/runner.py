@@ -205,7 +205,7 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
     for inp, t in spec.inputs.items():
         cmd += [f"--{inp}", str(run_dir / producers[t.value])]
     if name == "synthesize" and force_release:
-        cmd.append("--force")
+        cmd.append("--force-release")
     if name == "preprocess":
         cmd += list(beam_args)
     return cmd
@@ -221,7 +221,7 @@ def _release_refusal(run_dir: Path, force_release: bool) -> str | None:
     if verdict.passed or force_release:
         return None
     return "release gate: verdict failed (" + ("; ".join(verdict.reasons) or "no reason given") + \
-           "); pass --force-release to vugan run, or --force to vugan synthesize, to override (recorded)"
+           "); pass --force-release to vugan run or vugan synthesize to override (recorded)"
 
 
 def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, str]:

@@ -89,3 +89,93 @@ def memorising_bundle(train: UnitArrays, n_classes: int, temperature: float = 0.
     return types.SimpleNamespace(generator=generator, discriminator=discriminator, noise_dim=noise_dim,
                                  class_names=tuple(f"class{c}" for c in range(n_classes)), image_shape=shape,
                                  info={"note": "memorising control bundle"})
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+#
+# Scenarios of the calibration harness (docs/privacy.md), built from a pool of real (phantom) units of distinct
+# patients. Each draw takes disjoint random patients: N members (train), 1.5 N held-out (N candidates and 0.5 N
+# DOMIAS reference at reference_fraction 1/3) and N fresh patients whose units stand in for a perfect generator.
+#   a  null: the "synthetic" units are the fresh patients' real units (nothing leaked);
+#   b  one training patient copied: the null set plus a near-copy of each unit of one training patient;
+#   c  5% near-copies: 5% of the null set replaced by near-copies of random training units;
+#   d  memorised 10% of the training patients: every unit of 10% of them reproduced, not copied (moved away from
+#      the original by 0.7 x the distance within which the nearest 1% of held-out units sit, i.e. beyond the copy
+#      radius), replacing as many fresh units.
+# Near-copies sit at 5% of that distance. Distances are set exactly along a random direction (no clipping).
+SCENARIOS = {"a": "null (fresh real patients)", "b": "one training patient copied", "c": "5% near-copies",
+             "d": "10% of training patients memorised"}
+
+
+def _patient_index(units: UnitArrays) -> dict:
+    out: dict = {}
+    for i, p in enumerate(np.asarray(units.patients).astype(str)):
+        out.setdefault(p, []).append(i)
+    return {p: np.asarray(v) for p, v in out.items()}
+
+
+def _moved(images: np.ndarray, distance: float, rng: np.random.Generator) -> np.ndarray:
+    direction = rng.standard_normal(images.shape).astype(np.float32)
+    norms = np.sqrt((direction.reshape(len(images), -1) ** 2).sum(1))
+    return (images + direction * (distance / norms).reshape(-1, *([1] * (images.ndim - 1)))).astype(np.float32)
+
+
+def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
+    """(train, holdout, synthetic) of one scenario draw; see SCENARIOS."""
+    rng = np.random.default_rng([seed, n, ord(scenario)])
+    index = _patient_index(pool)
+    ids = rng.permutation(sorted(index))
+    n_hold = int(np.ceil(1.5 * n))
+    if len(ids) < 2 * n + n_hold:
+        raise ValueError(f"the pool has {len(ids)} patients; {2 * n + n_hold} are needed for {n} a side")
+    groups = ids[:n], ids[n:n + n_hold], ids[n + n_hold:2 * n + n_hold]
+    train, holdout, fresh = (take(pool, np.concatenate([index[p] for p in g])) for g in groups)
+    syn = take(fresh, np.arange(len(fresh)))
+    if scenario == "a":
+        return train, holdout, syn
+    from components.evaluator import knn
+
+    d_ht = knn.Index(knn.project(train.images, 256)).search(knn.project(holdout.images, 256), 1)[0][:, 0]
+    q01 = float(np.quantile(d_ht, 0.01))
+    t_index = _patient_index(train)
+    if scenario == "b":
+        rows = t_index[str(rng.choice(sorted(t_index)))]
+        extra = take(train, rows)
+        images = np.concatenate([syn.images, _moved(extra.images, 0.05 * q01, rng)])
+        keep = np.arange(len(syn))
+        return train, holdout, _with_images(syn, keep, extra, images)
+    if scenario == "c":
+        k = max(1, int(round(0.05 * len(syn))))
+        rows = rng.choice(len(train), k, replace=False)
+        extra = take(train, rows)
+        keep = rng.permutation(len(syn))[k:]
+        images = np.concatenate([syn.images[keep], _moved(extra.images, 0.05 * q01, rng)])
+        return train, holdout, _with_images(syn, keep, extra, images)
+    if scenario == "d":
+        chosen = rng.permutation(sorted(t_index))[:max(1, int(round(0.1 * len(t_index))))]
+        rows = np.concatenate([t_index[p] for p in chosen])
+        extra = take(train, rows)
+        keep = rng.permutation(len(syn))[min(len(rows), len(syn) - 1):]
+        images = np.concatenate([syn.images[keep], _moved(extra.images, 0.7 * q01, rng)])
+        return train, holdout, _with_images(syn, keep, extra, images)
+    raise ValueError(f"scenario {scenario!r}: allowed {sorted(SCENARIOS)}")
+
+
+def _with_images(syn: UnitArrays, keep: np.ndarray, extra: UnitArrays, images: np.ndarray) -> UnitArrays:
+    n = len(images)
+    return UnitArrays(images, np.r_[syn.class_ids[keep], extra.class_ids].astype(np.int32),
+                      np.r_[syn.regions[keep], extra.regions], np.r_[syn.level_names[keep], extra.level_names],
+                      np.array([f"syn{i}" for i in range(n)], object))
+
+
+def calibrate(pool: UnitArrays, n: int, scenario: str, seeds, cfg) -> list[str]:
+    """The privacy outcome of the gate for each seed (components/evaluator/gate.py)."""
+    from components.evaluator.gate import privacy_outcome
+    from components.evaluator.privacy.attacks import evaluate_privacy
+
+    outcomes = []
+    for seed in seeds:
+        train, holdout, syn = calibration_sets(pool, n, scenario, seed)
+        result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed, sections=False)
+        outcomes.append(privacy_outcome(result.metrics, cfg)[0])
+    return outcomes
