@@ -72,6 +72,25 @@ def inception_or_skip(cfg):
                               cfg.inception_sha256), ""
 
 
+def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthetic, class_names, cfg, facts: dict,
+                  priv, title: str) -> None:
+    """metrics.json, verdict.json and report.html (shared by `vugan evaluate` and `vugan audit`)."""
+    from components.evaluator.report import sections
+    from components.evaluator.report.figures import class_grids
+    from components.evaluator.report.html import write_report
+    from components.evaluator.report.privacy_sections import dp_section
+
+    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
+    grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
+                        class_names, cfg.grid_units, cfg.seed)
+    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
+            sections.diversity_section(metrics), sections.utility_section(metrics)]
+    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
+    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
+    write_report(out, title, facts, verdict, ours + priv_sections)
+
+
 def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path, encoder, bundle, release: dict,
                   release_filter: bool, timer, privacy):
     """Privacy of the release candidate, after the release filter when it is on; writes the filter record and
@@ -103,9 +122,6 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
 
 def execute(ctx: ExecContext) -> ExecResult:
     from components.evaluator import core, gate
-    from components.evaluator.report import sections
-    from components.evaluator.report.figures import class_grids
-    from components.evaluator.report.html import write_report
     from components.synthesize import core as syn
     from models.bundle import generate, load_model_bundle
 
@@ -156,22 +172,12 @@ def execute(ctx: ExecContext) -> ExecResult:
     metrics["inputs"] = {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}
     metrics["headline"] = select_headline(metrics)  # what the datasheet and the run summary show
 
-    out = ctx.out_dir
-    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
-    grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
-                        class_names, cfg.grid_units, cfg.seed)
-    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
-            sections.diversity_section(metrics), sections.utility_section(metrics)]
     facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
              "generator": variant, "seed": cfg.seed, "classes": len(class_names),
              "release candidate": f"{release['judged_units']} units, seed {scfg.seed}"}
-    from components.evaluator.report.privacy_sections import dp_section
-
-    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
-    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
-    write_report(out, "vugan evaluation: synthetic vs real vertebral units", facts, verdict,
-                 ours + priv_sections)
+    write_outputs(ctx.out_dir, metrics, verdict, splits, synthetic, class_names, cfg, facts, priv,
+                  "vugan evaluation: synthetic vs real vertebral units")
+    out = ctx.out_dir
     ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'} ({verdict['headline']}); "
             f"report {out / 'report.html'}")
     fid = metrics["fidelity"]
