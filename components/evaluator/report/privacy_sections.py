@@ -20,20 +20,6 @@ def _fmt(x, nd=3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
 
 
-def verdict_of(auc_ci) -> str:
-    lo, hi = auc_ci
-    if not np.isfinite(lo):
-        return "not computable"
-    if lo <= 0.5 <= hi:
-        if hi - lo > 0.2:
-            return ("inconclusive: consistent with guessing, but the interval is too wide (too few patients) to rule "
-                    "out a leak")
-        return "indistinguishable from guessing"
-    if lo > 0.5 and hi <= 0.6:
-        return "slightly better than guessing"
-    return "better than guessing" if lo > 0.5 else "below guessing (no leak)"
-
-
 def attack_table(attacks: dict, skipped: dict) -> str:
     head = ("<tr><th>attack</th><th>family</th><th>space</th><th>level</th><th>AUC</th><th>95% CI</th>"
             "<th>TPR @ 1% FPR</th><th>TPR @ 0.1% FPR</th><th>members / non-members</th>"
