@@ -214,9 +214,18 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
             SPEC.run(cfg, {"model": model_dir, "evaluation": evaluation, **inputs}, out,
                      options={"force_release": True})
         assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # nothing shareable
-    # A candidate altered after the verdict.
-    shard = next((evaluation / "candidate" / "Split-synthetic").iterdir())
-    shard.write_bytes(shard.read_bytes() + b"x")
+    # A candidate altered after the verdict (one unit's pixels replaced).
+    import dataclasses
+    import os
+
+    from components import schema
+
+    cand = evaluation / "candidate"
+    records = list(schema.iter_records(schema.shard_files(str(cand), "synthetic")))
+    records[0] = dataclasses.replace(records[0], image=np.zeros_like(records[0].image))
+    for f in schema.shard_files(str(cand), "synthetic"):
+        os.remove(f)
+    schema.write_shards((schema.encode(r) for r in records), schema.split_dir(str(cand), "synthetic"), num_shards=1)
     with pytest.raises(ReleaseMismatch, match="changed since the verdict"):
         SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out-late")
     # A verdict without a release chain (an older evaluator) is refused too.

@@ -276,15 +276,17 @@ def release_spec(model_fingerprint: str, variant: str, seed: int, units_per_clas
 
 
 def candidate_digest(candidate_dir: str | Path) -> str:
-    """SHA-256 over the candidate's records and its filter file (names and bytes, in name order)."""
+    """SHA-256 of the candidate's CONTENT: every unit's id, class and float32 pixels, in record order, and the
+    filter file (file bytes would not do: the gzip container differs between two writes of the same records)."""
     import hashlib
 
     root = Path(candidate_dir)
     h = hashlib.sha256()
-    for path in sorted([*root.glob(f"Split-{SPLIT}/*"), root / FILTER_FILE]):
-        if path.is_file():
-            h.update(path.relative_to(root).as_posix().encode() + b"\0")
-            h.update(path.read_bytes())
+    for rec in schema.iter_records(schema.shard_files(str(root), SPLIT)):
+        h.update(f"{rec.patient}\0{rec.class_id}\0".encode())
+        h.update(np.ascontiguousarray(rec.image, np.float32).tobytes())
+    if (root / FILTER_FILE).is_file():
+        h.update((root / FILTER_FILE).read_bytes())
     return h.hexdigest()
 
 

@@ -200,7 +200,8 @@ def strongest(attacks: dict, level: str = "patient", gated_only: bool = True) ->
 # ------------------------------------------------------------------------------------------------ entry point
 
 def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: UnitArrays, bundle, embed_fn,
-                     cfg: PrivacyConfig, seed: int, sections: bool = True) -> PrivacyResult:
+                     cfg: PrivacyConfig, seed: int, sections: bool = True,
+                     synthetic_rows: np.ndarray | None = None) -> PrivacyResult:
     """Run every attack and memorisation check; see the module docstring for who is who.
 
     Args:
@@ -208,13 +209,17 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
       bundle: models.bundle.ModelBundle or None (model attacks are then reported as skipped).
       embed_fn: images [N, H, W, K] -> features [N, D] from an encoder that never saw the members, or None.
       sections: build the report sections (figures); the calibration harness turns them off.
+      synthetic_rows: the synthetic set's pixel rows already through knn.Projection (a large set streamed through
+        the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs
+        sections=False and no embed_fn).
     """
     from components.evaluator.privacy.memorisation import memorisation_report
 
     if not cfg.enabled:
         return PrivacyResult({"enabled": False}, [ReportSection("privacy", "Privacy", "Privacy evaluation turned off "
                                                                 "(privacy.enabled = false).")])
-    if len(members) == 0 or len(nonmembers) == 0 or len(synthetic) == 0:
+    if len(members) == 0 or len(nonmembers) == 0 or len(synthetic) == 0 or (
+            synthetic_rows is not None and len(synthetic_rows) != len(synthetic)):
         raise ValueError(f"privacy needs members, non-members and synthetic units; got {len(members)}, "
                          f"{len(nonmembers)}, {len(synthetic)}")
     t0 = time.perf_counter()
@@ -233,7 +238,10 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
 
     # Per space: members, non-members and synthetic rows, each real unit projected (or embedded) once.
     proj = knn.Projection(int(np.prod(members.images.shape[1:])), cfg.knn_dims)
-    spaces = {"pixel": (proj(members.images), proj(nonmembers.images), proj(synthetic.images))}
+    if synthetic_rows is not None and (sections or embed_fn is not None):
+        raise ValueError("synthetic_rows replaces the synthetic images only without report sections and encoder")
+    syn_rows = proj(synthetic.images) if synthetic_rows is None else np.asarray(synthetic_rows, np.float32)
+    spaces = {"pixel": (proj(members.images), proj(nonmembers.images), syn_rows)}
     skipped: dict[str, str] = {}
     if embed_fn is not None:
         spaces["embedding"] = tuple(np.asarray(embed_fn(x), np.float32)

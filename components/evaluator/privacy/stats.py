@@ -207,7 +207,7 @@ def patient_tests(auc: float, k_above: int, n_members: int, n_nonmembers: int, *
     sd = null_auc_sd(n_members, n_nonmembers)
     a = alpha / n_tests
     z = normal_quantile(1 - a / 2)
-    lo, hi = auc - z * sd, auc + z * sd
+    lo, hi = max(0.0, auc - z * sd), min(1.0, auc + z * sd)
     p_auc = float(2 * norm.sf(abs(auc - 0.5) / sd)) if np.isfinite(sd) and np.isfinite(auc) else 1.0
     p_tail = tail_p_value(k_above, n_members, n_nonmembers)
     above = bool(np.isfinite(lo) and lo > 0.5 + margin)
