@@ -407,7 +407,7 @@ def rerun_component(run_dir: str | Path, name: str, config: PipelineConfig, opti
     if options.get("manifest"):
         config = config.replace("run", manifest=_absolute_manifest(str(options["manifest"])))
     beam_args = list(options.get("beam_args") or [])
-    force_release = bool(options.get("force")) and name == "synthesize"
+    force_release = bool(options.get("force_release")) and name == "synthesize"
     command = f"vugan {name} --run {run_dir}" + "".join(f" --set {o}" for o in overrides)
     if dry_run:
         result = _run_steps(run_dir, config, [name], force=force, dry_run=True, beam_args=beam_args,

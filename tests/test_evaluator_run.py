@@ -52,7 +52,17 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     verdict = json.loads((out / "verdict.json").read_text())
-    assert set(verdict) == {"passed", "reasons", "forced"} and verdict["forced"] is False
+    assert set(verdict) == {"passed", "privacy_outcome", "headline", "reasons", "forced", "release"}
+    assert verdict["forced"] is False
+    # The release chain: the judged candidate is what synthesize would publish ([synthesize] of tiny.toml).
+    release = verdict["release"]
+    assert release["model_fingerprint"] == read_artifact(out.parent / "model")["fingerprint"]
+    assert release["generator"] == "EMA" and release["judged_units"] == metrics["privacy"]["candidates"][
+        "synthetic_units"] == manifest["counts"]["candidate"]
+    from components.synthesize.core import candidate_digest
+
+    assert release["candidate_sha256"] == candidate_digest(out / "candidate")
+    assert "never the members" in metrics["privacy"]["encoder"]
     assert manifest["properties"]["verdict"] == verdict == metrics["verdict"]
     # Synthetic draw: at least min_synthetic, training prior (12 per class in train -> 15 each), seed recorded.
     assert metrics["counts"]["synthetic"] == 45
