@@ -65,3 +65,39 @@ def test_a_flipped_attack_is_a_finding_not_a_pass(pool):
     findings, _ = privacy_findings(metrics, CFG)
     assert any("far below chance" in f for f in findings), findings
     assert metrics["strongest"]["patient"]["auc"] < 0.3
+
+
+def test_release_filter_drops_near_copies_and_judges_the_rest(pool, tmp_path):
+    """The evaluator's release filter (synthesize.release_filter): near-copies of training units are dropped from
+    the staged candidate, recorded in release_filter.json, and the verdict judges the filtered set."""
+    import json
+
+    from components.evaluator import core
+    from components.evaluator.privacy import attacks
+    from components.evaluator.run import judge_release
+    from components.synthesize import core as syn
+    from pipeline.component import ExecContext
+    from pipeline.config import load_config
+
+    train, holdout, fresh = calibration_sets(pool, 100, "a", seed=4)
+    config = load_config(None, ["synthesize.units_per_class=30", "synthesize.release_filter=true",
+                                "privacy.bootstrap=20", "privacy.pbb_enabled=false", "privacy.ct_min_cell=10"])
+    by_class = {c: iter(np.nonzero(fresh.class_ids == c)[0]) for c in range(3)}
+    copies_of = {c: iter(np.nonzero(train.class_ids == c)[0]) for c in range(3)}
+
+    def sample(ids, seed):  # every fifth unit a copy of a training unit, the rest fresh patients' units
+        return np.stack([train.images[next(copies_of[c])] if i % 5 == 0 else fresh.images[next(by_class[c])]
+                         for i, c in enumerate(ids)])
+
+    cand_dir = tmp_path / "candidate"
+    candidate = syn.stage_candidate(sample, ("cervical", "thoracic", "lumbar"), "region", config.synthesize,
+                                    cand_dir, log=lambda m: None)
+    ctx = ExecContext(config=config, inputs={}, out_dir=tmp_path, log=lambda m: None)
+    spec = syn.release_spec("fp", "EMA", config.synthesize.seed, 30, True)
+    priv, judged, release = judge_release(ctx, {"train": train, "holdout": holdout}, candidate, cand_dir, None,
+                                          None, spec, True, core.StageTimer(lambda m: None), attacks)
+    dropped = json.loads((cand_dir / syn.FILTER_FILE).read_text())["dropped_units"]
+    assert len(dropped) == release["filtered_units"] == 18  # 6 of every 30 per class
+    assert release["judged_units"] == len(judged) == 90 - 18 and not set(dropped) & set(judged.patients)
+    assert priv.metrics["memorisation"]["pixel"]["copied_patients"] == 0  # the verdict judges the filtered set
+    assert release["candidate_sha256"] == syn.candidate_digest(cand_dir)
