@@ -65,8 +65,8 @@ def train_one(examples: str, out: Path, config: str | None, overrides: list[str]
 def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     """FID ratio (domain embedding), TSTR balanced accuracy and the strongest attacks, by the evaluator's core."""
     from components.evaluator import core
-    from components.evaluator.privacy import evaluate_privacy
-    from components.evaluator.privacy_spec import PrivacyConfig
+    from components.evaluator.privacy.attacks import evaluate_privacy
+    from components.evaluator.privacy.spec import PrivacyConfig
     from components.evaluator.spec import EvaluatorConfig
     from models.bundle import generate, load_model_bundle
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
           f"{args.unit}, Poisson sampling, config {Path(args.config).name} {' '.join(args.set)}; epsilon = PLD at "
           f"the run's delta; FID ratio = domain-embedding FD / real-vs-real FD; class check = share of generated "
-          f"units a real-trained region classifier labels with their class; AUC = strongest attack (by upper CI).")
+          f"units a real-trained region classifier labels with their class; AUC = strongest attack (by evidence: smallest per-patient p-value).")
     head = (f"{'run':<16}{'epsilon':>9}{'delta':>9}{'FID ratio':>11}{'TSTR bAcc':>11}{'class chk':>11}"
             f"{'AUC unit':>10}{'AUC patient':>13}{'s/step':>9}{'x non-DP':>10}")
     print(head + "\n" + "-" * len(head))

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from components.evaluator import core
-    from components.evaluator.embeddings import inception_embedder
+    from components.evaluator.features.embeddings import inception_embedder
     from components.evaluator.spec import EvaluatorConfig
 
     shape = tuple(args.shape)
@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     outcome = core.evaluate_units(train, holdout, test, synthetic, ("cervical", "thoracic", "lumbar"), cfg,
                                   inception=inception, inception_skip_reason="--no-inception", timer=timer)
     if args.privacy:
-        from components.evaluator.privacy import evaluate_privacy
-        from components.evaluator.privacy_spec import PrivacyConfig
+        from components.evaluator.privacy.attacks import evaluate_privacy
+        from components.evaluator.privacy.spec import PrivacyConfig
 
         pcfg = dataclasses.replace(PrivacyConfig(), pbb_enabled=False, whitebox_enabled=False)
         with timer.stage("privacy", 2 * args.n + args.n):

@@ -1,79 +1,129 @@
-"""Time each privacy attack per 1,000 queries on random 9x64x64 units and an untrained ac-GAN of the project's
-architecture (models/acgan.py). Random data: only the cost is meaningful, not the AUCs.
+"""Cost of the image-only privacy evaluation (every distance attack, DOMIAS, memorisation, copies and C_T through
+components/evaluator/knn.py) at release scale, on random 9x64x64 units: only the cost is meaningful, not the AUCs.
 
-    .venv/bin/python bench/privacy.py --queries 1000 --synthetic 10000 --width 32 --pbb-queries 32
+    .venv/bin/python bench/privacy.py                 # 10,000 synthetic vs 2,000 training units, then 100,000 vs 20,000
+    .venv/bin/python bench/privacy.py --cases 10000:2000
 
-Prints one line per attack: seconds per 1,000 queries, and the peak resident memory of the process.
+Each case runs in its own process (so its peak resident memory is its own) with the shipped PrivacyConfig: the
+held-out split is half the training split, 10 units per patient. The 100,000-unit synthetic set is generated and
+streamed through the fixed projection 4,096 units at a time, as a release would be read shard by shard; the real
+splits are held as pixels, as the evaluator holds them. Baseline, in the same process: the nearest-synthetic
+search of the first attack done the way this project did it before knn.py (exact blocked numpy distances on the
+raw 36,864-pixel rows), on the same candidates; the ratio compares the two for that one search.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHAPE = (64, 64, 9)
+
+
+def _units(n: int, prefix: str, per_patient: int, rng) -> "UnitArrays":
+    from components.schema import UnitArrays
+
+    classes = rng.integers(0, 3, n).astype(np.int32)
+    names = np.array(["cervical", "thoracic", "lumbar"], object)[classes]
+    return UnitArrays(rng.uniform(-1, 1, (n, *SHAPE)).astype(np.float32), classes, names, names,
+                      np.array([f"{prefix}{i // per_patient}" for i in range(n)], object))
+
+
+def blocked_numpy_nearest(queries: np.ndarray, refs_chunks, block_rows: int = 1024) -> float:
+    """Seconds of an exact nearest-neighbour pass on raw pixels, refs streamed in chunks (the old path)."""
+    t = time.perf_counter()
+    q = queries.reshape(len(queries), -1)
+    qq = np.einsum("ij,ij->i", q, q)
+    best = np.full(len(q), np.inf, np.float32)
+    for refs in refs_chunks():
+        r = refs.reshape(len(refs), -1)
+        rr = np.einsum("ij,ij->i", r, r)
+        for s in range(0, len(q), block_rows):
+            d2 = qq[s:s + block_rows, None] - 2 * q[s:s + block_rows] @ r.T + rr[None]
+            best[s:s + block_rows] = np.minimum(best[s:s + block_rows], d2.min(1))
+    return time.perf_counter() - t
+
+
+def one_case(n_syn: int, n_train: int, baseline: bool) -> dict:
+    from components.evaluator import knn
+    from components.evaluator.gate import privacy_outcome
+    from components.evaluator.privacy.attacks import evaluate_privacy
+    from components.evaluator.privacy.spec import PrivacyConfig
+    from components.schema import UnitArrays
+
+    rng = np.random.default_rng(0)
+    cfg = PrivacyConfig()
+    train, holdout = _units(n_train, "t", 10, rng), _units(n_train // 2, "h", 10, rng)
+    chunk = 4096
+
+    def synthetic_chunks():
+        g = np.random.default_rng(1)
+        for s in range(0, n_syn, chunk):
+            yield g.uniform(-1, 1, (min(chunk, n_syn - s), *SHAPE)).astype(np.float32)
+
+    t0 = time.perf_counter()
+    proj = knn.Projection(int(np.prod(SHAPE)), cfg.knn_dims)
+    rows = np.concatenate([proj(c) for c in synthetic_chunks()])
+    t_proj = time.perf_counter() - t0
+    classes = np.random.default_rng(2).integers(0, 3, n_syn).astype(np.int32)
+    names = np.array(["cervical", "thoracic", "lumbar"], object)[classes]
+    synthetic = UnitArrays(np.zeros((n_syn, 1, 1, 1), np.float32), classes, names, names,
+                           np.array([f"s{i}" for i in range(n_syn)], object))
+    t1 = time.perf_counter()
+    result = evaluate_privacy(train, holdout, synthetic, None, None, cfg, 0, sections=False, synthetic_rows=rows)
+    t_eval = time.perf_counter() - t1
+    out = {"synthetic": n_syn, "train": n_train, "holdout": n_train // 2,
+           "queries": result.metrics["candidates"]["member_units"] + result.metrics["candidates"]["nonmember_units"],
+           "seconds_total": round(t_proj + t_eval, 1), "seconds_projection": round(t_proj, 1),
+           "phases": result.metrics["seconds"], "outcome": privacy_outcome(result.metrics, cfg)[0]}
+    if baseline:
+        # The first attack's nearest-synthetic search, old way, same candidates (members of the drawn patients).
+        q = train.images[: out["queries"] // 2]
+        q = np.concatenate([q, holdout.images[: out["queries"] - len(q)]])
+        knn_sec = time.perf_counter()
+        knn.Index(rows, cfg.block_rows).search(proj(q), 1)
+        knn_sec = time.perf_counter() - knn_sec
+        out["nearest_search_seconds"] = {"knn.py": round(knn_sec, 1),
+                                         "blocked numpy, raw pixels": round(blocked_numpy_nearest(q, synthetic_chunks), 1)}
+        out["nearest_search_seconds"]["ratio"] = round(out["nearest_search_seconds"]["blocked numpy, raw pixels"]
+                                                      / max(knn_sec, 1e-9), 1)
+    out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--queries", type=int, default=1000, help="candidate units for the distance attacks")
-    p.add_argument("--synthetic", type=int, default=10000, help="synthetic units (references)")
-    p.add_argument("--train", type=int, default=2000, help="training units for the memorisation pass")
-    p.add_argument("--shape", default="64,64,9")
-    p.add_argument("--width", type=int, default=32, help="ac-GAN width s (reference: 128)")
-    p.add_argument("--pbb-queries", type=int, default=32, help="queries timed for the reconstruction attack")
-    p.add_argument("--pbb-steps", type=int, default=200)
-    p.add_argument("--pbb-restarts", type=int, default=3)
-    p.add_argument("--block-rows", type=int, default=1024)
+    p.add_argument("--cases", default="10000:2000,100000:20000", help="SYNTHETIC:TRAIN pairs, comma-separated")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-
-    from components.evaluator.mia_distances import query_distances
-    from components.evaluator.mia_model_attacks import discriminator_scores, reconstruction_errors
-    from components.evaluator.privacy_memorisation import memorisation_report
-    from models.acgan import ArchConfig, build_discriminator, build_generator
-
-    shape = tuple(int(x) for x in args.shape.split(","))
-    rng = np.random.default_rng(0)
-
-    def units(n):
-        return rng.uniform(-1, 1, (n, *shape)).astype(np.float32)
-
-    q, syn, tr, ho = units(args.queries), units(args.synthetic), units(args.train), units(args.train // 4)
-    arch = ArchConfig(image_shape=shape, num_classes=3, noise_dim=100, width=args.width)
-    gen, disc = build_generator(arch), build_discriminator(arch)
-    print(f"units {shape}, {args.queries} queries, {args.synthetic} synthetic; ac-GAN width {args.width}: generator "
-          f"{gen.count_params():,} / discriminator {disc.count_params():,} parameters; "
-          f"{os.cpu_count()} CPUs visible")
-
-    def report(name, seconds, n):
-        print(f"{name:58s} {1000 * seconds / n:9.2f} s / 1000 queries")
-
-    t = time.perf_counter()
-    query_distances(q, syn, block_rows=args.block_rows, median=True, density_quantile=0.01)
-    report(f"distance attacks, pixel (nearest, median, density) vs {args.synthetic}", time.perf_counter() - t, len(q))
-
-    t = time.perf_counter()
-    memorisation_report(tr, ho, syn[:args.train], repeats=5, n_cells=10, min_cell=20, copy_quantile=0.01,
-                        copy_factor=0.5, block_rows=args.block_rows, seed=0)
-    report(f"memorisation (per synthetic unit; {args.train} train, {len(ho)} holdout)", time.perf_counter() - t,
-           args.train)
-
-    c = rng.integers(0, 3, len(q)).astype(np.int32)
-    discriminator_scores(disc, q[:8], c[:8])  # build / trace once
-    _, _, sec = discriminator_scores(disc, q, c)
-    report("white-box LOGAN (discriminator logit + aux confidence)", sec, 1)
-
-    n = args.pbb_queries
-    reconstruction_errors(gen, 100, 3, q[:n], c[:n], steps=2, restarts=1, lr=0.05, batch=n, class_mode="query",
-                          seed=0)  # trace once
-    _, sec = reconstruction_errors(gen, 100, 3, q[:n], c[:n], steps=args.pbb_steps, restarts=args.pbb_restarts,
-                                   lr=0.05, batch=n, class_mode="query", seed=0)
-    report(f"partial black-box GAN-Leaks ({args.pbb_steps} steps x {args.pbb_restarts} restarts, batch {n})", sec, 1)
-    print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    if args.one:
+        n_syn, n_train = (int(x) for x in args.one.split(":"))
+        print(json.dumps(one_case(n_syn, n_train, args.baseline)))
+        return
+    print(f"{os.cpu_count()} CPUs visible; units {SHAPE}; one process per case")
+    for i, case in enumerate(args.cases.split(",")):
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", case] + (["--baseline"] if i == 0 else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if proc.returncode:
+            sys.exit(proc.stderr[-3000:])
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{r['synthetic']:>7,} synthetic vs {r['train']:>6,} training ({r['holdout']:,} held-out, "
+              f"{r['queries']:,} candidate units): {r['seconds_total']:7.1f} s (projection {r['seconds_projection']} s; "
+              f"phases {r['phases']}), peak memory {r['peak_rss_gib']} GiB")
+        if "nearest_search_seconds" in r:
+            ns = r["nearest_search_seconds"]
+            print(f"    nearest-synthetic search: knn.py {ns['knn.py']} s vs blocked numpy on raw pixels "
+                  f"{ns['blocked numpy, raw pixels']} s ({ns['ratio']}x)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ COMPONENT_MODULES = {
     "evaluate": "components.evaluator.run",
     "synthesize": "components.synthesize.run",
     "export": "components.exporter.run",
+    "audit": "components.evaluator.audit",
 }
 
 

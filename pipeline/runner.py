@@ -201,7 +201,7 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
     for inp, t in spec.inputs.items():
         cmd += [f"--{inp}", str(run_dir / producers[t.value])]
     if name == "synthesize" and force_release:
-        cmd.append("--force")
+        cmd.append("--force-release")
     if name == "preprocess":
         cmd += list(beam_args)
     return cmd
@@ -217,7 +217,7 @@ def _release_refusal(run_dir: Path, force_release: bool) -> str | None:
     if verdict.passed or force_release:
         return None
     return "release gate: verdict failed (" + ("; ".join(verdict.reasons) or "no reason given") + \
-           "); pass --force-release to vugan run, or --force to vugan synthesize, to override (recorded)"
+           "); pass --force-release to vugan run or vugan synthesize to override (recorded)"
 
 
 def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, str]:
@@ -404,7 +404,7 @@ def rerun_component(run_dir: str | Path, name: str, config: PipelineConfig, opti
     if options.get("manifest"):
         config = config.replace("run", manifest=_absolute_manifest(str(options["manifest"])))
     beam_args = list(options.get("beam_args") or [])
-    force_release = bool(options.get("force")) and name == "synthesize"
+    force_release = bool(options.get("force_release")) and name == "synthesize"
     command = f"vugan {name} --run {run_dir}" + "".join(f" --set {o}" for o in overrides)
     if dry_run:
         result = _run_steps(run_dir, config, [name], force=force, dry_run=True, beam_args=beam_args,

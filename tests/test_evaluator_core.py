@@ -107,7 +107,7 @@ def test_matched_subsample_copies_holdout_class_counts():
 
 
 def test_classifier_model_selection_never_sees_test_units(real):
-    from components.evaluator import utility
+    from components.evaluator.quality import utility
 
     train, _, _ = real
     rng = np.random.default_rng(0)

@@ -20,7 +20,7 @@ from test_pipeline_helpers import ROOT, make_model_artifact
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=3", "evaluator.msssim_pairs=20",
         "evaluator.swd_projections=32", "evaluator.prdc_k=3", "evaluator.inception_input_size=75",
-        "privacy.bootstrap=20", "privacy.pbb_steps=3", "privacy.pbb_restarts=1", "privacy.pbb_max_queries=8",
+        "privacy.bootstrap=20", "privacy.pbb_steps=3", "privacy.pbb_restarts=1", "privacy.pbb_max_patients=2",
         "privacy.ct_min_cell=2", "privacy.ct_cells=2"]
 
 
@@ -52,7 +52,17 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     verdict = json.loads((out / "verdict.json").read_text())
-    assert set(verdict) == {"passed", "reasons", "forced"} and verdict["forced"] is False
+    assert set(verdict) == {"passed", "privacy_outcome", "headline", "reasons", "forced", "release"}
+    assert verdict["forced"] is False
+    # The release chain: the judged candidate is what synthesize would publish ([synthesize] of tiny.toml).
+    release = verdict["release"]
+    assert release["model_fingerprint"] == read_artifact(out.parent / "model")["fingerprint"]
+    assert release["generator"] == "EMA" and release["judged_units"] == metrics["privacy"]["candidates"][
+        "synthetic_units"] == manifest["counts"]["candidate"]
+    from components.synthesize.core import candidate_digest
+
+    assert release["candidate_sha256"] == candidate_digest(out / "candidate")
+    assert "never the members" in metrics["privacy"]["encoder"]
     assert manifest["properties"]["verdict"] == verdict == metrics["verdict"]
     # Synthetic draw: at least min_synthetic, training prior (12 per class in train -> 15 each), seed recorded.
     assert metrics["counts"]["synthetic"] == 45
@@ -127,7 +137,7 @@ def test_a_missing_privacy_evaluator_is_a_clear_error_not_a_skip(monkeypatch):
 
     from components.evaluator.run import _import_privacy
 
-    monkeypatch.setitem(sys.modules, "components.evaluator.privacy", None)  # what a failed import leaves behind
+    monkeypatch.setitem(sys.modules, "components.evaluator.privacy.attacks", None)  # what a failed import leaves behind
     with pytest.raises(RuntimeError, match="privacy evaluator .* could not be imported"):
         _import_privacy()
 

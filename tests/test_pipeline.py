@@ -129,8 +129,15 @@ def test_component_rerun_cache_force_and_runs_listing(tiny, tmp_path):
     assert proc.returncode == 0 and "export      CACHED" in proc.stdout, proc.stdout
     proc = vugan("export", "--run", str(run_dir), "--force", "--dry-run")
     assert "export      RUN      --force" in proc.stdout
-    proc = vugan("synthesize", "--run", str(run_dir), "--set", "synthesize.units_per_class=3", "--force")
+    # Another count than the evaluator judged: synthesize alone refuses, naming the link, even when forced ...
+    proc = vugan("synthesize", "--run", str(run_dir), "--set", "synthesize.units_per_class=3", "--force",
+                 "--force-release")
+    assert proc.returncode != 0 and "count (synthesize.units_per_class) is 4 there but 3 here" in (
+        proc.stdout + proc.stderr), (proc.stdout[-3000:], proc.stderr[-3000:])
+    # ... and the pipeline reruns the evaluator on the new candidate, then publishes it.
+    proc = vugan("run", "--run", str(run_dir), "--force-release")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "==> evaluate: runs (config changed: synthesize.units_per_class 4 -> 3)" in proc.stdout, proc.stdout[-3000:]
     from pipeline.artifacts import read_artifact
 
     assert read_artifact(run_dir / "synthesize")["counts"]["units"] == 3 * 3
@@ -145,8 +152,9 @@ def test_release_gate_in_a_run(tiny, tmp_path):
     # An evaluator rerun that failed the gate: new verdict, new Evaluation fingerprint.
     ev = run_dir / "evaluate"
     old = read_artifact(ev)
+    judged = json.loads((ev / "verdict.json").read_text())["release"]  # the same candidate, now judged a failure
     (ev / "verdict.json").write_text(json.dumps({"passed": False, "reasons": ["mia_auc 0.9 above 0.6"],
-                                                 "forced": False}))
+                                                 "forced": False, "release": judged}))
     write_artifact(ev, artifact_type=old["type"], producer="evaluate", config_fingerprint=old["config_fingerprint"],
                    inputs={k: v["uri"] for k, v in old["inputs"].items()}, counts=old["counts"],
                    properties=old["properties"])
@@ -158,7 +166,9 @@ def test_release_gate_in_a_run(tiny, tmp_path):
     from pipeline.runner import component_status
 
     assert component_status(run_dir, "synthesize")[0] == "refused"
-    proc = vugan("synthesize", "--run", str(run_dir), "--force")
+    proc = vugan("synthesize", "--run", str(run_dir), "--force")  # --force reruns; it overrides no verdict
+    assert proc.returncode == 1 and "release gate: verdict failed" in proc.stdout
+    proc = vugan("synthesize", "--run", str(run_dir), "--force-release")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     release = read_artifact(run_dir / "synthesize")["properties"]["release"]
     assert release["forced"] and release["reasons"] == ["mia_auc 0.9 above 0.6"]

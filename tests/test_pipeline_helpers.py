@@ -41,11 +41,28 @@ def make_model_artifact(out_dir: Path, ema: bool = True, seed: int = 0) -> Path:
     return out_dir
 
 
-def make_evaluation_artifact(out_dir: Path, passed: bool, reasons=(), metrics: dict | str | None = None) -> Path:
-    from pipeline.artifacts import ArtifactType, write_artifact
+def make_evaluation_artifact(out_dir: Path, passed: bool, reasons=(), metrics: dict | str | None = None,
+                             model_dir: Path | None = None, config=None, dropped=()) -> Path:
+    """An Evaluation artifact with a given verdict. With ``model_dir``, the release candidate is staged exactly as
+    the evaluator stages it (components/synthesize/core.py, ``config.synthesize``) and the chain is recorded."""
+    from pipeline.artifacts import ArtifactType, read_artifact, write_artifact
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "verdict.json").write_text(json.dumps({"passed": passed, "reasons": list(reasons), "forced": False}))
+    verdict = {"passed": passed, "reasons": list(reasons), "forced": False}
+    if model_dir is not None:
+        from components.synthesize import core as syn
+        from models.bundle import generate, load_model_bundle
+
+        scfg = config.synthesize
+        bundle = load_model_bundle(model_dir, ema=scfg.use_ema)
+        syn.stage_candidate(lambda ids, seed: generate(bundle, ids, seed), bundle.class_names, "region", scfg,
+                            out_dir / syn.CANDIDATE, log=lambda m: None)
+        syn.write_filter(out_dir / syn.CANDIDATE, scfg.release_filter, dropped, "test")
+        verdict["release"] = {**syn.release_spec(read_artifact(model_dir)["fingerprint"],
+                                                 syn.generator_variant(scfg.use_ema, bundle.info), scfg.seed,
+                                                 scfg.units_per_class, scfg.release_filter),
+                              "candidate_sha256": syn.candidate_digest(out_dir / syn.CANDIDATE)}
+    (out_dir / "verdict.json").write_text(json.dumps(verdict))
     if isinstance(metrics, str):
         (out_dir / "metrics.json").write_text(metrics)  # deliberately malformed content
     elif metrics is not None:

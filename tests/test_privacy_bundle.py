@@ -4,10 +4,10 @@ and evaluate_privacy runs end to end with a real bundle."""
 import numpy as np
 import pytest
 
-from components.evaluator.mia_model_attacks import discriminator_scores, reconstruction_errors
-from components.evaluator.privacy import evaluate_privacy
-from components.evaluator.privacy_controls import blob_cohort, take
-from components.evaluator.privacy_spec import PrivacyConfig
+from components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
+from components.evaluator.privacy.attacks import evaluate_privacy
+from privacy_controls import blob_cohort, take
+from components.evaluator.privacy.spec import PrivacyConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,20 @@ def test_evaluate_privacy_with_a_real_bundle_and_no_embedding(bundle):
     synthetic = take(cohort, np.arange(60))
     synthetic = type(synthetic)(syn_images, synthetic.class_ids, synthetic.regions, synthetic.level_names,
                                 np.array([f"s{i}" for i in range(60)], object))
-    cfg = PrivacyConfig(bootstrap=50, pbb_steps=10, pbb_restarts=1, pbb_max_queries=8, ct_cells=2, ct_min_cell=5,
+    cfg = PrivacyConfig(bootstrap=50, pbb_steps=10, pbb_restarts=1, pbb_max_patients=4, ct_cells=2, ct_min_cell=5,
                         patient_aggregate="max")
     m = evaluate_privacy(members, nonmembers, synthetic, bundle, None, cfg, seed=0).metrics
-    assert set(m["attacks"]) == {"pixel.fbb_nearest", "pixel.ref_pairwise", "pixel.ref_density",
+    assert set(m["attacks"]) == {"pixel.fbb_nearest", "pixel.ref_pairwise", "pixel.ref_density", "pixel.domias",
                                  "pbb_reconstruction", "logan_realfake", "logan_aux_confidence"}
-    assert m["skipped"] == {"embedding space": "no embedding function given"}
-    assert m["attacks"]["pbb_reconstruction"]["unit"]["n_members"] == 8
-    assert m["attacks"]["logan_realfake"]["patient"]["n_members"] == 12
+    assert m["skipped"] == {"embedding space": "no encoder given"}
+    # 12 held-out patients: 4 are the DOMIAS reference, 8 are candidates, so 8 member patients are drawn.
+    assert m["candidates"] == {**m["candidates"], "member_patients": 8, "nonmember_patients": 8,
+                               "reference_patients": 4}
+    assert m["attacks"]["pbb_reconstruction"]["patient"]["n_members"] == 4  # whole patients, capped
+    assert m["attacks"]["pbb_reconstruction"]["unit"]["n_members"] == 12  # 4 patients x 3 units
+    assert m["attacks"]["logan_realfake"]["patient"]["n_members"] == 8
+    # Model attacks are the worst case, outside the gate's family of tests.
+    assert not m["attacks"]["logan_realfake"]["gated"] and m["attacks"]["pixel.domias"]["gated"]
+    assert m["strongest"]["model_worst_case"]["attack"] in ("pbb_reconstruction", "logan_realfake",
+                                                            "logan_aux_confidence")
     assert m["patient_aggregate"] == "max" and m["attacks"]["logan_realfake"]["aggregate"] == "max"

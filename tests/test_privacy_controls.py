@@ -3,18 +3,20 @@
 * Leaky: synthetic = training units + a little noise, and a model bundle that memorised the training units. Every
   family of attack must catch it (AUC >= 0.9) and memorisation must report copies; the gate must refuse.
 * Null: members and non-members are a random patient split of real units that never touched a GAN; synthetic is a
-  third disjoint real sample and the bundle memorised that third sample. Every attack's AUC CI must contain 0.5.
+  third disjoint real sample and the bundle memorised that third sample. Every attack's AUC CI must contain 0.5,
+  no corrected test may fire, and at this size the gate must say "not enough patients to tell".
 """
 import json
 
 import numpy as np
 import pytest
 
-from components.evaluator.privacy import evaluate_privacy, release_gate
-from components.evaluator.privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
-from components.evaluator.privacy_spec import PrivacyConfig
+from components.evaluator.gate import LEAK, TOO_FEW, release_gate
+from components.evaluator.privacy.attacks import evaluate_privacy
+from components.evaluator.privacy.spec import PrivacyConfig
+from privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
 
-CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_queries=60, ct_cells=3,
+CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_patients=15, ct_cells=3,
                     ct_min_cell=10, max_fid_ratio=0.0, min_tstr_balanced_accuracy=0.0)
 
 
@@ -45,7 +47,7 @@ def test_leaky_generator_is_caught(splits):
     result = evaluate_privacy(train, holdout, synthetic, memorising_bundle(train, 3), embed, CFG, seed=0)
     m = result.metrics
     assert set(m["attacks"]) == {f"{s}.{a}" for s in ("pixel", "embedding")
-                                 for a in ("fbb_nearest", "ref_pairwise", "ref_density")} | {
+                                 for a in ("fbb_nearest", "ref_pairwise", "ref_density", "domias")} | {
         "pbb_reconstruction", "logan_realfake", "logan_aux_confidence"}
     for level in ("unit", "patient"):
         assert m["strongest"][level]["auc"] >= 0.9
@@ -55,12 +57,13 @@ def test_leaky_generator_is_caught(splits):
     assert m["attacks"]["pbb_reconstruction"]["seconds_per_1000_queries"] > 0
     for space, memo in m["memorisation"].items():
         assert memo["copy_fraction"] >= 0.9, space
+        assert memo["copied_patients"] >= 45, space  # of 50 training patients
         assert memo["closer_to_train_share"] >= 0.9, space
         assert memo["ct"] < -3, space
     verdict = release_gate({"privacy": m}, CFG)
-    assert not verdict.passed
+    assert not verdict.passed and verdict.outcome == LEAK
     fails = [r for r in verdict.reasons if r.startswith("FAIL")]
-    assert any("copies" in r for r in fails) and any("per patient" in r for r in fails)
+    assert any("near-copy" in r for r in fails) and any("per-patient AUC" in r for r in fails)
     _check_report(result)
 
 
@@ -68,15 +71,19 @@ def test_random_split_is_chance(splits):
     members, nonmembers, third = splits
     result = evaluate_privacy(members, nonmembers, third, memorising_bundle(third, 3), embed, CFG, seed=0)
     m = result.metrics
-    assert len(m["attacks"]) == 9
+    assert len(m["attacks"]) == 11
     for name, a in m["attacks"].items():
         for level in ("unit", "patient"):
             lo, hi = a[level]["auc_ci"]
             assert lo <= 0.5 <= hi, (name, level, a[level]["auc"], lo, hi)
+        assert not a["patient"]["tests"]["finding"], name  # no corrected test fires on the null
     for space, memo in m["memorisation"].items():
-        assert memo["copy_fraction"] <= 0.02, space
+        assert memo["copied_patients"] == 0, space
         assert 0.35 <= memo["closer_to_train_share"] <= 0.65, space
         assert abs(memo["ct"]) < 3, space
     verdict = release_gate({"privacy": m}, CFG)
-    assert all(r.startswith("PASS") for r in verdict.reasons if "copies" in r or "C_T" in r or "closer" in r)
+    # 50 training vs 33 candidate patients (17 are DOMIAS's reference): too few to tell, and the gate says so.
+    assert verdict.outcome == TOO_FEW and not verdict.passed
+    assert not [r for r in verdict.reasons if r.startswith("FAIL") and "not enough patients" not in r
+                and "differential privacy" not in r]
     _check_report(result)

@@ -4,9 +4,9 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.stats import mannwhitneyu
 
-from components.evaluator import mia_stats as ms
-from components.evaluator.mia_distances import nearest_in_subsets, query_distances
-from components.evaluator.privacy_memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
+from components.evaluator.privacy import stats as ms
+from components.evaluator import knn
+from components.evaluator.privacy.memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
 
 S = [0.9, 0.8, 0.8, 0.7]
 Y = [1, 1, 0, 0]
@@ -70,23 +70,28 @@ def test_attack_summary_levels():
     assert out["unit"]["top_n"] == 1 and out["unit"]["top_n_member_share"] == 1.0
 
 
-def test_blockwise_distances_match_brute_force():
+def test_knn_engine_matches_brute_force():
     rng = np.random.default_rng(0)
     q, r = rng.normal(size=(23, 5, 4, 2)), rng.normal(size=(31, 5, 4, 2))
     full = cdist(q.reshape(23, -1), r.reshape(31, -1))
-    qd = query_distances(q, r, block_rows=7, median=True, density_quantile=0.05)
-    np.testing.assert_allclose(qd.nearest, full.min(1), rtol=1e-4)
-    np.testing.assert_array_equal(qd.nearest_index, full.argmin(1))
-    np.testing.assert_allclose(qd.median, np.median(full, 1), rtol=1e-4)
-    k = int(np.ceil(0.05 * full.size))
-    radius = np.sort(full.ravel())[k - 1]
-    assert qd.radius == pytest.approx(radius, rel=1e-4)
-    np.testing.assert_array_equal(qd.count_within, (full <= radius + 1e-5).sum(1))
-    subsets = [np.arange(31), np.array([0, 5, 9]), np.array([30])]
-    d, idx = nearest_in_subsets(q, r, subsets, block_rows=5)
-    for s, sub in enumerate(subsets):
-        np.testing.assert_allclose(d[s], full[:, sub].min(1), rtol=1e-4)
-        np.testing.assert_array_equal(idx[s], sub[full[:, sub].argmin(1)])
+    index = knn.Index(knn.flatten(r), block_rows=7)  # several query blocks
+    d, idx = index.search(q, 3)
+    np.testing.assert_allclose(d, np.sort(full, 1)[:, :3], rtol=1e-4)
+    np.testing.assert_array_equal(idx[:, 0], full.argmin(1))
+    radius = float(np.quantile(full, 0.1))
+    np.testing.assert_array_equal(index.count_within(q, radius), (full <= radius).sum(1))
+    np.testing.assert_allclose(knn.pairwise(q, r), full, rtol=1e-4, atol=1e-5)
+
+
+def test_fixed_projection_is_fixed_and_keeps_distances():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 9, 32, 32)).astype(np.float32)
+    a, b = knn.project(x, 256), knn.project(x[::-1].copy(), 256)[::-1]
+    np.testing.assert_allclose(a, b, atol=1e-4)  # the same rows, the same coordinates, in any run and order
+    ratio = cdist(a, a)[np.triu_indices(40, 1)] / cdist(x.reshape(40, -1), x.reshape(40, -1))[np.triu_indices(40, 1)]
+    assert abs(np.median(ratio) - 1) < 0.03 and np.all(np.abs(ratio - 1) < 0.25)  # Johnson-Lindenstrauss
+    small = rng.normal(size=(5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(knn.project(small, 256), small)  # narrow rows are left as they are
 
 
 def test_mann_whitney_z_by_hand():

@@ -34,8 +34,10 @@ def released(model_dir, tmp_path_factory):
     from components.synthesize.run import SPEC
 
     root = tmp_path_factory.mktemp("released")
-    evaluation = make_evaluation_artifact(root / "evaluate", passed=True, metrics=METRICS)
-    manifest = SPEC.run(_config(units_per_class=5, shards=2, preview_units=4), {"model": model_dir,
+    config = _config(units_per_class=5, shards=2, preview_units=4)
+    evaluation = make_evaluation_artifact(root / "evaluate", passed=True, metrics=METRICS, model_dir=model_dir,
+                                          config=config)
+    manifest = SPEC.run(config, {"model": model_dir,
                                                                                  "evaluation": evaluation},
                         root / "synthesize")
     return root / "synthesize", manifest
@@ -46,7 +48,9 @@ def test_records_follow_the_real_schema(released):
 
     out, manifest = released
     assert manifest["type"] == "SyntheticDataset" and manifest["counts"]["units"] == 15
-    assert manifest["properties"]["release"] == {"passed": True, "forced": False, "reasons": []}
+    release = manifest["properties"]["release"]
+    assert {k: release[k] for k in ("passed", "forced", "reasons")} == {"passed": True, "forced": False, "reasons": []}
+    assert release["filter"]["enabled"] is False and len(release["candidate_sha256"]) == 64
     files = schema.shard_files(str(out), "synthetic")
     assert len(files) == 2
     records = list(schema.iter_records(files))
@@ -103,20 +107,22 @@ def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
     from components.synthesize.core import ReleaseRefused
     from components.synthesize.run import SPEC
 
-    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["mia_auc 0.81 > 0.6"])
-    with pytest.raises(ReleaseRefused, match="mia_auc 0.81 > 0.6.*--force"):
-        SPEC.run(_config(units_per_class=2), {"model": model_dir, "evaluation": evaluation}, tmp_path / "out")
+    config = _config(units_per_class=2)
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["mia_auc 0.81 > 0.6"],
+                                          model_dir=model_dir, config=config)
+    with pytest.raises(ReleaseRefused, match="mia_auc 0.81 > 0.6.*--force-release"):
+        SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.toml"]  # nothing shareable
 
 
 def test_forced_release_is_recorded(model_dir, tmp_path):
     from components.synthesize.run import SPEC
 
+    config = _config(units_per_class=2, write_nifti=False)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["fid 300 > 100"],
-                                          metrics="{not json")
-    manifest = SPEC.run(_config(units_per_class=2, write_nifti=False), {"model": model_dir,
-                                                                         "evaluation": evaluation},
-                        tmp_path / "out", options={"force": True})
+                                          metrics="{not json", model_dir=model_dir, config=config)
+    manifest = SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out",
+                        options={"force_release": True})
     release = manifest["properties"]["release"]
     assert release["forced"] is True and release["passed"] is False and release["reasons"] == ["fid 300 > 100"]
     assert release["forced_by"] and release["forced_at"].startswith("20")
@@ -141,11 +147,12 @@ def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
     from components import schema
     from components.synthesize.run import SPEC
 
-    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True)
     images = {}
     for name, seed, batch in (("a", 7, 256), ("b", 7, 1), ("c", 8, 256)):
-        SPEC.run(_config(units_per_class=3, seed=seed, batch_size=batch, write_nifti=False),
-                 {"model": model_dir, "evaluation": evaluation}, tmp_path / name)
+        config = _config(units_per_class=3, seed=seed, batch_size=batch, write_nifti=False)
+        evaluation = make_evaluation_artifact(tmp_path / f"evaluate-{name}", passed=True, model_dir=model_dir,
+                                              config=config)
+        SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / name)
         images[name] = np.stack([r.image for r in schema.iter_records(schema.shard_files(str(tmp_path / name),
                                                                                           "synthetic"))])
     np.testing.assert_allclose(images["a"], images["b"], atol=1e-6)  # batch size does not change the draw
@@ -155,10 +162,12 @@ def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
 def test_rerun_clears_previous_outputs(model_dir, tmp_path):
     from components.synthesize.run import SPEC
 
-    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True)
     out = tmp_path / "out"
-    SPEC.run(_config(units_per_class=4, shards=3), {"model": model_dir, "evaluation": evaluation}, out)
-    SPEC.run(_config(units_per_class=1, shards=1), {"model": model_dir, "evaluation": evaluation}, out)
+    for n, shards in ((4, 3), (1, 1)):
+        config = _config(units_per_class=n, shards=shards)
+        evaluation = make_evaluation_artifact(tmp_path / f"evaluate-{n}", passed=True, model_dir=model_dir,
+                                              config=config)
+        SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, out)
     assert len(list((out / "Split-synthetic").iterdir())) == 1
     assert len(list((out / "nifti").iterdir())) == 3
 
@@ -183,3 +192,58 @@ def test_headline_metrics_prefers_known_paths():
     assert headline_metrics(metrics) == {"fidelity.fid_ratio": 2.0, "privacy.strongest.unit.auc": 0.55}
     assert headline_metrics({"headline": {"fid": 1, "ok": True}, "fidelity": {"fid_ratio": 2.0}}) == {"fid": 1.0}
     assert headline_metrics({"counts": {"train": 5}}) == {"counts.train": 5.0}  # nothing looks like a headline
+
+
+def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
+    """What is released is what was judged: a verdict on another model, generator variant, seed, count or filter,
+    or a candidate changed after the verdict, is refused naming the link, even with --force-release."""
+    from components.synthesize.core import ReleaseMismatch
+    from components.synthesize.run import SPEC
+
+    config = _config(units_per_class=2, write_nifti=False)
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True, model_dir=model_dir, config=config)
+    other_model = make_model_artifact(tmp_path / "other-train", ema=True, seed=1)
+    cases = [({"model": other_model}, config, "model fingerprint"),
+             ({}, _config(units_per_class=2, write_nifti=False, use_ema=False), "generator variant"),
+             ({}, _config(units_per_class=2, write_nifti=False, seed=99), "seed"),
+             ({}, _config(units_per_class=3, write_nifti=False), "count"),
+             ({}, _config(units_per_class=2, write_nifti=False, release_filter=True), "release filter")]
+    for i, (inputs, cfg, link) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        with pytest.raises(ReleaseMismatch, match=f"judged another set: {link}"):
+            SPEC.run(cfg, {"model": model_dir, "evaluation": evaluation, **inputs}, out,
+                     options={"force_release": True})
+        assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # nothing shareable
+    # A candidate altered after the verdict (one unit's pixels replaced).
+    import dataclasses
+    import os
+
+    from components import schema
+
+    cand = evaluation / "candidate"
+    records = list(schema.iter_records(schema.shard_files(str(cand), "synthetic")))
+    records[0] = dataclasses.replace(records[0], image=np.zeros_like(records[0].image))
+    for f in schema.shard_files(str(cand), "synthetic"):
+        os.remove(f)
+    schema.write_shards((schema.encode(r) for r in records), schema.split_dir(str(cand), "synthetic"), num_shards=1)
+    with pytest.raises(ReleaseMismatch, match="changed since the verdict"):
+        SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out-late")
+    # A verdict without a release chain (an older evaluator) is refused too.
+    bare = make_evaluation_artifact(tmp_path / "bare", passed=True)
+    with pytest.raises(ReleaseMismatch, match="records no judged release candidate"):
+        SPEC.run(config, {"model": model_dir, "evaluation": bare}, tmp_path / "out-bare")
+
+
+def test_release_filter_drops_what_the_evaluation_dropped(model_dir, tmp_path):
+    from components import schema
+    from components.synthesize.run import SPEC
+
+    config = _config(units_per_class=3, write_nifti=False, release_filter=True)
+    dropped = ["syn-cervical-000001"]
+    evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True, model_dir=model_dir, config=config,
+                                          dropped=dropped)
+    manifest = SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out")
+    ids = [r.patient for r in schema.iter_records(schema.shard_files(str(tmp_path / "out"), "synthetic"))]
+    assert len(ids) == 8 and dropped[0] not in ids
+    assert manifest["properties"]["release"]["filter"]["dropped_units"] == 1
+    assert "1 near-copies of training units dropped" in (tmp_path / "out" / "datasheet.md").read_text()

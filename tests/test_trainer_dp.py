@@ -65,7 +65,7 @@ def test_per_patient_dp_run_records_the_accountants_epsilon(dp_model):
 
 def test_report_and_datasheet_quote_the_trainers_record(dp_model):
     """The evaluator's report section and the synthetic datasheet read model_info.json "dp" (via the bundle)."""
-    from components.evaluator.privacy_report import dp_section
+    from components.evaluator.report.privacy_sections import dp_section
     from components.synthesize.datasheet import dp_lines
     from models.bundle import load_model_bundle
 

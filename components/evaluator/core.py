@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from components.evaluator import diversity, fidelity, utility
-from components.evaluator.embeddings import Embedder, domain_embedder, pixel_embedder
+from components.evaluator.quality import diversity, fidelity, utility
+from components.evaluator.features.embeddings import Embedder, domain_embedder, pixel_embedder
 from components.schema import REGIONS, UnitArrays, unit_region
 
 # Context only: a different (ankylosing spondylitis, T1) dataset, see shared/docs/reference-study.md.
@@ -246,3 +246,16 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
 def _selection(clf: utility.TrainedClassifier) -> dict:
     return {"best_epoch": clf.best_epoch, "val_balanced_accuracy": clf.val_balanced_accuracy,
             "train_units": clf.train_size, "val_units": clf.val_size}
+
+
+def privacy_encoder(test: UnitArrays, class_names: tuple[str, ...], cfg, timer: StageTimer | None = None) -> Embedder:
+    """The encoder of the embedding-space attacks: trained on the TEST split, patients that are neither members,
+    nor candidates, nor the DOMIAS reference, so it never saw the members it is used to find (the TRTR classifier,
+    trained on the members themselves, would embed them better than anyone else and bias the attacks)."""
+    settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
+                                          width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
+    timer = timer or StageTimer()
+    with timer.stage("privacy_encoder", len(test)):
+        clf = utility.train_classifier(test.images, test.class_ids, len(class_names), settings, cfg.seed,
+                                       groups=test.patients.astype(str))
+    return domain_embedder(clf, batch_size=cfg.batch_size, trained_on="real TEST split (never the members)")

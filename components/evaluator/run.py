@@ -1,8 +1,10 @@
 """`vugan evaluate`: fidelity, diversity, utility and privacy of a trained generator's synthetic set.
 
-Reads the real splits of an Examples artifact and a Model artifact (through models/bundle.py), draws the synthetic
-set (training class prior, fixed seed), runs core.evaluate_units and the privacy evaluator, applies the release
-gate, and writes metrics.json, verdict.json, report.html and figures/ (docs/contracts.md).
+Reads the real splits of an Examples artifact and a Model artifact (through models/bundle.py), draws a synthetic
+sample for fidelity, diversity and utility (training class prior, evaluator.seed), stages the RELEASE CANDIDATE
+(exactly what synthesize will publish: [synthesize] variant, seed and count) under candidate/, judges its privacy
+(after the release filter when synthesize.release_filter is on), applies the release gate (gate.py), and writes
+metrics.json, verdict.json (with the release chain), report.html and figures/ (docs/contracts.md).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.evaluator.headline import select_headline
+from components.evaluator.report.headline import select_headline
 from pipeline.artifacts import ArtifactType, read_artifact
 from pipeline.component import ComponentSpec, ExecContext, ExecResult
 
@@ -22,9 +24,9 @@ def _import_privacy():
     import importlib
 
     try:
-        privacy = importlib.import_module("components.evaluator.privacy")
+        privacy = importlib.import_module("components.evaluator.privacy.attacks")
     except Exception as exc:  # ImportError, or any error raised while importing it
-        raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy.py) could not be "
+        raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy/) could not be "
                            f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc
     return privacy
 
@@ -64,22 +66,70 @@ def inception_or_skip(cfg):
     if not cfg.inception_weights:
         return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
                       "(none can be downloaded offline), so FID and KID were not computed")
-    from components.evaluator.embeddings import inception_embedder
+    from components.evaluator.features.embeddings import inception_embedder
 
     return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,
                               cfg.inception_sha256), ""
 
 
+def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthetic, class_names, cfg, facts: dict,
+                  priv, title: str) -> None:
+    """metrics.json, verdict.json and report.html (shared by `vugan evaluate` and `vugan audit`)."""
+    from components.evaluator.report import sections
+    from components.evaluator.report.figures import class_grids
+    from components.evaluator.report.html import write_report
+    from components.evaluator.report.privacy_sections import dp_section
+
+    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
+    (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
+    grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
+                        class_names, cfg.grid_units, cfg.seed)
+    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
+            sections.diversity_section(metrics), sections.utility_section(metrics)]
+    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
+    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
+    write_report(out, title, facts, verdict, ours + priv_sections)
+
+
+def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path, encoder, bundle, release: dict,
+                  release_filter: bool, timer, privacy):
+    """Privacy of the release candidate, after the release filter when it is on; writes the filter record and
+    completes the release chain (components/synthesize/core.py) with the candidate's digest."""
+    from components.synthesize import core as syn
+
+    pcfg, seed = ctx.config.privacy, ctx.config.evaluator.seed
+    n = len(splits["train"]) + len(splits["holdout"]) + len(candidate)
+    with timer.stage("privacy", n):
+        priv = privacy.evaluate_privacy(splits["train"], splits["holdout"], candidate, bundle, encoder, pcfg, seed)
+    rule = "near-copies of a training unit (pixel space, the gate's copy radius) are dropped before judging"
+    dropped = []
+    if release_filter and priv.copy_mask is not None and priv.copy_mask.any():
+        keep = ~priv.copy_mask
+        dropped = list(candidate.patients[priv.copy_mask])
+        from components.schema import UnitArrays
+
+        candidate = UnitArrays(*(getattr(candidate, f)[keep] for f in
+                                 ("images", "class_ids", "regions", "level_names", "patients")))
+        ctx.log(f"evaluate: release filter dropped {len(dropped)} near-copies; judging the filtered set")
+        with timer.stage("privacy_filtered", n - len(dropped)):
+            priv = privacy.evaluate_privacy(splits["train"], splits["holdout"], candidate, bundle, encoder, pcfg,
+                                            seed)
+    filt = syn.write_filter(candidate_dir, release_filter, dropped, rule)
+    release = {**release, "judged_units": int(len(candidate)), "filtered_units": len(filt["dropped_units"]),
+               "candidate_sha256": syn.candidate_digest(candidate_dir)}
+    return priv, candidate, release
+
+
 def execute(ctx: ExecContext) -> ExecResult:
-    from components.evaluator import core, sections
-    from components.evaluator.figures import class_grids
-    from components.evaluator.report import write_report
+    from components.evaluator import core, gate
+    from components.synthesize import core as syn
     from models.bundle import generate, load_model_bundle
 
-    cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
+    cfg, pcfg, scfg = ctx.config.evaluator, ctx.config.privacy, ctx.config.synthesize
     privacy = _import_privacy()
     manifest, splits = load_inputs(ctx.inputs["examples"])
-    bundle = load_model_bundle(ctx.inputs["model"], ema=cfg.use_ema)
+    # One generator-variant setting for judging and releasing: synthesize.use_ema.
+    bundle = load_model_bundle(ctx.inputs["model"], ema=scfg.use_ema)
     class_names = tuple(manifest["properties"].get("class_names") or bundle.class_names)
     if tuple(bundle.class_names) != class_names:
         raise ValueError(f"model classes {bundle.class_names} differ from the examples' classes {class_names}")
@@ -87,57 +137,58 @@ def execute(ctx: ExecContext) -> ExecResult:
         raise ValueError(f"model image_shape {bundle.image_shape} differs from the examples' "
                          f"{splits['train'].images.shape[1:]}")
     timer = core.StageTimer(ctx.log)
+    sample = lambda ids, seed: generate(bundle, ids, seed, cfg.batch_size)  # noqa: E731
     n_draw = int(core.synthetic_class_counts(splits["train"].class_ids, len(class_names), cfg.min_synthetic).sum())
     with timer.stage("generate", n_draw):
-        synthetic = core.draw_synthetic(lambda ids, seed: generate(bundle, ids, seed, cfg.batch_size),
-                                        splits["train"], class_names, cfg.min_synthetic, cfg.seed)
+        synthetic = core.draw_synthetic(sample, splits["train"], class_names, cfg.min_synthetic, cfg.seed)
+    # The release candidate: exactly what synthesize will publish (same variant, seed and count).
+    variant = syn.generator_variant(scfg.use_ema, bundle.info)
+    model_fp = read_artifact(ctx.inputs["model"], ArtifactType.MODEL)["fingerprint"]
+    release = syn.release_spec(model_fp, variant, scfg.seed, scfg.units_per_class, scfg.release_filter)
+    candidate_dir = ctx.out_dir / syn.CANDIDATE
+    conditioning = bundle.info.get("conditioning") or manifest["properties"].get("conditioning") or "region"
+    with timer.stage("stage_candidate", scfg.units_per_class * len(class_names)):
+        candidate = syn.stage_candidate(sample, class_names, conditioning, scfg, candidate_dir,
+                                        class_prior=bundle.info.get("class_prior"), log=ctx.log)
     inception, skip_reason = inception_or_skip(cfg)
     outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, class_names, cfg,
                                   inception=inception, inception_skip_reason=skip_reason, timer=timer)
     metrics = outcome.metrics
-    metrics["synthetic"].update({"generator": "EMA" if cfg.use_ema and bundle.info.get("ema") else "raw",
-                                 "model_steps": bundle.info.get("steps")})
-    with timer.stage("privacy", len(splits["train"]) + len(splits["holdout"]) + len(synthetic)):
-        priv = privacy.evaluate_privacy(splits["train"], splits["holdout"], synthetic, bundle, outcome.domain,
-                                        pcfg, cfg.seed)
+    metrics["synthetic"].update({"generator": variant, "model_steps": bundle.info.get("steps")})
+    encoder = core.privacy_encoder(splits["test"], class_names, cfg, timer)
+    priv, judged, release = judge_release(ctx, splits, candidate, candidate_dir, encoder, bundle, release,
+                                          scfg.release_filter, timer, privacy)
     metrics["privacy"] = priv.metrics
+    metrics["privacy"]["encoder"] = encoder.description
     # The model's formal guarantee, when trained with DP (trainer.dp), read beside the attacks.
     metrics["privacy"]["dp"] = bundle.info.get("dp") or {"enabled": False}
+    metrics["release"] = release
     metrics = jsonable(metrics)
-    verdict = privacy.release_gate(metrics, pcfg).to_dict()
-    verdict["forced"] = False
+    verdict = gate.release_gate(metrics, pcfg).to_dict()
+    verdict["release"] = release
     metrics["verdict"] = verdict
     metrics["timings"] = timer.stages
-    metrics["config"] = {"evaluator": ctx.config.to_dict()["evaluator"], "privacy": ctx.config.to_dict()["privacy"]}
+    metrics["config"] = {k: ctx.config.to_dict()[k] for k in ("evaluator", "privacy", "synthesize")}
     metrics["inputs"] = {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}
     metrics["headline"] = select_headline(metrics)  # what the datasheet and the run summary show
 
-    out = ctx.out_dir
-    (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
-    grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
-                        class_names, cfg.grid_units, cfg.seed)
-    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
-            sections.diversity_section(metrics), sections.utility_section(metrics)]
     facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
-             "generator": metrics["synthetic"]["generator"], "seed": cfg.seed,
-             "classes": len(class_names)}
-    from components.evaluator.privacy_report import dp_section
-
-    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
-    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
-    write_report(out, "vugan evaluation: synthetic vs real vertebral units", facts, verdict,
-                 ours + priv_sections)
-    ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'}; report {out / 'report.html'}")
+             "generator": variant, "seed": cfg.seed, "classes": len(class_names),
+             "release candidate": f"{release['judged_units']} units, seed {scfg.seed}"}
+    write_outputs(ctx.out_dir, metrics, verdict, splits, synthetic, class_names, cfg, facts, priv,
+                  "vugan evaluation: synthetic vs real vertebral units")
+    out = ctx.out_dir
+    ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'} ({verdict['headline']}); "
+            f"report {out / 'report.html'}")
     fid = metrics["fidelity"]
-    # What publishing (synthesize) reads: the verdict and the headline metrics at the precision its datasheet
-    # prints. A change that only touches the report (figures, layout) leaves this summary, and so the
-    # published dataset, unchanged and cached.
-    summary = {"passed": verdict["passed"], "reasons": verdict["reasons"],
+    # What publishing (synthesize) reads: the verdict, the release chain and the headline metrics at the precision
+    # its datasheet prints. A change that only touches the report (figures, layout) leaves this summary, and so
+    # the published dataset, unchanged and cached.
+    summary = {"passed": verdict["passed"], "reasons": verdict["reasons"], "release": release,
                "headline": {k: f"{v:.4g}" for k, v in metrics["headline"].items()}}
     return ExecResult(
         summary=summary,
-        counts={"synthetic": len(synthetic), **{s: len(u) for s, u in splits.items()}},
+        counts={"synthetic": len(synthetic), "candidate": len(judged), **{s: len(u) for s, u in splits.items()}},
         properties={"verdict": verdict, "fid_ratio_domain": fid["fid_ratio"],
                     "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
                     "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
@@ -147,5 +198,6 @@ def execute(ctx: ExecContext) -> ExecResult:
 SPEC = ComponentSpec(
     name="evaluate", artifact_type=ArtifactType.EVALUATION,
     inputs={"examples": ArtifactType.EXAMPLES, "model": ArtifactType.MODEL},
-    config_sections=("evaluator", "privacy"), execute=execute,
+    # [synthesize] too: the evaluator stages and judges the very set synthesize will publish.
+    config_sections=("evaluator", "privacy", "synthesize"), execute=execute,
     description="fidelity, diversity, utility and privacy of the synthetic set; metrics.json, report.html, verdict")

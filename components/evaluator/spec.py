@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from components.evaluator.privacy_spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
+from components.evaluator.privacy.spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
 
 F = dataclasses.field
 
@@ -15,7 +15,6 @@ class EvaluatorConfig:
         "help": "synthetic units drawn at least; per class at least as many as the real train split has"})
     seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
                                        "help": "seed of the synthetic draw, subsampling, pairs and classifiers"})
-    use_ema: bool = F(default=True, metadata={"help": "evaluate the EMA generator when the model has one"})
     batch_size: int = F(default=256, metadata={"range": (1, 65536),
                                                "help": "images per batch for generation and feature extraction"})
     inception_weights: str = F(default="", metadata={

@@ -67,7 +67,7 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
     """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
     (components/evaluator/headline.py); for a metrics.json written without one, the same selection made here."""
-    from components.evaluator.headline import numeric_leaves, select_headline
+    from components.evaluator.report.headline import numeric_leaves, select_headline
 
     if isinstance(metrics.get("headline"), dict):
         return dict(list(numeric_leaves(metrics["headline"]))[:limit])
@@ -82,7 +82,7 @@ def release_decision(verdict: Verdict, force: bool, who: str | None = None, when
         reasons = "; ".join(verdict.reasons) or "no reason given"
         raise ReleaseRefused(
             f"synthesize: the evaluator's verdict did not pass ({reasons}); no synthetic data was written. "
-            f"Improve the model, or pass --force to release anyway (the override is recorded in the datasheet)")
+            f"Improve the model, or pass --force-release to release anyway (the override is recorded in the datasheet)")
     return {"passed": False, "forced": True, "reasons": list(verdict.reasons),
             "forced_by": who or _user(), "forced_at": when or _now()}
 
@@ -185,11 +185,14 @@ SampleFn = Callable[[np.ndarray, int], np.ndarray]  # (class_ids [n], seed) -> i
 def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, units_per_class: int, seed: int,
                out_dir: Path, geometry: Geometry, shards: int = 1, write_volumes: bool = True,
                preview_units: int = 16, log: Callable[[str], None] = print,
-               class_prior: Sequence[float] | None = None) -> dict:
+               class_prior: Sequence[float] | None = None, drop: frozenset = frozenset()) -> dict:
     """Draw ``units_per_class`` units of every class and write all payload files except the datasheet.
 
     A class with prior 0 (absent from the training data, trainer.allow_missing_classes) is not generated: the
     generator never learned it, so its units would be noise labelled as anatomy.
+
+    ``drop``: unit ids left out (the release filter's near-copies); they are drawn, so the other units keep their
+    seeds, but not written.
 
     Returns a summary: per-class counts, the seeds used ({class: [chunk seeds]}) and the file list sizes.
     """
@@ -219,6 +222,8 @@ def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, 
                     raise RuntimeError(f"sampler returned {images.shape[0]} images for {n} class ids")
                 for j, image in enumerate(images):
                     unit_id = f"syn-{safe_name(cname)}-{start + j:06d}"
+                    if unit_id in drop:
+                        continue
                     nifti = f"nifti/{unit_id}.nii.gz" if write_volumes else ""
                     if write_volumes:
                         write_nifti(out_dir / nifti, image, geometry)
@@ -230,7 +235,7 @@ def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, 
             if shown:
                 grid = preview_grid(np.stack(shown))
                 Image.fromarray(grid).save(out_dir / "previews" / f"{safe_name(cname)}.png")
-            log(f"synthesize: {cname}: {units_per_class} units (seeds {seeds[cname]})")
+            log(f"synthesize: {cname}: {units_per_class} units drawn (seeds {seeds[cname]})")
 
     shard_paths = schema.write_shards(records(), schema.split_dir(str(out_dir), SPLIT), num_shards=shards)
     # write_shards deals records round-robin: unit i lands in shard i % shards.
@@ -244,3 +249,111 @@ def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, 
     counts = {c: sum(r["class_name"] == c for r in rows) for c in class_names}
     return {"counts": counts, "seeds": seeds, "units": len(rows), "shards": [os.path.relpath(p, out_dir)
                                                                             for p in shard_paths]}
+
+
+# ------------------------------------------------------------------------------------------------ release chain
+#
+# What is released is what was judged. The evaluator stages the release CANDIDATE (the very units synthesize will
+# publish: same model, generator variant, seed and count) under ``evaluate/candidate/`` (not shareable: no NIfTI,
+# no previews, no datasheet) and judges it; its verdict.json records the chain below. Synthesize publishes the
+# candidate's units only when every link matches, and refuses naming the first that does not.
+
+CANDIDATE = "candidate"
+FILTER_FILE = "release_filter.json"
+
+
+class ReleaseMismatch(ReleaseRefused):
+    """The evaluation judged another set than the one asked for (model, generator variant, seed, count, filter)."""
+
+
+def generator_variant(use_ema: bool, info: dict) -> str:
+    return "EMA" if use_ema and info.get("ema") else "raw"
+
+
+def release_spec(model_fingerprint: str, variant: str, seed: int, units_per_class: int, release_filter: bool) -> dict:
+    return {"model_fingerprint": model_fingerprint, "generator": variant, "seed": int(seed),
+            "units_per_class": int(units_per_class), "release_filter": bool(release_filter)}
+
+
+def candidate_digest(candidate_dir: str | Path) -> str:
+    """SHA-256 of the candidate's CONTENT: every unit's id, class and float32 pixels, in record order, and the
+    filter file (file bytes would not do: the gzip container differs between two writes of the same records)."""
+    import hashlib
+
+    root = Path(candidate_dir)
+    h = hashlib.sha256()
+    for rec in schema.iter_records(schema.shard_files(str(root), SPLIT)):
+        h.update(f"{rec.patient}\0{rec.class_id}\0".encode())
+        h.update(np.ascontiguousarray(rec.image, np.float32).tobytes())
+    if (root / FILTER_FILE).is_file():
+        h.update((root / FILTER_FILE).read_bytes())
+    return h.hexdigest()
+
+
+def stage_candidate(sample: SampleFn, class_names: Sequence[str], conditioning: str, cfg, out_dir: Path,
+                    class_prior=None, log: Callable[[str], None] = print):
+    """Draw the release candidate into ``out_dir`` (one shard, records only); returns it as UnitArrays whose
+    ``patients`` are the unit ids."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    synthesize(sample, class_names, conditioning, cfg.units_per_class, cfg.seed, out_dir, Geometry(None, None),
+               shards=1, write_volumes=False, preview_units=0, log=log, class_prior=class_prior)
+    shutil.rmtree(out_dir / "previews", ignore_errors=True)
+    return schema.load_split(str(out_dir), SPLIT)
+
+
+def write_filter(candidate_dir: Path, enabled: bool, dropped: Sequence[str], rule: str) -> dict:
+    record = {"enabled": bool(enabled), "dropped_units": sorted(str(u) for u in dropped), "rule": rule}
+    (Path(candidate_dir) / FILTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_release_record(evaluation_dir: str | Path) -> dict | None:
+    try:
+        data = json.loads((Path(evaluation_dir) / "verdict.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    rec = data.get("release") if isinstance(data, dict) else None
+    return rec if isinstance(rec, dict) else None
+
+
+def check_release(evaluation_dir: str | Path, expected: dict) -> dict:
+    """The evaluation's release record when it judged exactly ``expected`` and its candidate is intact; else
+    raises ReleaseMismatch naming the first difference (no override: a verdict on another set says nothing)."""
+    record = read_release_record(evaluation_dir)
+    where = Path(evaluation_dir) / "verdict.json"
+    if record is None:
+        raise ReleaseMismatch(f"synthesize: {where} records no judged release candidate; rerun the evaluator "
+                              "(vugan evaluate) with this model and [synthesize] config")
+    labels = {"model_fingerprint": "model fingerprint", "generator": "generator variant (synthesize.use_ema)",
+              "seed": "seed (synthesize.seed)", "units_per_class": "count (synthesize.units_per_class)",
+              "release_filter": "release filter (synthesize.release_filter)"}
+    for key, label in labels.items():
+        if record.get(key) != expected[key]:
+            raise ReleaseMismatch(
+                f"synthesize: the evaluation judged another set: {label} is {record.get(key)!r} there but "
+                f"{expected[key]!r} here; no synthetic data was written. Rerun the evaluator for this model and "
+                "config (vugan evaluate, or vugan run --run DIR)")
+    digest = candidate_digest(Path(evaluation_dir) / CANDIDATE)
+    if record.get("candidate_sha256") != digest:
+        raise ReleaseMismatch(f"synthesize: the judged candidate under {Path(evaluation_dir) / CANDIDATE} changed "
+                              f"since the verdict (sha256 {digest[:12]} != {str(record.get('candidate_sha256'))[:12]})"
+                              "; rerun the evaluator")
+    return record
+
+
+def candidate_sampler(candidate_dir: str | Path) -> SampleFn:
+    """A sampling function that returns the staged candidate's units for each (class, chunk seed)."""
+    rows = list(csv.DictReader(open(Path(candidate_dir) / "manifest.csv")))
+    units = schema.load_split(str(candidate_dir), SPLIT)  # one shard: records in manifest order
+    by_seed: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_seed.setdefault(int(row["seed"]), []).append(i)
+
+    def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
+        idx = by_seed.get(int(seed), [])
+        if len(idx) != len(class_ids) or not np.all(units.class_ids[idx] == class_ids):
+            raise ReleaseMismatch(f"synthesize: the candidate holds no chunk with seed {seed} of these classes")
+        return units.images[idx]
+
+    return sample

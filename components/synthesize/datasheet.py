@@ -70,11 +70,20 @@ def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_n
         "## Release gate (the evaluator's verdict)",
     ]
     if release.get("passed"):
-        out.append("**Passed.** The evaluator's fidelity and privacy checks passed for this model.")
+        out.append("**Passed.** The evaluator judged exactly this set (the staged candidate below) and its fidelity "
+                   "and privacy checks passed.")
     else:
         out.append("**FAILED, released by override.** The evaluator's verdict did not pass; this set was written "
-                   f"because `--force` was given by **{release.get('forced_by')}** at {release.get('forced_at')}. "
+                   f"because `--force-release` was given by **{release.get('forced_by')}** at {release.get('forced_at')}. "
                    "Treat it as not cleared for sharing.")
+    filt = release.get("filter") or {}
+    if filt:
+        out += ["", f"Release filter: {'on' if filt.get('enabled') else 'off'}"
+                + (f"; {filt.get('dropped_units', 0)} near-copies of training units dropped before judging "
+                   f"({filt.get('rule', '')})" if filt.get("enabled") else "") + "."]
+    if release.get("candidate_sha256"):
+        out += ["", f"Judged candidate sha256: `{release['candidate_sha256']}` (model, generator variant, seed, "
+                "count and filter checked against the evaluation before writing)."]
     reasons = release.get("reasons") or []
     if reasons:
         out += ["", "Verdict reasons:", ""] + [f"- {r}" for r in reasons]
@@ -93,8 +102,8 @@ def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_n
         "", "## Limitations",
         "- Synthetic units imitate the training crops' appearance; they are not diagnoses and carry no clinical "
         "ground truth beyond the class label they were conditioned on. Not for clinical use.",
-        "- Fidelity and privacy were measured on the evaluator's own sample, not on every unit here; rare "
-        "anatomy and pathology are likely under-represented or absent.",
+        "- Privacy was judged on exactly these units; fidelity and utility on the evaluator's own sample of the "
+        "same generator. Rare anatomy and pathology are likely under-represented or absent.",
         "- Privacy evidence is empirical (attacks and memorisation tests), not a formal guarantee unless the "
         "model was trained with differential privacy (see the model's training configuration).",
         "- Units are independent draws: `patient_pseudo_id` is unique per unit and no two units come from one "

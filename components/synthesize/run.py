@@ -1,10 +1,15 @@
 """``vugan synthesize``: the shareable synthetic dataset (the SyntheticDataset artifact).
 
-  vugan synthesize --model RUN/train --evaluation RUN/evaluate --out DIR [--force]
+  vugan synthesize --model RUN/train --evaluation RUN/evaluate --out DIR [--force] [--force-release]
 
-Runs after the evaluator because nothing shareable may be written before the release gate is known: a failed
-(or missing) ``verdict.json`` stops it before any file is written, unless ``--force``, which is recorded with
-who, when and the verdict's reasons in ``datasheet.md`` and in the artifact's ``release`` property.
+Runs after the evaluator because nothing shareable may be written before the release gate is known. It publishes
+the evaluator's staged candidate (core.py, "release chain"): the very units that were judged. It refuses, before
+any file is written,
+  * an evaluation of another set (model fingerprint, generator variant, seed, count or filter differ, or the
+    candidate changed): never overridable;
+  * a failed (or missing) verdict, unless ``--force-release``, which is recorded with who, when and the verdict's
+    reasons in ``datasheet.md`` and in the artifact's ``release`` property.
+``--force`` only reruns a cached component.
 """
 from __future__ import annotations
 
@@ -16,9 +21,14 @@ from pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artif
 from pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
+def add_arguments(parser) -> None:
+    parser.add_argument("--force-release", action="store_true",
+                        help="publish although the verdict failed (recorded in the datasheet and the artifact)")
+
+
 def options_from_args(args, extra) -> dict:
-    # --force is the CLI's "ignore the cache" flag; for this component it also overrides the release gate.
-    return {"force": bool(getattr(args, "force", False))}
+    # --force is the CLI's "ignore the cache" flag only; overriding the gate takes --force-release.
+    return {"force_release": bool(getattr(args, "force_release", False))}
 
 
 def _examples_properties(model_manifest: dict, model_dir: Path) -> tuple[dict, str]:
@@ -53,31 +63,40 @@ def _geometry(props: dict, info: dict) -> tuple[core.Geometry, str]:
 def execute(ctx: ExecContext) -> ExecResult:
     cfg = ctx.config.synthesize
     model_dir, eval_dir = ctx.inputs["model"], ctx.inputs["evaluation"]
-    # The gate comes first: a refused release writes nothing and loads no model.
+    # The chain and the gate come first: a refused release writes nothing and loads no model.
+    model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
+    info = json.loads((Path(model_dir) / "model_info.json").read_text())
+    variant = core.generator_variant(cfg.use_ema, info)
+    judged = core.check_release(eval_dir, core.release_spec(model_manifest["fingerprint"], variant, cfg.seed,
+                                                            cfg.units_per_class, cfg.release_filter))
     verdict = core.read_verdict(eval_dir)
-    release = core.release_decision(verdict, force=bool(ctx.options.get("force")))
+    release = core.release_decision(verdict, force=bool(ctx.options.get("force_release")))
     if release["forced"]:
-        ctx.log(f"synthesize: WARNING: verdict failed ({'; '.join(verdict.reasons)}); released by --force "
+        ctx.log(f"synthesize: WARNING: verdict failed ({'; '.join(verdict.reasons)}); released by --force-release "
                 f"({release['forced_by']}, {release['forced_at']})")
+    filt = json.loads((Path(eval_dir) / core.CANDIDATE / core.FILTER_FILE).read_text())
+    release["filter"] = {"enabled": filt["enabled"], "dropped_units": len(filt["dropped_units"]),
+                         "rule": filt["rule"]}
+    release["candidate_sha256"] = judged["candidate_sha256"]
 
-    from models.bundle import generate, load_model_bundle
+    from models.bundle import load_model_bundle
 
     bundle = load_model_bundle(str(model_dir), ema=cfg.use_ema)
-    model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
     eval_manifest = read_artifact(eval_dir, ArtifactType.EVALUATION)
     props, examples_fp = _examples_properties(model_manifest, Path(model_dir))
     geometry, geometry_note = _geometry(props, bundle.info)
     conditioning = bundle.info.get("conditioning") or props.get("conditioning") or "region"
 
     summary = core.synthesize(
-        lambda ids, seed: generate(bundle, ids, seed, batch_size=cfg.batch_size), bundle.class_names, conditioning,
+        core.candidate_sampler(Path(eval_dir) / core.CANDIDATE), bundle.class_names, conditioning,
         cfg.units_per_class, cfg.seed, ctx.out_dir, geometry, shards=cfg.shards, write_volumes=cfg.write_nifti,
-        preview_units=cfg.preview_units, log=ctx.log, class_prior=bundle.info.get("class_prior"))
+        preview_units=cfg.preview_units, log=ctx.log, class_prior=bundle.info.get("class_prior"),
+        drop=frozenset(filt["dropped_units"]))
 
     metrics = core.read_metrics(eval_dir)
     headline = core.headline_metrics(metrics)
-    ema_used = bool(cfg.use_ema and bundle.info.get("ema"))
-    model = {"fingerprint": model_manifest["fingerprint"], "uri": str(Path(model_dir).resolve()), "ema": ema_used,
+    model = {"fingerprint": model_manifest["fingerprint"], "uri": str(Path(model_dir).resolve()),
+             "ema": variant == "EMA",
              "steps": bundle.info.get("steps"), "examples_fingerprint": examples_fp,
              # The verdict and headline metrics this datasheet reports (pipeline.artifacts summary fingerprint).
              "evaluation_fingerprint": eval_manifest.get("summary_fingerprint", eval_manifest["fingerprint"])}

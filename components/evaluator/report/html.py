@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from components.evaluator.report_types import ReportSection
+from components.evaluator.report.types import ReportSection
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1em 2em;
@@ -40,9 +40,12 @@ def verdict_banner(verdict: dict | None) -> str:
     word = "PASSED: the synthetic set may be released" if passed else "FAILED: do not release this synthetic set"
     forced = ' <span class="warning">(forced)</span>' if verdict.get("forced") else ""
     items = "".join(f"<li>{html.escape(r)}</li>" for r in verdict.get("reasons", []))
+    outcome = verdict.get("privacy_outcome")
+    privacy = (f'<p class="privacy-outcome"><b>Privacy: {html.escape(str(outcome))}.</b> '
+               f'{html.escape(str(verdict.get("headline", "")))}</p>') if outcome else ""
     return (f'<div id="verdict" class="verdict {"pass" if passed else "fail"}"><h2>Release gate {word}{forced}</h2>'
-            f'<p>Every rule below must pass; each line gives the measured value and its threshold.</p>'
-            f'<ul>{items}</ul></div>')
+            f'{privacy}<p>Every FAIL line below blocks the release; each line gives the measured value and its '
+            f'threshold, NOTE lines are for the reviewer.</p><ul>{items}</ul></div>')
 
 
 def render_section(section: ReportSection) -> str:

@@ -21,9 +21,10 @@ KNOWN_HEADLINES = (
     "utility.trtr_balanced_accuracy",
     "privacy.strongest.unit.auc",
     "privacy.strongest.patient.auc",
+    "privacy.strongest.patient.tpr_at_1pct_fpr",
+    "privacy.detectable.auc",
+    "privacy.memorisation.pixel.copied_patients",
     "privacy.memorisation.pixel.closer_to_train_share",
-    "privacy.memorisation.embedding.closer_to_train_share",
-    "privacy.memorisation.pixel.copy_fraction",
     "privacy.dp.epsilon",
 )
 

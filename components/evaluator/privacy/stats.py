@@ -139,5 +139,90 @@ def attack_summary(scores, labels, groups, *, aggregate: str, n_boot: int, seed:
             "tpr_at_1pct_fpr": tpr_at_fpr(s, y, 0.01), "tpr_at_0.1pct_fpr": tpr_at_fpr(s, y, 0.001),
             "n_members": int(y.sum()), "n_nonmembers": int(len(y) - y.sum()),
             "top_n": n_top, "top_n_member_share": top_n_member_share(s, y, n_top), "chance_top_n": float(y.mean()),
+            "members_above_all_nonmembers": members_above_all(s, y),
         }
     return out
+
+
+# ------------------------------------------------------------------------------------------------ tests by patient
+#
+# Under the null hypothesis "the synthetic set does not depend on who was a member" (members and non-members are
+# random draws from one population of patients, and the synthetic set is fixed), the per-patient scores of members
+# and non-members are exchangeable. Two permutation tests are then exact whatever the attack:
+#   * the Mann-Whitney AUC, whose null standard deviation is sqrt((m + n + 1) / (12 m n)) for m members and n
+#     non-members (no tie correction: ties shrink the true variance, so leaving it out is conservative);
+#   * the low-FPR tail: K = the number of members scoring above EVERY non-member; P(K >= k) = prod_{i<k} (m - i) /
+#     (m + n - i) (the top k of a random ranking are all members). It catches a generator that memorised a few
+#     patients, which moves the AUC only a little.
+
+def null_auc_sd(n_members: int, n_nonmembers: int) -> float:
+    m, n = int(n_members), int(n_nonmembers)
+    if m < 1 or n < 1:
+        return float("nan")
+    return float(np.sqrt((m + n + 1) / (12.0 * m * n)))
+
+
+def normal_quantile(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
+
+
+def members_above_all(scores, labels) -> int:
+    """K: members whose score is strictly above the highest non-member score."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    if not np.any(labels == 0):
+        return 0
+    return int(np.sum(scores[labels == 1] > scores[labels == 0].max()))
+
+
+def tail_p_value(k: int, n_members: int, n_nonmembers: int) -> float:
+    """P(K >= k) under exchangeability (see above)."""
+    m, n = int(n_members), int(n_nonmembers)
+    if k <= 0:
+        return 1.0
+    if k > m:
+        return 0.0
+    i = np.arange(k)
+    return float(np.exp(np.sum(np.log(m - i) - np.log(m + n - i))))
+
+
+def tail_k_needed(n_members: int, n_nonmembers: int, alpha: float) -> int | None:
+    """Smallest k with P(K >= k) < alpha (None when even all members above all non-members is not enough)."""
+    for k in range(1, int(n_members) + 1):
+        if tail_p_value(k, n_members, n_nonmembers) < alpha:
+            return k
+    return None
+
+
+def patient_tests(auc: float, k_above: int, n_members: int, n_nonmembers: int, *, n_tests: int, alpha: float,
+                  margin: float) -> dict:
+    """Both tests for one attack at the family-wise level `alpha` shared by `n_tests` tests (Bonferroni).
+
+    The AUC test is two-sided: far BELOW 0.5 is a finding too (a biased split, or an attack an adversary would
+    simply flip). Returns the corrected confidence bounds, the decision and a p-value per test.
+    """
+    from scipy.stats import norm
+
+    sd = null_auc_sd(n_members, n_nonmembers)
+    a = alpha / n_tests
+    z = normal_quantile(1 - a / 2)
+    lo, hi = max(0.0, auc - z * sd), min(1.0, auc + z * sd)
+    p_auc = float(2 * norm.sf(abs(auc - 0.5) / sd)) if np.isfinite(sd) and np.isfinite(auc) else 1.0
+    p_tail = tail_p_value(k_above, n_members, n_nonmembers)
+    above = bool(np.isfinite(lo) and lo > 0.5 + margin)
+    below = bool(np.isfinite(hi) and hi < 0.5 - margin)
+    tail = bool(p_tail < a)
+    return {"null_sd": sd, "corrected_level": 1 - a, "auc_bounds_corrected": [lo, hi], "p_auc": min(p_auc, 1.0),
+            "members_above_all_nonmembers": int(k_above), "p_tail": p_tail,
+            "leak_auc": above, "flipped_auc": below, "leak_tail": tail, "finding": above or below or tail,
+            "evidence": -np.log10(max(min(p_auc, p_tail), 1e-300))}
+
+
+def detectable_auc(n_members: int, n_nonmembers: int, *, n_tests: int, alpha: float, margin: float,
+                   power: float) -> float:
+    """Smallest per-patient AUC the corrected AUC test finds with probability `power` (normal approximation with
+    the null variance, which is larger than the variance at AUC > 0.5, so the figure is a safe upper estimate)."""
+    sd = null_auc_sd(n_members, n_nonmembers)
+    z = normal_quantile(1 - alpha / n_tests / 2) + normal_quantile(power)
+    return float(min(1.0, 0.5 + margin + z * sd))

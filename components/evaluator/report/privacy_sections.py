@@ -6,9 +6,9 @@ import html
 
 import numpy as np
 
-from components.evaluator import mia_stats
-from components.evaluator import privacy_figures as pf
-from components.evaluator.report_types import Figure, ReportSection
+from components.evaluator.privacy import stats as mia_stats
+from components.evaluator.report import privacy_figures as pf
+from components.evaluator.report.types import Figure, ReportSection
 
 # Reference study (Sun et al. 2023, tcoroller/pGAN notebooks): share of training VUs among the top 333 of 1,000
 # candidates, training vs same-study held-out (chance 0.5). See docs reference-study.md section 3.3.
@@ -18,20 +18,6 @@ REFERENCE_TOP_N = {"pixel, attack 1 (nearest / median)": 0.53, "pixel, attack 2 
 
 def _fmt(x, nd=3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{nd}f}"
-
-
-def verdict_of(auc_ci) -> str:
-    lo, hi = auc_ci
-    if not np.isfinite(lo):
-        return "not computable"
-    if lo <= 0.5 <= hi:
-        if hi - lo > 0.2:
-            return ("inconclusive: consistent with guessing, but the interval is too wide (too few patients) to rule "
-                    "out a leak")
-        return "indistinguishable from guessing"
-    if lo > 0.5 and hi <= 0.6:
-        return "slightly better than guessing"
-    return "better than guessing" if lo > 0.5 else "below guessing (no leak)"
 
 
 def attack_table(attacks: dict, skipped: dict) -> str:
@@ -94,24 +80,36 @@ def summary_html(metrics: dict) -> str:
     parts = [
         f"<p><b>What was tried.</b> We played the attacker: given {c['member_units']} image units of "
         f"{c['member_patients']} patients whose scans trained the generator and {c['nonmember_units']} units of "
-        f"{c['nonmember_patients']} patients it never saw, can anyone tell which patients were in the training "
+        f"{c['nonmember_patients']} patients it never saw ({c['reference_patients']} further unseen patients serve "
+        "as DOMIAS's reference), can anyone tell which patients were in the training "
         f"data by looking at the {c['synthetic_units']} released synthetic units (or, worse, at the model)? "
         f"{len(metrics['attacks'])} attacks were run, including the two of the reference study. Each is scored by "
         "its AUC: 0.5 means guessing, 1.0 means every training patient is found. Results are given per image unit "
         f"and per patient (patient score = {metrics['patient_aggregate']} over the patient's units).</p>"]
-    for level in ("unit", "patient"):
-        s = st.get(level)
-        if s:
-            parts.append(f"<p><b>Strongest attack per {level}:</b> {html.escape(s['attack'])}, AUC "
-                         f"{_fmt(s['auc'])} (95% CI {_fmt(s['auc_ci'][0])} to {_fmt(s['auc_ci'][1])}): "
-                         f"{verdict_of(s['auc_ci'])}.</p>")
+    s = st.get("patient")
+    if s:
+        t = s.get("tests") or {}
+        lo, hi = t.get("auc_bounds_corrected", [None, None])
+        parts.append(f"<p><b>Strongest attack per patient</b> (the one with the strongest evidence): "
+                     f"{html.escape(s['attack'])}, AUC {_fmt(s['auc'])} (95% CI {_fmt(s['auc_ci'][0])} to "
+                     f"{_fmt(s['auc_ci'][1])}; corrected for the {metrics['family']['tests']} tests tried: "
+                     f"{_fmt(lo)} to {_fmt(hi)}); it finds {_fmt(s['tpr_at_1pct_fpr'], 2)} of the training patients "
+                     f"at a 1% false-positive rate and {_fmt(s['tpr_at_0.1pct_fpr'], 2)} at 0.1%.</p>")
+    det = metrics.get("detectable") or {}
+    parts.append(f"<p><b>What this cohort could detect:</b> an attack with per-patient AUC of at least "
+                 f"{_fmt(det.get('auc'))} would have been found with {100 * det.get('power', 0):.0f}% power.</p>")
+    w = st.get("model_worst_case")
+    if w:
+        parts.append(f"<p><b>Worst case with the model</b> (not part of the gate: the discriminator is never "
+                     f"released): {html.escape(w['attack'])}, per-patient AUC {_fmt(w['auc'])} (95% CI "
+                     f"{_fmt(w['auc_ci'][0])} to {_fmt(w['auc_ci'][1])}).</p>")
     for space, m in metrics["memorisation"].items():
         parts.append(
-            f"<p><b>Copies ({space} space):</b> {m['n_copies']} of {m['n_synthetic']} synthetic units "
-            f"({100 * m['copy_fraction']:.1f}%) are flagged as copies: {html.escape(m['copy_rule'])} (of a training "
-            f"unit, i.e. within {_fmt(m['copy_radius'], 2)}). "
+            f"<p><b>Copies ({space} space):</b> {m['copied_patients']} of {m['train_patients']} training patients "
+            f"have a near-copy ({m['n_copies']} of {m['n_synthetic']} synthetic units): {html.escape(m['copy_rule'])} "
+            f"(of a training unit, i.e. within {_fmt(m['copy_radius'], 2)}). "
             f"{100 * m['closer_to_train_share']:.0f}% of synthetic units are closer to the training data than to "
-            "equally many held-out units (50% expected without memorisation); the C_T data-copying score is "
+            "equally many held-out patients (50% expected without memorisation); the C_T data-copying score is "
             f"{_fmt(m['ct'], 2)} (strongly negative values, below about -3, mean copying).</p>")
     if metrics["skipped"]:
         parts.append("<p><b>Not tried:</b> " + "; ".join(f"{html.escape(k)} ({html.escape(v)})"
@@ -121,7 +119,7 @@ def summary_html(metrics: dict) -> str:
     return "".join(parts)
 
 
-def build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_images, train_images, cfg):
+def build_sections(metrics, scores, used, labels, groups, memo_arrays, syn_images, train_images, cfg):
     attacks = metrics["attacks"]
     figs = []
     for level in ("unit", "patient"):
@@ -140,7 +138,7 @@ def build_sections(metrics, scores, used, labels, groups, raw, memo_arrays, syn_
                        "grey: the reference study (Sun et al. 2023), green: this run; 0.5 is guessing.",
                        reference_figure(attacks)))
     mem_figs = []
-    for space, r in raw.items():
+    for space in memo_arrays:
         near = -scores[f"{space}.fbb_nearest"]
         mem_figs.append(Figure(
             f"privacy_hist_candidates_{space}", f"Distance to the nearest synthetic unit ({space})",

@@ -15,8 +15,13 @@ class PrivacyConfig:
     enabled: bool = F(default=True, metadata={"help": "run the privacy evaluation at all"})
 
     # ---- candidates and statistics
-    max_queries: int = F(default=2000, metadata={
-        "range": (4, 10**6), "help": "most member (and as many non-member) units attacked; drawn whole patients at a time"})
+    max_query_patients: int = F(default=10000, metadata={
+        "range": (2, 10**7), "help": "most member (and as many non-member) PATIENTS attacked, all units of each"})
+    reference_fraction: float = F(default=1 / 3, metadata={
+        "range": (0.05, 0.9), "help": "share of held-out patients kept as DOMIAS reference data (never candidates)"})
+    domias_k: int = F(default=5, metadata={"range": (1, 1000), "help": "k of DOMIAS's k-NN density estimates"})
+    knn_dims: int = F(default=256, metadata={
+        "range": (0, 100000), "help": "columns of knn.py's fixed random projection of pixel rows (0 = exact pixels)"})
     patient_aggregate: str = F(default="mean", metadata={
         "choices": ("mean", "max"), "help": "how a patient's score is formed from its units' scores"})
     bootstrap: int = F(default=1000, metadata={
@@ -27,12 +32,11 @@ class PrivacyConfig:
         "range": (1e-6, 0.5), "help": "density attack radius = this quantile of all candidate-synthetic distances"})
     block_rows: int = F(default=1024, metadata={
         "range": (16, 65536), "help": "rows per distance block (memory = block_rows x refs x 4 bytes)"})
-    max_synthetic: int = F(default=10000, metadata={"range": (10, 10**7), "help": "most synthetic units used"})
 
     # ---- partial black-box (GAN-Leaks) latent optimisation
     pbb_enabled: bool = F(default=True, metadata={"help": "run the generator reconstruction attack when a model exists"})
-    pbb_max_queries: int = F(default=100, metadata={
-        "range": (2, 10**6), "help": "most member (and as many non-member) units reconstructed"})
+    pbb_max_patients: int = F(default=25, metadata={
+        "range": (1, 10**6), "help": "most member (and as many non-member) patients reconstructed, all units of each"})
     pbb_steps: int = F(default=100, metadata={"range": (1, 100000), "help": "Adam steps on z per restart"})
     pbb_restarts: int = F(default=2, metadata={"range": (1, 100), "help": "random starts of z; the best is kept"})
     pbb_lr: float = F(default=0.05, metadata={"range": (1e-6, 10.0), "help": "Adam learning rate on z"})
@@ -53,13 +57,19 @@ class PrivacyConfig:
     copy_factor: float = F(default=0.5, metadata={"range": (0.0, 10.0), "help": "see copy_quantile"})
     grid_pairs: int = F(default=8, metadata={"range": (1, 64), "help": "closest synthetic-training pairs shown"})
 
-    # ---- release gate
-    max_attack_auc_upper: float = F(default=0.6, metadata={
-        "range": (0.5, 1.0), "help": "largest allowed upper 95% bound of the strongest attack's AUC (unit and patient)"})
-    max_closer_to_train_share: float = F(default=0.6, metadata={
-        "range": (0.0, 1.0), "help": "largest allowed share of synthetic units closer to training than held-out data"})
-    max_copy_fraction: float = F(default=0.01, metadata={
-        "range": (0.0, 1.0), "help": "largest allowed share of synthetic units flagged as copies"})
+    # ---- release gate (components/evaluator/gate.py)
+    alpha: float = F(default=0.05, metadata={
+        "range": (1e-6, 0.5), "help": "family-wise false-alarm rate of the attack tests (Bonferroni over the attacks)"})
+    auc_margin: float = F(default=0.02, metadata={
+        "range": (0.0, 0.4), "help": "a leak needs the corrected per-patient AUC bound beyond 0.5 +/- this margin"})
+    power: float = F(default=0.95, metadata={"range": (0.5, 0.999), "help": "power of the detectable effect size"})
+    max_detectable_auc: float = F(default=0.75, metadata={
+        "range": (0.5, 1.0), "help": "with a larger detectable per-patient AUC the cohort is too small to tell"})
+    max_copied_patients: int = F(default=0, metadata={
+        "range": (0, 10**6), "help": "training patients allowed a near-copy in the released set (0: none)"})
+    max_dp_epsilon: float = F(default=0.0, metadata={
+        "range": (0.0, None), "help": "a cohort too small to tell may release only under per-patient DP with "
+                                      "epsilon <= this (0: never)"})
     min_ct: float = F(default=-3.0, metadata={
         "range": (None, 0.0), "help": "smallest allowed C_T z-score (strongly negative = data copying)"})
     max_fid_ratio: float = F(default=5.0, metadata={

@@ -1,0 +1,81 @@
+"""Calibration of the release gate on phantom units: how often it passes a private set and fails a leaky one.
+
+    .venv/bin/python bench/privacy_calibration.py                       # builds an 800-patient 32x32x9 phantom pool
+    .venv/bin/python bench/privacy_calibration.py --pool EXAMPLES_DIR --sizes 25,50,100,200 --seeds 20
+
+Scenarios (tests/privacy_controls.py): (a) null: the "synthetic" units are real units of fresh patients of the same
+cohort; (b) one training patient copied; (c) 5% of synthetic units near-copies of training units; (d) a generator
+that memorised 10% of the training patients (reproduced beyond the copy radius). Each seed draws disjoint random
+patients from the pool: N members, 1.5 N held-out (N candidates + 0.5 N DOMIAS reference) and N fresh. The gate is
+the shipped PrivacyConfig (bootstrap 20: the bootstrap interval is shown to reviewers, the gate does not use it).
+Prints a markdown table of outcome shares (docs/privacy.md).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_pool(out: Path, patients: int, seed: int) -> Path:
+    examples = out / f"pool-{patients}p-32px"
+    if (examples / "artifact.json").exists():
+        return examples
+    vugan = [sys.executable, "-m", "pipeline.cli"]
+    phantom = out / f"phantom-{patients}p"
+    if not (phantom / "artifact.json").exists():
+        subprocess.run([*vugan, "phantom", "--out", str(phantom), "--patients", str(patients), "--seed", str(seed)],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*vugan, "preprocess", "--manifest", str(phantom / "scans.csv"), "--out", str(examples),
+                    "--set", "preprocess.image_size=[32,32]"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return examples
+
+
+def load_pool(examples: Path):
+    from components.schema import UnitArrays, load_split
+
+    parts = [load_split(str(examples), s) for s in ("train", "holdout", "test")]
+    return UnitArrays(*(np.concatenate([getattr(p, f) for p in parts])
+                        for f in ("images", "class_ids", "regions", "level_names", "patients")))
+
+
+def main(argv=None) -> None:
+    from components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
+    from components.evaluator.privacy.spec import PrivacyConfig
+    from privacy_controls import SCENARIOS, calibrate
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pool", type=Path, help="an Examples artifact whose units (all splits) form the pool")
+    p.add_argument("--work", type=Path, default=Path("/tmp/vugan-calibration"))
+    p.add_argument("--patients", type=int, default=800)
+    p.add_argument("--sizes", default="25,50,100,200")
+    p.add_argument("--seeds", type=int, default=20)
+    args = p.parse_args(argv)
+    pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
+    n_pat = len(np.unique(pool.patients))
+    cfg = PrivacyConfig(bootstrap=20)
+    print(f"pool: {len(pool)} units of {n_pat} patients, {pool.images.shape[1:]}; seeds 0..{args.seeds - 1}")
+    print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
+    print("|---|---|---|---|---|---|")
+    for n in (int(x) for x in args.sizes.split(",")):
+        for scenario, label in SCENARIOS.items():
+            t = time.perf_counter()
+            counts = collections.Counter(calibrate(pool, n, scenario, range(args.seeds), cfg))
+            sec = (time.perf_counter() - t) / args.seeds
+            share = {k: counts[k] / args.seeds for k in (NO_LEAK, LEAK, TOO_FEW)}
+            print(f"| {n} | ({scenario}) {label} | {share[NO_LEAK]:.2f} | {share[LEAK]:.2f} | {share[TOO_FEW]:.2f} "
+                  f"| {sec:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

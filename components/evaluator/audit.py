@@ -1,0 +1,159 @@
+"""`vugan audit`: judge ANY synthetic set against a preprocess artifact's splits, without the model that made it.
+
+  vugan audit --examples PREPROCESS_DIR --synthetic DIR --out DIR
+
+DIR is either a folder holding ``Split-synthetic/`` TFRecords in the project's schema (what `vugan synthesize`
+writes), or a folder of NIfTI units ([H, W, K] like the examples' crops) with a ``manifest.csv`` naming each file's
+class (columns ``nifti`` or ``file``, and ``class_name``) or one sub-folder per class name. The audit runs the
+fidelity, diversity and utility evaluation, every attack that needs only the released images (distance attacks,
+DOMIAS, memorisation and copies) and the release gate, and writes metrics.json, verdict.json and report.html as
+the evaluator does. Members are the train split, non-members and the DOMIAS reference the holdout split; the
+embedding encoder is trained on the test split.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from components.schema import REGIONS, UnitArrays, unit_region
+from pipeline.artifacts import ArtifactType
+from pipeline.component import ComponentSpec, ExecContext, ExecResult
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--synthetic", type=Path, help="synthetic set: a folder with Split-synthetic/ TFRecords, "
+                                                       "or NIfTI units with manifest.csv or one folder per class")
+
+
+def options_from_args(args, extra) -> dict:
+    if getattr(args, "synthetic", None) is None:
+        raise ValueError("audit: pass --synthetic DIR (Split-synthetic/ TFRecords or a folder of NIfTI units)")
+    return {"synthetic": str(args.synthetic)}
+
+
+def _units(images, class_ids, class_names, ids) -> UnitArrays:
+    names = np.array([class_names[c] for c in class_ids], object)
+    regions = np.array([n if n in REGIONS else unit_region(n) for n in names], object)
+    return UnitArrays(np.asarray(images, np.float32), np.asarray(class_ids, np.int32), regions, names,
+                      np.array(ids, object))
+
+
+def _nifti_list(folder: Path, class_names) -> list[tuple[Path, str]]:
+    manifest = folder / "manifest.csv"
+    if manifest.exists():
+        rows = list(csv.DictReader(open(manifest)))
+        col = "nifti" if rows and "nifti" in rows[0] else "file"
+        if not rows or col not in rows[0] or "class_name" not in rows[0]:
+            raise ValueError(f"{manifest}: needs columns 'nifti' (or 'file') and 'class_name'")
+        return [(folder / r[col], r["class_name"]) for r in rows if r.get(col)]
+    out = []
+    for cname in class_names:
+        sub = folder / cname.replace("/", "-")
+        out += [(p, cname) for p in sorted(sub.glob("*.nii*"))]
+    if not out:
+        raise ValueError(f"{folder}: no Split-synthetic/ TFRecords, no manifest.csv and no NIfTI files in folders "
+                         f"named by class ({', '.join(class_names)}); see `vugan audit --help`")
+    return out
+
+
+def load_synthetic(folder: str | Path, class_names, image_shape) -> tuple[UnitArrays, str]:
+    """(units, description) of a synthetic set; classes are matched by name to the examples' classes."""
+    from components import schema
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"audit: --synthetic {folder} is not a folder")
+    if (folder / "Split-synthetic").is_dir():
+        units = schema.load_split(str(folder), "synthetic")
+        kind = "Split-synthetic/ TFRecords"
+        names = [str(n) if str(n) in class_names else str(r) for n, r in zip(units.level_names, units.regions)]
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            raise ValueError(f"{folder}: synthetic units of classes {unknown} that the examples do not have "
+                             f"({', '.join(class_names)})")
+        ids = [class_names.index(n) for n in names]
+        units = _units(units.images, ids, class_names, [f"synthetic-{i}" for i in range(len(ids))])
+    else:
+        import nibabel as nib
+
+        files = _nifti_list(folder, class_names)
+        images, ids = [], []
+        for path, cname in files:
+            if cname not in class_names:
+                raise ValueError(f"{path}: class {cname!r} is not one of the examples' ({', '.join(class_names)})")
+            images.append(np.asarray(nib.load(str(path)).dataobj, np.float32))
+            ids.append(class_names.index(cname))
+            if images[-1].shape != tuple(image_shape):
+                raise ValueError(f"{path}: shape {images[-1].shape} differs from the examples' units "
+                                 f"{tuple(image_shape)} (H, W, K; values in [-1, 1])")
+        units = _units(np.stack(images), ids, class_names, [f"synthetic-{i}" for i in range(len(ids))])
+        kind = "NIfTI units"
+    if len(units) == 0:
+        raise ValueError(f"{folder}: the synthetic set is empty")
+    if units.images.shape[1:] != tuple(image_shape):
+        raise ValueError(f"{folder}: units of shape {units.images.shape[1:]}, the examples' are {tuple(image_shape)}")
+    return units, kind
+
+
+def _digest(units: UnitArrays) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(units.images).tobytes())
+    h.update(np.ascontiguousarray(units.class_ids).tobytes())
+    return h.hexdigest()
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    from components.evaluator import core, gate
+    from components.evaluator.privacy.attacks import evaluate_privacy
+    from components.evaluator.report.headline import select_headline
+    from components.evaluator.run import inception_or_skip, jsonable, load_inputs, write_outputs
+
+    cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
+    manifest, splits = load_inputs(ctx.inputs["examples"])
+    class_names = tuple(manifest["properties"].get("class_names") or ())
+    if not class_names:
+        raise ValueError(f"{ctx.inputs['examples']}: the Examples artifact names no class_names")
+    synthetic, kind = load_synthetic(ctx.options["synthetic"], class_names, splits["train"].images.shape[1:])
+    ctx.log(f"audit: {len(synthetic)} synthetic units ({kind}) against {len(splits['train'])} train / "
+            f"{len(splits['holdout'])} holdout / {len(splits['test'])} test units")
+    timer = core.StageTimer(ctx.log)
+    inception, skip_reason = inception_or_skip(cfg)
+    outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, class_names, cfg,
+                                  inception=inception, inception_skip_reason=skip_reason, timer=timer)
+    metrics = outcome.metrics
+    metrics["synthetic"].update({"generator": "unknown (audited set)", "source": str(ctx.options["synthetic"]),
+                                 "format": kind, "sha256": _digest(synthetic)})
+    encoder = core.privacy_encoder(splits["test"], class_names, cfg, timer)
+    with timer.stage("privacy", len(splits["train"]) + len(splits["holdout"]) + len(synthetic)):
+        priv = evaluate_privacy(splits["train"], splits["holdout"], synthetic, None, encoder, pcfg, cfg.seed)
+    metrics["privacy"] = priv.metrics
+    metrics["privacy"]["encoder"] = encoder.description
+    metrics["privacy"]["dp"] = {"enabled": False, "note": "an audited set carries no DP guarantee of its own"}
+    metrics = jsonable(metrics)
+    verdict = gate.release_gate(metrics, pcfg).to_dict()
+    verdict["audited"] = {"synthetic": str(Path(ctx.options["synthetic"]).resolve()), "format": kind,
+                          "units": len(synthetic), "sha256": metrics["synthetic"]["sha256"]}
+    metrics["verdict"] = verdict
+    metrics["timings"] = timer.stages
+    metrics["config"] = {k: ctx.config.to_dict()[k] for k in ("evaluator", "privacy")}
+    metrics["inputs"] = {"examples": str(Path(ctx.inputs["examples"]).resolve()),
+                         "synthetic": verdict["audited"]["synthetic"]}
+    metrics["headline"] = select_headline(metrics)
+    facts = {"examples": ctx.inputs["examples"].name, "synthetic": Path(ctx.options["synthetic"]).name,
+             "format": kind, "units": len(synthetic), "classes": len(class_names)}
+    write_outputs(ctx.out_dir, metrics, verdict, splits, synthetic, class_names, cfg, facts, priv,
+                  "vugan audit: a synthetic set judged against real vertebral units")
+    ctx.log(f"audit: verdict {'PASSED' if verdict['passed'] else 'FAILED'} ({verdict['headline']}); "
+            f"report {ctx.out_dir / 'report.html'}")
+    return ExecResult(counts={"synthetic": len(synthetic), **{s: len(u) for s, u in splits.items()}},
+                      properties={"verdict": verdict, "audited": verdict["audited"]},
+                      summary={"passed": verdict["passed"], "reasons": verdict["reasons"]})
+
+
+SPEC = ComponentSpec(
+    name="audit", artifact_type=ArtifactType.EVALUATION, inputs={"examples": ArtifactType.EXAMPLES},
+    config_sections=("evaluator", "privacy"), execute=execute,
+    description="judge any synthetic set (TFRecords or NIfTI) against an Examples artifact's splits: fidelity, "
+                "image-only privacy attacks, copies and the release gate; metrics.json, verdict.json, report.html")

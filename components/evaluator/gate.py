@@ -1,0 +1,161 @@
+"""The release gate: metrics.json in, a verdict a data-protection reviewer can read out.
+
+Privacy has three outcomes, each with its reason:
+  * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), or an attack's evidence
+    excludes chance: its per-patient AUC bound, corrected for every attack tried, lies beyond 0.5 +/- margin (far
+    below 0.5 counts too: a biased split, or an attack an adversary flips), or more members score above every
+    non-member than chance allows, or the C_T data-copying score is below its threshold;
+  * NO LEAK FOUND AT THE DETECTABLE SIZE: nothing above, and the cohort was large enough that an attack with
+    per-patient AUC >= the stated size would have been found with the stated power;
+  * NOT ENOUGH PATIENTS TO TELL: nothing found, but that detectable AUC is above privacy.max_detectable_auc.
+Releasing needs the second, or the third together with a differential-privacy guarantee per patient with
+epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rules (FID ratio, TSTR).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from components.evaluator.privacy.spec import PrivacyConfig
+
+LEAK, NO_LEAK, TOO_FEW = "leak found", "no leak found at the detectable size", "not enough patients to tell"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    outcome: str  # one of LEAK, NO_LEAK, TOO_FEW (or "privacy not evaluated")
+    reasons: list[str]
+    headline: str = ""
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "privacy_outcome": self.outcome, "headline": self.headline,
+                "reasons": list(self.reasons), "forced": False}
+
+
+def _lookup(metrics: dict, dotted: str):
+    node = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def _fmt(x, nd=3) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+
+
+def privacy_findings(priv: dict, cfg: PrivacyConfig) -> tuple[list[str], list[str]]:
+    """(findings that mean a leak, notes) from the privacy metrics."""
+    findings, notes = [], []
+    pix = (priv.get("memorisation") or {}).get("pixel") or {}
+    if "copied_patients" not in pix:
+        findings.append("copy check missing (pixel-space memorisation not computed)")
+    else:
+        n_pat, n_units = pix["copied_patients"], pix["n_copies"]
+        text = (f"{n_pat} of {pix['train_patients']} training patients have a near-copy in the set ({n_units} of "
+                f"{pix['n_synthetic']} synthetic units within the copy radius {_fmt(pix['copy_radius'], 2)}: "
+                f"{pix['copy_rule']}); allowed: {cfg.max_copied_patients}")
+        (findings if n_pat > cfg.max_copied_patients else notes).append(text)
+    for name, a in (priv.get("attacks") or {}).items():
+        if not a.get("gated"):
+            continue
+        t, p = a["patient"]["tests"], a["patient"]
+        lo, hi = t["auc_bounds_corrected"]
+        if t["leak_auc"]:
+            findings.append(f"attack {name}: per-patient AUC {_fmt(p['auc'])}, corrected {100 * t['corrected_level']:.2f}% "
+                            f"bound {_fmt(lo)} > 0.5 + {cfg.auc_margin:g} ({p['n_members']} vs {p['n_nonmembers']} patients)")
+        if t["flipped_auc"]:
+            findings.append(f"attack {name}: per-patient AUC {_fmt(p['auc'])}, corrected bound {_fmt(hi)} < 0.5 - "
+                            f"{cfg.auc_margin:g}: far below chance, so the split is biased or the flipped attack "
+                            "finds the members")
+        if t["leak_tail"]:
+            findings.append(f"attack {name}: {t['members_above_all_nonmembers']} member patients score above every "
+                            f"non-member (p = {t['p_tail']:.2g} < {cfg.alpha / priv['family']['tests']:.2g})")
+    for space, m in (priv.get("memorisation") or {}).items():
+        ct = m.get("ct")
+        if ct is None or not np.isfinite(ct):
+            notes.append(f"C_T ({space}) not computable: fewer than {cfg.ct_min_cell} held-out units per cell")
+        elif ct < cfg.min_ct:
+            findings.append(f"C_T data-copying score ({space}) {ct:.2f} < {cfg.min_ct:g}")
+        else:
+            notes.append(f"C_T ({space}) {ct:.2f} >= {cfg.min_ct:g}")
+    return findings, notes
+
+
+def privacy_outcome(priv: dict, cfg: PrivacyConfig) -> tuple[str, list[str], str]:
+    """(outcome, reasons, one-line headline) of the privacy part."""
+    findings, notes = privacy_findings(priv, cfg)
+    det = priv.get("detectable") or {}
+    c = priv.get("candidates") or {}
+    best = (priv.get("strongest") or {}).get("patient") or {}
+    auc_det = det.get("auc")
+    size = (f"{c.get('member_patients', 0)} member vs {c.get('nonmember_patients', 0)} non-member patients, "
+            f"{(priv.get('family') or {}).get('tests', 0)} tests at family-wise alpha {cfg.alpha:g}")
+    strongest = (f"strongest attack per patient: {best['attack']}, AUC {_fmt(best['auc'])} "
+                 f"[95% CI {_fmt(best['auc_ci'][0])}, {_fmt(best['auc_ci'][1])}], TPR {_fmt(best['tpr_at_1pct_fpr'], 2)} "
+                 f"at 1% FPR" if best else "no attack on released images ran")
+    reasons = [f"FAIL: {f}" for f in findings] + [f"NOTE: {n}" for n in notes] + [f"NOTE: {strongest}"]
+    if findings:
+        return LEAK, reasons, f"{LEAK}: {findings[0]}"
+    if auc_det is None or not np.isfinite(auc_det) or auc_det > cfg.max_detectable_auc:
+        reasons.append(f"FAIL: {TOO_FEW}: only an attack with per-patient AUC >= {_fmt(auc_det)} would have been "
+                       f"found with {100 * cfg.power:.0f}% power ({size}); the gate needs <= "
+                       f"{cfg.max_detectable_auc:g}")
+        return TOO_FEW, reasons, (f"{TOO_FEW}: an attack would need per-patient AUC >= {_fmt(auc_det, 2)} to be "
+                                  f"found with {100 * cfg.power:.0f}% power")
+    reasons.append(f"PASS: {NO_LEAK}: an attack with per-patient AUC >= {_fmt(auc_det)} would have been found with "
+                   f"{100 * cfg.power:.0f}% power ({size}); so would {det.get('tail_members')} member patients "
+                   "scoring above every non-member")
+    return NO_LEAK, reasons, (f"{NO_LEAK}: an attack with per-patient AUC >= {_fmt(auc_det, 2)} would have been "
+                              f"found with {100 * cfg.power:.0f}% power")
+
+
+def _dp_release(dp: dict, cfg: PrivacyConfig) -> tuple[bool, str]:
+    if not dp or not dp.get("enabled"):
+        return False, "the model has no differential-privacy guarantee"
+    eps = dp.get("epsilon")
+    if dp.get("unit") != "patient":
+        return False, f"the DP guarantee (epsilon {_fmt(eps, 2)}) is per {dp.get('unit')}, not per patient"
+    if cfg.max_dp_epsilon <= 0 or eps is None or eps > cfg.max_dp_epsilon:
+        return False, (f"DP epsilon {_fmt(eps, 2)} per patient is not within privacy.max_dp_epsilon = "
+                       f"{cfg.max_dp_epsilon:g}")
+    return True, (f"the cohort is too small for attacks to tell, and the model is differentially private with "
+                  f"epsilon = {eps:.2f} (delta {dp.get('delta')}) per patient, within the configured "
+                  f"{cfg.max_dp_epsilon:g}: any membership attack on one patient is bounded by that guarantee")
+
+
+def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
+    ok, reasons = True, []
+    for key, thr, op, label in [(cfg.fid_ratio_key, cfg.max_fid_ratio, "<=", "FID / real-real baseline"),
+                                (cfg.tstr_key, cfg.min_tstr_balanced_accuracy, ">=", "TSTR balanced accuracy")]:
+        if thr <= 0:
+            reasons.append(f"OFF: {label} not checked (threshold 0)")
+            continue
+        v = _lookup(metrics, key)
+        if v is None or not np.isfinite(v):
+            ok = False
+            reasons.append(f"FAIL: quality metric {key} missing")
+            continue
+        good = v <= thr if op == "<=" else v >= thr
+        ok &= good
+        reasons.append(f"{'PASS' if good else 'FAIL'}: {label} ({key}) {v:.3f} {op} {thr:.3f}")
+    return ok, reasons
+
+
+def release_gate(metrics: dict, cfg: PrivacyConfig) -> Verdict:
+    """Never raises on missing metrics: a missing privacy evaluation is a failed verdict naming it."""
+    priv = metrics.get("privacy") if isinstance(metrics, dict) else None
+    if not isinstance(priv, dict) or not priv.get("enabled", False):
+        return Verdict(False, "privacy not evaluated",
+                       ["FAIL: privacy metrics missing (privacy evaluation not run or turned off)"],
+                       "privacy not evaluated")
+    outcome, reasons, headline = privacy_outcome(priv, cfg)
+    privacy_ok = outcome == NO_LEAK
+    if outcome == TOO_FEW:
+        privacy_ok, why = _dp_release(priv.get("dp") or {}, cfg)
+        reasons.append(f"{'PASS' if privacy_ok else 'FAIL'}: release under differential privacy: {why}")
+    quality_ok, q_reasons = quality_rules(metrics, cfg)
+    return Verdict(bool(privacy_ok and quality_ok), outcome, reasons + q_reasons, headline)

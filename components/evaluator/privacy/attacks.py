@@ -1,0 +1,347 @@
+"""Privacy evaluation of a synthetic set: every membership-inference attack and memorisation check, by patient.
+
+Who is who (every set is whole patients, so per-patient scores use all of a patient's units):
+  * members: units of training patients;
+  * non-member candidates and DOMIAS reference: the held-out patients, split at random into two patient-disjoint
+    parts (`privacy.reference_fraction` of them are the reference; the reference is never a candidate);
+  * candidates: equally many member and non-member PATIENTS (at most `privacy.max_query_patients` a side), all of
+    their units.
+
+Attacks on the released images (the ones `vugan audit` can run and the release gate judges), in the pixel space
+(after knn.py's fixed projection) and, when an encoder is given, in its embedding space:
+  fbb_nearest (GAN-Leaks full black-box), ref_pairwise and ref_density (the reference study's two attacks) and
+  domias (van Breugel et al. 2023: density of the synthetic set against the reference data at the query, by k-NN).
+Attacks that need the model (generator reconstruction, discriminator logits) are reported as the worst case: the
+discriminator is never released, so they are not part of the gate.
+
+Statistics per patient are exact permutation tests (privacy/stats.py); gate.py turns them into the verdict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from components.evaluator import knn
+from components.evaluator.privacy import stats as mia_stats
+from components.evaluator.privacy.spec import PrivacyConfig
+from components.evaluator.report.types import ReportSection
+from components.schema import UnitArrays
+
+# Attack catalogue: name -> (family, one-line description, direction of the raw quantity).
+ATTACKS = {
+    "fbb_nearest": ("full black-box (GAN-Leaks)", "distance to the nearest synthetic unit", "lower = member"),
+    "ref_pairwise": ("reference study, attack 1", "nearest-synthetic distance / median distance to synthetic",
+                     "lower = member"),
+    "ref_density": ("reference study, attack 2", "synthetic units within the global density radius",
+                    "higher = member"),
+    "domias": ("DOMIAS (density ratio)", "k-NN density of the synthetic set / of the reference patients' units",
+               "higher = member"),
+    "pbb_reconstruction": ("partial black-box (GAN-Leaks)", "generator reconstruction error after optimising z",
+                           "lower = member"),
+    "logan_realfake": ("white-box (LOGAN)", "discriminator real/fake logit", "higher = member"),
+    "logan_aux_confidence": ("white-box (LOGAN, ac-GAN head)", "auxiliary head's probability of the true class",
+                             "higher = member"),
+}
+RELEASED_IMAGE_ATTACKS = ("fbb_nearest", "ref_pairwise", "ref_density", "domias")
+MODEL_ATTACKS = ("pbb_reconstruction", "logan_realfake", "logan_aux_confidence")
+MEDIAN_SAMPLE = 2048  # synthetic units a query's median distance is estimated from (a population statistic)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyResult:
+    metrics: dict
+    sections: list[ReportSection]
+    copy_mask: np.ndarray | None = None  # [n synthetic] near-copies of a training unit (pixel space)
+
+
+# ------------------------------------------------------------------------------------------------ candidates
+
+def _patients_of(patients: np.ndarray) -> np.ndarray:
+    return np.unique(np.asarray(patients).astype(str))
+
+
+def split_reference(nonmember_patients: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit indices of (non-member candidates, DOMIAS reference): a random patient-disjoint split of the holdout.
+
+    Both parts get at least one patient when there are two or more."""
+    p = np.asarray(nonmember_patients).astype(str)
+    ids = _patients_of(p)
+    np.random.default_rng([seed, 11]).shuffle(ids)
+    n_ref = int(round(fraction * len(ids)))
+    n_ref = min(max(n_ref, 1), len(ids) - 1) if len(ids) >= 2 else 0
+    ref = set(ids[:n_ref])
+    is_ref = np.array([x in ref for x in p], bool)
+    return np.nonzero(~is_ref)[0], np.nonzero(is_ref)[0]
+
+
+def select_candidates(member_patients: np.ndarray, nonmember_patients: np.ndarray, max_patients: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit indices of the member and non-member candidates: equally many PATIENTS a side, all their units.
+
+    Raises ValueError when a patient is on both sides (membership would be ill-defined).
+    """
+    m_p, n_p = np.asarray(member_patients).astype(str), np.asarray(nonmember_patients).astype(str)
+    overlap = set(m_p) & set(n_p)
+    if overlap:
+        raise ValueError(f"{len(overlap)} patient(s) are both members and non-members, e.g. {sorted(overlap)[0]!r}; "
+                         "the train and holdout splits must be patient-disjoint")
+    rng = np.random.default_rng(seed)
+    m_ids, n_ids = _patients_of(m_p), _patients_of(n_p)
+    n = min(len(m_ids), len(n_ids), max_patients)
+
+    def draw(patients: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        chosen = set(rng.permutation(ids)[:n])
+        return np.nonzero([x in chosen for x in patients])[0]
+
+    return draw(m_p, m_ids), draw(n_p, n_ids)
+
+
+# ------------------------------------------------------------------------------------------------ attacks
+
+def released_image_scores(candidates: np.ndarray, synthetic: np.ndarray, reference: np.ndarray,
+                          cfg: PrivacyConfig, seed: int) -> dict:
+    """Scores (higher = member) of the attacks on released images, in one (projected) feature space."""
+    syn_index = knn.Index(synthetic, cfg.block_rows)
+    k = max(1, min(cfg.domias_k, len(synthetic), len(reference)))
+    d_syn, _ = syn_index.search(candidates, k)
+    rng = np.random.default_rng([seed, 5])
+    sample = synthetic[np.sort(rng.permutation(len(synthetic))[:MEDIAN_SAMPLE])]
+    d_sample = knn.pairwise(candidates, sample)
+    median = np.median(d_sample, axis=1)
+    # Density radius: the density_quantile of all candidate-synthetic distances, estimated on the sample.
+    radius = float(np.quantile(d_sample, cfg.density_quantile))
+    counts = syn_index.count_within(candidates, radius)
+    scores = {"fbb_nearest": -d_syn[:, 0].astype(np.float64),
+              "ref_pairwise": -(d_syn[:, 0] / np.maximum(median, 1e-12)).astype(np.float64),
+              "ref_density": counts.astype(np.float64)}
+    if len(reference):
+        d_ref, _ = knn.Index(reference, cfg.block_rows).search(candidates, k)
+        # k-NN density ~ k / (n r_k^dim): the log ratio is dim x (log r_ref - log r_syn) plus a constant; the
+        # factor dim does not change any ranking, so the score is the log ratio of the k-th neighbour distances.
+        scores["domias"] = (np.log(np.maximum(d_ref[:, -1], 1e-12)) - np.log(np.maximum(d_syn[:, -1], 1e-12))
+                            ).astype(np.float64)
+    return {"scores": scores, "nearest": d_syn[:, 0], "radius": radius}
+
+
+def _model_attacks(bundle, images, class_ids, labels, groups, cfg, seed, timings, skipped, scores_out, idx_out):
+    """Generator and discriminator attacks; fills scores_out[name] and idx_out[name] (candidate rows used)."""
+    n_classes = len(bundle.class_names)
+    if cfg.whitebox_enabled:
+        from components.evaluator.privacy.model_attacks import discriminator_scores
+
+        logit, conf, sec = discriminator_scores(bundle.discriminator, images, class_ids)
+        scores_out["logan_realfake"], scores_out["logan_aux_confidence"] = logit, conf
+        idx_out["logan_realfake"] = idx_out["logan_aux_confidence"] = np.arange(len(images))
+        timings["logan_realfake"] = timings["logan_aux_confidence"] = sec
+    else:
+        skipped["logan_realfake"] = skipped["logan_aux_confidence"] = "turned off (privacy.whitebox_enabled = false)"
+    if cfg.pbb_enabled:
+        from components.evaluator.privacy.model_attacks import reconstruction_errors
+
+        # Costly: whole patients, at most pbb_max_patients a side.
+        rng = np.random.default_rng(seed + 7)
+        chosen = set()
+        for c in (1, 0):
+            ids = np.unique(groups[labels == c])
+            chosen |= set(rng.permutation(ids)[:cfg.pbb_max_patients])
+        sub = np.nonzero([g in chosen for g in groups])[0]
+        err, sec = reconstruction_errors(bundle.generator, int(bundle.noise_dim), n_classes, images[sub],
+                                         class_ids[sub], steps=cfg.pbb_steps, restarts=cfg.pbb_restarts,
+                                         lr=cfg.pbb_lr, batch=cfg.pbb_batch, class_mode=cfg.pbb_class, seed=seed)
+        scores_out["pbb_reconstruction"], idx_out["pbb_reconstruction"] = -err, sub
+        timings["pbb_reconstruction"] = sec
+    else:
+        skipped["pbb_reconstruction"] = "turned off (privacy.pbb_enabled = false)"
+
+
+def gated_attacks(attacks: dict) -> list[str]:
+    return [n for n in attacks if n.split(".")[-1] in RELEASED_IMAGE_ATTACKS]
+
+
+def add_patient_tests(attacks: dict, cfg: PrivacyConfig) -> int:
+    """Adds the corrected per-patient tests to every attack; the family is the attacks on released images (two
+    tests each: AUC and tail). Returns the number of tests in the family."""
+    family = gated_attacks(attacks)
+    n_tests = max(1, 2 * len(family))
+    for name, a in attacks.items():
+        p = a["patient"]
+        a["patient"]["tests"] = mia_stats.patient_tests(
+            p["auc"], p["members_above_all_nonmembers"], p["n_members"], p["n_nonmembers"], n_tests=n_tests,
+            alpha=cfg.alpha, margin=cfg.auc_margin)
+        a["gated"] = name in family
+    return n_tests
+
+
+def strongest(attacks: dict, level: str = "patient", gated_only: bool = True) -> dict:
+    """The attack with the strongest EVIDENCE (smallest p-value of its per-patient tests), ties broken by the
+    distance of its AUC from 0.5, never by the width of its interval."""
+    best, key = None, None
+    for name, a in attacks.items():
+        if gated_only and not a.get("gated"):
+            continue
+        t = a["patient"].get("tests") or {}
+        auc = a[level]["auc"]
+        k = (t.get("evidence", 0.0), abs(auc - 0.5) if np.isfinite(auc) else -1)
+        if key is None or k > key:
+            best, key = name, k
+    if best is None:
+        return {}
+    a = attacks[best][level]
+    out = {"attack": best, "auc": a["auc"], "auc_ci": a["auc_ci"], "tpr_at_1pct_fpr": a["tpr_at_1pct_fpr"],
+           "tpr_at_0.1pct_fpr": a["tpr_at_0.1pct_fpr"], "n_members": a["n_members"],
+           "n_nonmembers": a["n_nonmembers"]}
+    if level == "patient":
+        out["tests"] = attacks[best]["patient"]["tests"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: UnitArrays, bundle, embed_fn,
+                     cfg: PrivacyConfig, seed: int, sections: bool = True,
+                     synthetic_rows: np.ndarray | None = None) -> PrivacyResult:
+    """Run every attack and memorisation check; see the module docstring for who is who.
+
+    Args:
+      members / nonmembers: real train / holdout units (patient-disjoint). synthetic: the set to be released.
+      bundle: models.bundle.ModelBundle or None (model attacks are then reported as skipped).
+      embed_fn: images [N, H, W, K] -> features [N, D] from an encoder that never saw the members, or None.
+      sections: build the report sections (figures); the calibration harness turns them off.
+      synthetic_rows: the synthetic set's pixel rows already through knn.Projection (a large set streamed through
+        the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs
+        sections=False and no embed_fn).
+    """
+    from components.evaluator.privacy.memorisation import memorisation_report
+
+    if not cfg.enabled:
+        return PrivacyResult({"enabled": False}, [ReportSection("privacy", "Privacy", "Privacy evaluation turned off "
+                                                                "(privacy.enabled = false).")])
+    if len(members) == 0 or len(nonmembers) == 0 or len(synthetic) == 0 or (
+            synthetic_rows is not None and len(synthetic_rows) != len(synthetic)):
+        raise ValueError(f"privacy needs members, non-members and synthetic units; got {len(members)}, "
+                         f"{len(nonmembers)}, {len(synthetic)}")
+    t0 = time.perf_counter()
+    pool, ref = split_reference(nonmembers.patients, cfg.reference_fraction, seed)
+    mi, ni_pool = select_candidates(members.patients, nonmembers.patients[pool], cfg.max_query_patients, seed)
+    ni = pool[ni_pool]
+    labels = np.r_[np.ones(len(mi), int), np.zeros(len(ni), int)]
+    groups = np.concatenate([members.patients[mi], nonmembers.patients[ni]]).astype(str)
+    class_ids = np.concatenate([members.class_ids[mi], nonmembers.class_ids[ni]]).astype(np.int32)
+    # Shuffle so that ties (e.g. many zero density counts) are not broken in favour of the members listed first.
+    order = np.random.default_rng(seed + 2).permutation(len(labels))
+    labels, groups, class_ids = labels[order], groups[order], class_ids[order]
+
+    def candidates_of(m_rows: np.ndarray, n_rows: np.ndarray) -> np.ndarray:
+        return np.concatenate([m_rows[mi], n_rows[ni]])[order]
+
+    # Per space: members, non-members and synthetic rows, each real unit projected (or embedded) once.
+    proj = knn.Projection(int(np.prod(members.images.shape[1:])), cfg.knn_dims)
+    if synthetic_rows is not None and (sections or embed_fn is not None):
+        raise ValueError("synthetic_rows replaces the synthetic images only without report sections and encoder")
+    syn_rows = proj(synthetic.images) if synthetic_rows is None else np.asarray(synthetic_rows, np.float32)
+    spaces = {"pixel": (proj(members.images), proj(nonmembers.images), syn_rows)}
+    skipped: dict[str, str] = {}
+    if embed_fn is not None:
+        spaces["embedding"] = tuple(np.asarray(embed_fn(x), np.float32)
+                                    for x in (members.images, nonmembers.images, synthetic.images))
+    else:
+        skipped["embedding space"] = "no encoder given"
+    phase: dict[str, float] = {"setup_and_embedding": round(time.perf_counter() - t0, 3)}
+
+    scores, used, timings, raw = {}, {}, {}, {}
+    tick = time.perf_counter()
+    for space, (m_rows, n_rows, s_rows) in spaces.items():
+        t = time.perf_counter()
+        cand = candidates_of(m_rows, n_rows)
+        r = released_image_scores(cand, s_rows, n_rows[ref], cfg, seed)
+        sec = (time.perf_counter() - t) / len(cand)
+        for name, v in r["scores"].items():
+            scores[f"{space}.{name}"], used[f"{space}.{name}"], timings[f"{space}.{name}"] = v, np.arange(len(v)), sec
+        raw[space] = r
+    if not len(ref):
+        skipped["domias"] = "no reference patients (the holdout has fewer than two patients)"
+    if bundle is None:
+        for name in MODEL_ATTACKS:
+            skipped[name] = "no model given (the synthetic set is judged by its images alone)"
+    else:
+        images = candidates_of(members.images, nonmembers.images)
+        _model_attacks(bundle, images, class_ids, labels, groups, cfg, seed, timings, skipped, scores, used)
+        del images
+    phase["attacks"] = round(time.perf_counter() - tick, 3)
+
+    tick = time.perf_counter()
+    attacks = {}
+    for name, s in scores.items():
+        idx = used[name]
+        base = name.split(".")[-1]
+        family, what, direction = ATTACKS[base]
+        summary = mia_stats.attack_summary(s, labels[idx], groups[idx], aggregate=cfg.patient_aggregate,
+                                           n_boot=cfg.bootstrap, seed=seed, top_n_fraction=cfg.top_n_fraction)
+        attacks[name] = {"family": family, "score": what, "direction": direction,
+                         "space": name.split(".")[0] if "." in name else "model",
+                         "seconds_per_1000_queries": 1000 * timings[name], **summary}
+    n_tests = add_patient_tests(attacks, cfg)
+    phase["statistics"] = round(time.perf_counter() - tick, 3)
+
+    tick = time.perf_counter()
+    memo, memo_arrays = {}, {}
+    for space, (m_rows, n_rows, s_rows) in spaces.items():
+        memo[space], memo_arrays[space] = memorisation_report(
+            m_rows, members.patients, n_rows, nonmembers.patients, s_rows, cfg=cfg, seed=seed)
+    phase["memorisation"] = round(time.perf_counter() - tick, 3)
+
+    m_pat, n_pat = (len(np.unique(groups[labels == c])) for c in (1, 0))
+    metrics = {
+        "enabled": True,
+        "patient_aggregate": cfg.patient_aggregate,
+        "distance": proj.describe() + " (pixel space); faiss-cpu exact k-NN (components/evaluator/knn.py)",
+        "candidates": {"member_units": int(labels.sum()), "nonmember_units": int(len(labels) - labels.sum()),
+                       "member_patients": int(m_pat), "nonmember_patients": int(n_pat),
+                       "reference_patients": int(len(np.unique(nonmembers.patients[ref]))),
+                       "reference_units": int(len(ref)), "synthetic_units": int(len(synthetic)),
+                       "selection": "equally many whole patients a side; the DOMIAS reference patients are held-out "
+                                    "patients that are never candidates"},
+        "attacks": attacks,
+        "family": {"attacks": gated_attacks(attacks), "tests": n_tests, "alpha": cfg.alpha,
+                   "margin": cfg.auc_margin, "correction": "Bonferroni over two tests (AUC, low-FPR tail) per "
+                                                           "attack on released images"},
+        "detectable": {
+            "auc": mia_stats.detectable_auc(m_pat, n_pat, n_tests=n_tests, alpha=cfg.alpha, margin=cfg.auc_margin,
+                                            power=cfg.power),
+            "power": cfg.power,
+            "tail_members": mia_stats.tail_k_needed(m_pat, n_pat, cfg.alpha / n_tests)},
+        "skipped": skipped,
+        "strongest": {"unit": strongest(attacks, "unit"), "patient": strongest(attacks, "patient"),
+                      "model_worst_case": strongest({k: v for k, v in attacks.items()
+                                                     if k in MODEL_ATTACKS}, "patient", gated_only=False)},
+        "density_radius": {space: raw[space]["radius"] for space in raw},
+        "memorisation": memo,
+        "seconds": phase,
+    }
+    out_sections = []
+    if sections:
+        from components.evaluator.report.privacy_sections import build_sections
+
+        tick = time.perf_counter()
+        out_sections = build_sections(metrics, scores, used, labels, groups, memo_arrays, synthetic.images,
+                                      members.images, cfg)
+        phase["figures"] = round(time.perf_counter() - tick, 3)
+    phase["total"] = round(time.perf_counter() - t0, 3)
+    return PrivacyResult(json_safe(metrics), out_sections, memo_arrays["pixel"]["copies"])
+
+
+def json_safe(obj):
+    """nan / inf -> None (strict JSON has neither), numpy scalars -> Python numbers, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
