@@ -16,6 +16,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+tf_env.configure()
 
 
 def main(argv=None) -> None:

@@ -30,6 +30,11 @@ class ArchConfig:
     batch_norm: bool = False  # in the generator's hidden blocks (the reference's optional BN)
     d_batch_norm: bool = False  # in the discriminator's hidden blocks
     spectral_norm: bool = False  # discriminator only
+    # The study's exact discriminator (configs/reference.toml): biases on the stride-2 blocks after the first
+    # (PyTorch's default when BN is off), no activation after the last conv, PyTorch-default (uniform) heads.
+    d_block_bias: bool = False
+    d_feature_activation: bool = True  # LeakyReLU after the last conv (not in the study)
+    head_init: str = "normal"  # "normal": N(0, 0.02); "pytorch": nn.Linear's default, U(+-1/sqrt(fan_in))
 
     @property
     def n_up(self) -> int:
@@ -52,6 +57,12 @@ class ArchConfig:
 
 def _init():
     return keras.initializers.RandomNormal(0.0, INIT_STD)
+
+
+def _pytorch_uniform(fan_in: int):
+    """torch.nn.Linear / Conv2d default for weights (kaiming_uniform, a = sqrt(5)) and biases: U(+-1/sqrt(fan_in))."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-limit, limit)
 
 
 @keras.saving.register_keras_serializable(package="vugan")
@@ -140,16 +151,26 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     conv = dict(use_bias=False, kernel_initializer=_init())
     x = images
     for i in range(cfg.n_up):
-        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **conv)(x)
+        block = dict(conv)
+        if cfg.d_block_bias and i > 0:  # the study's first and last convs have no bias, the others do
+            block.update(use_bias=True, bias_initializer=_pytorch_uniform(16 * x.shape[-1]))
+        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **block)(x)
         if cfg.d_batch_norm and i > 0:  # the reference never normalises the first block
             x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                                 name=f"bn_{i}")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{i}")(x)
     # One conv over the whole base grid: the reference's Conv(8s -> s, 4x4, stride 1) to a length-s vector.
     x = Conv(cfg.width, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
-    x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
+    if cfg.d_feature_activation:
+        x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
     x = keras.layers.Flatten(name="features")(x)
-    dense = dict(kernel_initializer=_init(), dtype="float32")
+    if cfg.head_init == "pytorch":
+        dense = dict(kernel_initializer=_pytorch_uniform(cfg.width), bias_initializer=_pytorch_uniform(cfg.width),
+                     dtype="float32")
+    elif cfg.head_init == "normal":
+        dense = dict(kernel_initializer=_init(), dtype="float32")
+    else:
+        raise ValueError(f"head_init {cfg.head_init!r}: use 'normal' or 'pytorch'")
     realfake = keras.layers.Dense(1, name="realfake_logits", **dense)(x)
     class_logits = keras.layers.Dense(cfg.num_classes, name="class_logits", **dense)(x)
     return keras.Model(images, [realfake, class_logits], name="discriminator")

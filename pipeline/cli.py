@@ -15,8 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.artifacts import ArtifactError
-from pipeline.config import ConfigError, load_config
+from pipeline import tf_env
+
+tf_env.configure()  # before anything imports TensorFlow: oneDNN and threads are read once, at its load
+
+from pipeline.artifacts import ArtifactError  # noqa: E402
+from pipeline.config import ConfigError, load_config  # noqa: E402
 
 # CLI name -> module exposing SPEC (and optionally add_arguments / options_from_args).
 COMPONENT_MODULES = {

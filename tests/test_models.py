@@ -6,6 +6,8 @@ import tensorflow as tf
 from components.trainer.spec import AUGMENTATIONS
 from models import acgan, augment, ema
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 
 def out_shape(model, name):
     return tuple(model.get_layer(name).output.shape[1:])
@@ -134,3 +136,28 @@ def test_discriminate_pair_concatenates_only_without_batchnorm():
         separate = d(real, training=True)[0], d(fake, training=True)[0]
         np.testing.assert_allclose(out.real_logits.numpy(), separate[0].numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out.fake_logits.numpy(), separate[1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_reference_config_builds_the_studys_networks_exactly():
+    """configs/reference.toml through the trainer's own arch mapping: the study's parameter counts and layout."""
+    from components.trainer.core import arch_config
+    from components.trainer.data import ExamplesInfo
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "reference.toml", []).trainer
+    info = ExamplesInfo(root=None, image_shape=(64, 64, 9), class_names=("cervical", "thoracic", "lumbar"),
+                        conditioning="region", train_files=(), class_counts=(2, 5, 2), skipped=())
+    arch = arch_config(cfg, info)
+    g, d = acgan.build_generator(arch), acgan.build_discriminator(arch)
+    assert g.count_params() == 12_716_032
+    assert d.count_params() == 13_127_940
+    s = 128
+    # The difference from the default layout is exactly the biases of D's blocks 2-4 (2s + 4s + 8s).
+    assert d.count_params() - 13_126_148 == 2 * s + 4 * s + 8 * s
+    assert [d.get_layer(f"conv_{i}").use_bias for i in range(5)] == [False, True, True, True, False]
+    assert not any(layer.name == "lrelu_4" for layer in d.layers)  # no activation after the last conv
+    head = d.get_layer("class_logits").kernel.numpy()
+    assert np.abs(head).max() <= 1 / np.sqrt(s) and np.std(head) == pytest.approx(1 / np.sqrt(3 * s), rel=0.1)
+    assert (cfg.class_weighted_loss, cfg.class_loss, cfg.class_loss_normalization, cfg.fake_labels) == (
+        True, "nll_softmax", "weight_sum", "prior")
+    assert (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.noise_dim) == (1e-4, 1e-4, 0.5, 0.999, 32, 100)

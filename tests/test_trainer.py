@@ -74,9 +74,11 @@ def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path)
 
 
 def test_two_replicas_log_the_same_losses_as_one(examples, tmp_path):
-    """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs."""
+    """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs.
+    With the study's class loss (weighted, normalised by the GLOBAL batch's weight sum: an all-reduce)."""
     overrides = TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=100",
-                        "trainer.checkpoint_every=100"]
+                        "trainer.checkpoint_every=100", "trainer.class_weighted_loss=true",
+                        "trainer.class_loss_normalization='weight_sum'", "trainer.fake_labels='prior'"]
     one = tmp_path / "one"
     SPEC.run(load_config(None, overrides), {"examples": examples}, one, log=lambda m: None)
     two = tmp_path / "two"

@@ -24,15 +24,18 @@ class TrainingMonitor:
         self.writer = tf.summary.create_file_writer(str(self.out_dir / "logs"))
         self.stats_path = self.out_dir / "stats.jsonl"
         _truncate_stats(self.stats_path, start_step)
-        self._last = (start_step, time.perf_counter())
+        self._last = (start_step, time.perf_counter(), time.process_time())
 
     def scalars(self, step: int, values: dict[str, float]) -> dict:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         done_steps, elapsed = step - self._last[0], now - self._last[1]
-        self._last = (step, now)
+        cpu_per_step = (cpu - self._last[2]) / done_steps if done_steps > 0 else 0.0
+        self._last = (step, now, cpu)
         rate = done_steps * self.global_batch / elapsed if elapsed > 0 else 0.0
+        # cpu_s_per_step: CPU time of this process (all threads) per step since the last line; with images_per_s
+        # it tells a slow step (CPU busy) from a starved one (CPU idle: input pipeline, another process).
         row = {"step": step, **{k: float(v) for k, v in values.items()}, **self.constants,
-               "images_per_s": round(rate, 2)}
+               "images_per_s": round(rate, 2), "cpu_s_per_step": round(cpu_per_step, 4)}
         with self.writer.as_default(step=step):
             for key, value in row.items():
                 if key != "step":

@@ -49,8 +49,12 @@ class ACGAN(keras.Model):
     def __init__(self, generator: keras.Model, discriminator: keras.Model, *, num_classes: int,
                  global_batch_size: int, aux_weight: float = 1.0, class_weights=None, label_smoothing: float = 0.0,
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
-                 dp_settings: DPSettings | None = None, d_steps: int = 1):
+                 dp_settings: DPSettings | None = None, d_steps: int = 1, class_loss: str = "cross_entropy",
+                 class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False):
         super().__init__(name="acgan")
+        self.class_loss_kind = class_loss
+        self.class_loss_normalization = class_loss_normalization
+        self.fake_labels_from_prior = fake_labels_from_prior
         self.d_steps = d_steps
         self.generator = generator
         self.discriminator = discriminator
@@ -100,14 +104,17 @@ class ACGAN(keras.Model):
         correct = tf.cast(correct, tf.float32)
         return tf.reduce_sum(correct if mask is None else correct * mask) / self.global_batch_size
 
-    def d_losses(self, out: DiscriminatorOutputs, labels):
+    def _class_loss(self, cls_logits, labels):
+        return losses.class_loss(cls_logits, labels, global_batch_size=self.global_batch_size,
+                                 class_weights=self.class_weights, kind=self.class_loss_kind,
+                                 normalization=self.class_loss_normalization)
+
+    def d_losses(self, out: DiscriminatorOutputs, labels, fake_labels):
         adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
                                                  global_batch_size=self.global_batch_size,
                                                  real_label_smoothing=self.label_smoothing)
-        # The fakes were generated with the real batch's labels, so one label vector serves both halves.
-        cls = losses.acgan_discriminator_loss(out.real_cls_logits, out.fake_cls_logits, labels,
-                                              num_classes=self.num_classes, global_batch_size=self.global_batch_size,
-                                              class_weights=self.class_weights)
+        # Each half its own class term (the study: two NLLLoss calls, each normalised on its own).
+        cls = self._class_loss(out.real_cls_logits, labels) + self._class_loss(out.fake_cls_logits, fake_labels)
         return adv, cls
 
     # Batch entries of the D phase: with d_steps = k they hold k consecutive D batches, split here.
@@ -125,12 +132,13 @@ class ACGAN(keras.Model):
         return {**d_scalars, **self._generator_step(batch)}
 
     def _discriminator_step(self, batch) -> dict:
-        """D phase: real batch vs G(z_d | the real batch's labels); G is held fixed."""
+        """D phase: real batch vs G(z_d | the real batch's labels, or prior-drawn ones); G is held fixed."""
         real, labels = batch["images"], batch["labels"]
-        fake = self.generator([batch["z_d"], labels], training=True)
+        fake_labels = batch["d_fake_labels"] if self.fake_labels_from_prior else labels
+        fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
             d_out = self.discriminate_pair(real, fake)
-            d_adv, d_cls = self.d_losses(d_out, labels)
+            d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
@@ -248,9 +256,7 @@ class ACGAN(keras.Model):
             fake_g = self.generator([batch["z_g"][:rows], g_labels], training=True)
             g_logits, g_cls_logits = self.discriminator(self._augment(fake_g), training=True)
             g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
-            g_cls = losses.acgan_generator_loss(g_cls_logits, g_labels, num_classes=self.num_classes,
-                                                global_batch_size=self.global_batch_size,
-                                                class_weights=self.class_weights)
+            g_cls = self._class_loss(g_cls_logits, g_labels)
             g_loss = g_adv + self.aux_weight * g_cls
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))

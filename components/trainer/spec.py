@@ -1,8 +1,9 @@
 """Config of the ac-GAN trainer: the networks, the losses and their options, the schedule, the monitoring.
 
-Defaults are the reference study's (pGAN): s = 128, 100-d noise, Adam(1e-4, beta = 0.5/0.999), batch 32, no BN,
-no spectral norm, no EMA, no augmentation, no label smoothing, unweighted class loss with alpha = 1.
-Every option is off by default and switched on per run config.
+Defaults follow the reference study (pGAN): s = 128, 100-d noise, Adam(1e-4, beta = 0.5/0.999), batch 32, no BN,
+no spectral norm, no EMA, no augmentation, no label smoothing, alpha = 1. configs/reference.toml switches on the
+study's remaining particulars (weighted class loss normalised by the weights' sum, NLL on softmax, D's biases and
+heads, prior-sampled fake labels). Every other option is off by default and switched on per run config.
 """
 from __future__ import annotations
 
@@ -28,9 +29,25 @@ class TrainerConfig:
     generator_batch_norm: bool = F(default=False, metadata={
         "help": "BatchNorm in the generator only (DCGAN-style); helps small widths, whose N(0, 0.02) start is tiny"})
     spectral_norm: bool = F(default=False, metadata={"help": "spectral normalisation of the discriminator's convolutions"})
+    d_block_bias: bool = F(default=False, metadata={
+        "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
+    d_feature_activation: bool = F(default=True, metadata={
+        "help": "LeakyReLU after D's last conv (false in the study)"})
+    head_init: str = F(default="normal", metadata={
+        "choices": ("normal", "pytorch"), "help": "D's heads: N(0, 0.02), or PyTorch's nn.Linear default (the study)"})
     # ---------------------------------------------------------------- losses and options
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
+    class_loss: str = F(default="cross_entropy", metadata={
+        "choices": ("cross_entropy", "nll_softmax"),
+        "help": "cross_entropy (-log p), or the study's NLLLoss on softmax probabilities (-p; reference.toml only)"})
+    class_loss_normalization: str = F(default="batch", metadata={
+        "choices": ("batch", "weight_sum"),
+        "help": "divide the weighted class loss by the batch size, or by the sum of the batch's weights (the study)"})
+    fake_labels: str = F(default="real_batch", metadata={
+        "choices": ("real_batch", "prior"),
+        "help": "classes of the D phase's fakes: the real batch's labels, or drawn from the training prior (the "
+                "study; always so under DP)"})
     label_smoothing: float = F(default=0.0, metadata={"range": (0.0, 0.5), "help": "one-sided: real target becomes 1 - value"})
     diffaugment: str = F(default="", metadata={
         "help": "comma list of differentiable augmentations for D's inputs: translation, cutout, intensity"})
@@ -77,7 +94,9 @@ class TrainerConfig:
     cpu_replicas: int = F(default=1, metadata={"range": (1, 64),
                                                "help": "with no GPU, split the CPU into N logical devices (tests multi-replica code)"})
     mixed_precision: bool = F(default=False, metadata={"help": "bfloat16 compute on GPU (ignored on CPU)"})
-    xla: bool = F(default=False, metadata={"help": "XLA-compile the per-replica train step"})
+    xla: bool | str = F(default="auto", metadata={
+        "help": "XLA-compile the per-replica train step: true, false or 'auto' (on with a GPU; off on CPU, where "
+                "oneDNN without XLA measured faster: bench/train.py)"})
     # ---------------------------------------------------------------- monitoring and checkpoints
     log_every: int = F(default=10, metadata={"range": (1, None), "help": "steps between scalar logs (TensorBoard, stats.jsonl, console)"})
     image_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between per-class sample grids"})
@@ -96,11 +115,19 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        if isinstance(self.xla, str) and self.xla != "auto":
+            raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by cpu_replicas {self.cpu_replicas}")
 
     def _validate_dp(self) -> None:
         """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
+        if self.class_loss != "cross_entropy":
+            raise ValueError("trainer.dp with class_loss = 'nll_softmax': the DP discriminator step implements "
+                             "cross_entropy only")
+        if self.class_loss_normalization == "weight_sum":
+            raise ValueError("trainer.dp with class_loss_normalization = 'weight_sum': the normaliser would depend "
+                             "on the real batch's labels; use 'batch'")
         if self.batch_norm:
             raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
                              "and its moving statistics are un-noised real-data state; use spectral_norm or none "
