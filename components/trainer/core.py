@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     ckpt = make_checkpoint(gan, step, examples_seen)
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints,
                                          step_counter=step, checkpoint_name="ckpt")
+    remove_stale_temp_checkpoints(out_dir / "checkpoints")
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
@@ -107,7 +109,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=data_seed,
                                class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
                                start_example=int(examples_seen),
-                               d_fake_labels=dp_plan is not None or cfg.fake_labels == "prior")
+                               d_fake_labels=dp_plan is not None or cfg.fake_labels == "prior",
+                               augment=bool(parse_policy(cfg.diffaugment)))
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
     step_fn = tf.function(gan.train_step, jit_compile=True) if use_xla(cfg.xla) else gan.train_step
     real_per_step = global_batch * cfg.d_steps
@@ -159,6 +162,15 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"DP: {record['statement']}")
     return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
                        dp=record)
+
+
+def remove_stale_temp_checkpoints(folder: Path) -> list[Path]:
+    """A save killed half-way leaves ``ckpt-N_temp/`` (TensorFlow writes there, then renames); the manager never
+    lists it and never deletes it. Only this process writes checkpoints here, so any such folder is stale."""
+    stale = sorted(p for p in folder.glob("ckpt-*_temp") if p.is_dir()) if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
 
 
 def use_xla(setting) -> bool:

@@ -76,7 +76,7 @@ class ACGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
-    def discriminate_pair(self, real, fake, training=True) -> DiscriminatorOutputs:
+    def discriminate_pair(self, real, fake, training=True, aug=None) -> DiscriminatorOutputs:
         """D on the (augmented) real and fake batch.
 
         Without batch-coupled layers one call on the concatenation is equivalent and launches half the kernels.
@@ -84,12 +84,15 @@ class ACGAN(keras.Model):
         batch would give D statistics it never sees in the generator phase (an all-fake batch), and in a
         200-step demo run that let both losses collapse towards 0 while G produced noise.
         """
+        real_u, fake_u = (None, None) if aug is None else (aug[:, 0], aug[:, 1])
         if self._d_has_batchnorm:
-            real_logits, real_cls = self.discriminator(self._augment(real), training=training)
-            fake_logits, fake_cls = self.discriminator(self._augment(tf.cast(fake, real.dtype)), training=training)
+            real_logits, real_cls = self.discriminator(self._augment(real, real_u), training=training)
+            fake_logits, fake_cls = self.discriminator(self._augment(tf.cast(fake, real.dtype), fake_u),
+                                                       training=training)
             return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls)
         n = tf.shape(real)[0]
-        both = self._augment(tf.concat([real, tf.cast(fake, real.dtype)], axis=0))
+        both = tf.concat([real, tf.cast(fake, real.dtype)], axis=0)
+        both = self._augment(both, None if aug is None else tf.concat([real_u, fake_u], axis=0))
         logits, cls_logits = self.discriminator(both, training=training)
         return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:])
 
@@ -97,8 +100,9 @@ class ACGAN(keras.Model):
     def _d_has_batchnorm(self) -> bool:
         return any(isinstance(layer, keras.layers.BatchNormalization) for layer in self.discriminator.layers)
 
-    def _augment(self, images):
-        return diff_augment(images, self.augment) if self.augment else images
+    def _augment(self, images, u=None):
+        """DiffAugment with the batch's stateless draws ``u`` [n, DRAWS] (the input pipeline's ``aug``)."""
+        return diff_augment(images, self.augment, u) if self.augment else images
 
     def _rate(self, correct, mask=None) -> tf.Tensor:
         correct = tf.cast(correct, tf.float32)
@@ -118,7 +122,7 @@ class ACGAN(keras.Model):
         return adv, cls
 
     # Batch entries of the D phase: with d_steps = k they hold k consecutive D batches, split here.
-    D_PHASE_KEYS = ("images", "labels", "mask", "patient", "z_d", "d_fake_labels")
+    D_PHASE_KEYS = ("images", "labels", "mask", "patient", "z_d", "d_fake_labels", "aug")
 
     def train_step(self, batch):
         """``d_steps`` D phases (each on its own real batch), then one G phase; D scalars are averaged over them."""
@@ -137,7 +141,7 @@ class ACGAN(keras.Model):
         fake_labels = batch["d_fake_labels"] if self.fake_labels_from_prior else labels
         fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
-            d_out = self.discriminate_pair(real, fake)
+            d_out = self.discriminate_pair(real, fake, aug=batch.get("aug"))
             d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
         d_vars = self.discriminator.trainable_variables
@@ -254,7 +258,9 @@ class ACGAN(keras.Model):
         g_labels = batch["g_labels"][:rows]
         with tf.GradientTape() as tape:
             fake_g = self.generator([batch["z_g"][:rows], g_labels], training=True)
-            g_logits, g_cls_logits = self.discriminator(self._augment(fake_g), training=True)
+            aug = batch.get("aug")
+            g_logits, g_cls_logits = self.discriminator(
+                self._augment(fake_g, None if aug is None else aug[:rows, 2]), training=True)
             g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
             g_cls = self._class_loss(g_cls_logits, g_labels)
             g_loss = g_adv + self.aux_weight * g_cls
