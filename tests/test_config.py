@@ -63,3 +63,12 @@ def test_secret_salt_is_never_written(tmp_path):
     path = write_resolved(cfg, tmp_path)
     assert "pepper-1234" not in path.read_text()
     assert load_config(path).preprocess.salt == ""
+
+
+def test_every_shipped_config_loads_and_validates():
+    paths = sorted((ROOT / "configs").glob("*.toml"))
+    assert {p.stem for p in paths} >= {"demo", "tiny", "dataflow", "reference", "h200"}
+    for path in paths:
+        load_config(path)
+    h200 = load_config(ROOT / "configs" / "h200.toml").trainer
+    assert h200.mixed_precision and h200.xla is True and h200.batch_size >= 1024
