@@ -32,6 +32,8 @@ class ArchConfig:
     spectral_norm: bool = False  # discriminator only
     # The study's exact discriminator (configs/reference.toml): biases on the stride-2 blocks after the first
     # (PyTorch's default when BN is off), no activation after the last conv, PyTorch-default (uniform) heads.
+    spectral_norm_heads: bool = False  # also the two linear heads (with spectral_norm: every layer of D)
+    minibatch_stddev: bool = False  # a minibatch standard-deviation channel before D's last conv (ProGAN)
     d_block_bias: bool = False
     d_feature_activation: bool = True  # LeakyReLU after the last conv (not in the study)
     head_init: str = "normal"  # "normal": N(0, 0.02); "pytorch": nn.Linear's default, U(+-1/sqrt(fan_in))
@@ -110,6 +112,57 @@ class SpectralNormConv2D(keras.layers.Conv2D):
         return self.activation(outputs) if self.activation is not None else outputs
 
 
+@keras.saving.register_keras_serializable(package="vugan")
+class SpectralNormDense(keras.layers.Dense):
+    """Dense whose kernel is divided by its largest singular value; as SpectralNormConv2D (one power iteration
+    per training call, the vector a non-trainable weight saved with the layer)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.vector_u = self.add_weight(shape=(1, self.units), initializer=keras.initializers.RandomNormal(0, 1),
+                                        trainable=False, name="vector_u", aggregation="only_first_replica")
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            store["vector_u"] = self.vector_u
+
+    def load_own_variables(self, store):
+        self._check_load_own_variables = lambda store: None
+        super().load_own_variables({k: store[k] for k in store.keys() if k != "vector_u"})
+        self.vector_u.assign(store["vector_u"])
+
+    normalized_kernel = SpectralNormConv2D.normalized_kernel
+
+    @property
+    def filters(self):  # the name normalized_kernel uses for the output width
+        return self.units
+
+    def call(self, inputs, training=False):
+        outputs = ops.matmul(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package="vugan")
+class MinibatchStdDev(keras.layers.Layer):
+    """Append one channel: the standard deviation of each feature over the batch, averaged over features and
+    positions (Karras et al. 2018, arXiv:1710.10196). D sees how varied a batch is, so a generator that makes
+    one image per class is easy to call fake. Couples the examples of a batch: the trainer calls D on the real
+    and on the fake batch separately when D has this layer (as with BatchNorm)."""
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        std = ops.sqrt(ops.var(x32, axis=0) + 1e-8)  # [H, W, C]
+        value = ops.cast(ops.mean(std), x.dtype)
+        shape = ops.shape(x)
+        return ops.concatenate([x, ops.ones((shape[0], shape[1], shape[2], 1), x.dtype) * value], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
 def _l2n(x, eps=1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(x * x), eps))
 
@@ -159,6 +212,8 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
             x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                                 name=f"bn_{i}")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{i}")(x)
+    if cfg.minibatch_stddev:
+        x = MinibatchStdDev(name="minibatch_stddev")(x)
     # One conv over the whole base grid: the reference's Conv(8s -> s, 4x4, stride 1) to a length-s vector.
     x = Conv(cfg.width, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
     if cfg.d_feature_activation:
@@ -171,6 +226,7 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
         dense = dict(kernel_initializer=_init(), dtype="float32")
     else:
         raise ValueError(f"head_init {cfg.head_init!r}: use 'normal' or 'pytorch'")
-    realfake = keras.layers.Dense(1, name="realfake_logits", **dense)(x)
-    class_logits = keras.layers.Dense(cfg.num_classes, name="class_logits", **dense)(x)
+    Dense = SpectralNormDense if cfg.spectral_norm and cfg.spectral_norm_heads else keras.layers.Dense
+    realfake = Dense(1, name="realfake_logits", **dense)(x)
+    class_logits = Dense(cfg.num_classes, name="class_logits", **dense)(x)
     return keras.Model(images, [realfake, class_logits], name="discriminator")

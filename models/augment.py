@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-POLICIES = ("translation", "cutout", "intensity")
+POLICIES = ("translation", "cutout", "intensity", "brightness", "contrast")
 
 
 def parse_policy(text: str) -> tuple[str, ...]:
@@ -23,8 +23,9 @@ def parse_policy(text: str) -> tuple[str, ...]:
 # Uniform draws in [0, 1) per example that one augmentation pass consumes (columns of ``u``): translation (2),
 # cutout (2), intensity (2). The trainer draws them in the input pipeline with stateless ops keyed on the example
 # index (components/trainer/data.py), so a resumed run and any replica split see the same augmentations.
-DRAWS = 6
-_COLUMNS = {"translation": slice(0, 2), "cutout": slice(2, 4), "intensity": slice(4, 6)}
+DRAWS = 8
+_COLUMNS = {"translation": slice(0, 2), "cutout": slice(2, 4), "intensity": slice(4, 6), "brightness": slice(6, 7),
+            "contrast": slice(7, 8)}
 
 
 def diff_augment(x: tf.Tensor, policy: tuple[str, ...], u: tf.Tensor | None = None) -> tf.Tensor:
@@ -56,12 +57,26 @@ def intensity(x, u=None, shift: float = 0.2, scale: float = 0.25):
     return (x - mean) * gain + mean + offset
 
 
+def brightness(x, u=None, amount: float = 0.5):
+    """DiffAugment's rand_brightness: add U(-amount, amount) to every pixel of an example (images in [-1, 1])."""
+    u = tf.cast(tf.random.uniform([tf.shape(x)[0], 1]) if u is None else u, x.dtype)
+    return x + ((u[:, 0] - 0.5) * 2 * amount)[:, None, None, None]
+
+
+def contrast(x, u=None, low: float = 0.5, high: float = 1.5):
+    """DiffAugment's rand_contrast: scale each example about its mean by U(low, high)."""
+    u = tf.cast(tf.random.uniform([tf.shape(x)[0], 1]) if u is None else u, x.dtype)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    return (x - mean) * (low + (high - low) * u[:, 0])[:, None, None, None] + mean
+
+
 def translation(x, u=None, ratio: float = 0.125):
-    """Shift each example by up to ratio/2 of the side in each direction; uncovered pixels become 0."""
+    """Shift each example by up to ratio of the side in each direction (DiffAugment's published 1/8: +-8 pixels
+    at 64); uncovered pixels become 0."""
     u = _uniforms(x, u)
     n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-    sh = tf.cast(tf.cast(h, tf.float32) * ratio / 2 + 0.5, tf.int32)
-    sw = tf.cast(tf.cast(w, tf.float32) * ratio / 2 + 0.5, tf.int32)
+    sh = tf.cast(tf.cast(h, tf.float32) * ratio + 0.5, tf.int32)
+    sw = tf.cast(tf.cast(w, tf.float32) * ratio + 0.5, tf.int32)
     ty = _int_in(u[:, 0], -sh, sh + 1)
     tx = _int_in(u[:, 1], -sw, sw + 1)
     # Index into a 1-pixel zero border; clipping out-of-range rows/cols onto it fills them with zeros.
@@ -87,4 +102,5 @@ def cutout(x, u=None, ratio: float = 0.5):
     return x * tf.cast(~inside, x.dtype)[..., None]
 
 
-_OPS = {"translation": translation, "cutout": cutout, "intensity": intensity}
+_OPS = {"translation": translation, "cutout": cutout, "intensity": intensity, "brightness": brightness,
+        "contrast": contrast}

@@ -158,3 +158,26 @@ def class_loss(cls_logits, labels, *, global_batch_size: int, class_weights=None
     if context is not None:  # replica context (also the default strategy's): the global batch's weight sum
         weight_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, weight_sum)
     return total / tf.maximum(weight_sum, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hinge loss and R1 (options for small data: docs/training.md).
+
+
+def hinge_discriminator_loss(real_logits, fake_logits, *, global_batch_size: int) -> tf.Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017, arXiv:1705.02894; Miyato et al. 2018)."""
+    real = tf.nn.relu(1.0 - tf.reshape(tf.cast(real_logits, tf.float32), [-1]))
+    fake = tf.nn.relu(1.0 + tf.reshape(tf.cast(fake_logits, tf.float32), [-1]))
+    return _global_mean(real + fake, global_batch_size)
+
+
+def hinge_generator_loss(fake_logits, *, global_batch_size: int) -> tf.Tensor:
+    """-D(G(z))."""
+    return _global_mean(-tf.cast(fake_logits, tf.float32), global_batch_size)
+
+
+def r1_penalty(real_input_grads, *, gamma: float, global_batch_size: int) -> tf.Tensor:
+    """gamma / 2 * ||grad_x D(x)||^2 on real inputs (Mescheder et al. 2018, arXiv:1801.04406)."""
+    g = tf.cast(real_input_grads, tf.float32)
+    per_example = tf.reduce_sum(tf.square(g), axis=tf.range(1, tf.rank(g)))
+    return 0.5 * gamma * _global_mean(per_example, global_batch_size)

@@ -100,3 +100,18 @@ def test_class_loss_nll_on_softmax_with_weight_sum_normalisation_by_hand():
     assert float(default) == pytest.approx(float(losses.acgan_generator_loss(
         tf.constant(CLS), tf.constant(LABELS), num_classes=3, global_batch_size=4, class_weights=w)), rel=1e-6)
 
+
+
+def test_hinge_losses_by_hand():
+    # real logits 0, ln3, -ln3, ln7 -> relu(1 - r); fake 0, ln3, -ln3, -ln7 -> relu(1 + f)
+    d = losses.hinge_discriminator_loss(col(REAL), col(FAKE), global_batch_size=4)
+    real_terms = [1.0, 0.0, 1 + LN(3), 0.0]  # ln 3 > 1 and ln 7 > 1: those margins are met, terms 0
+    fake_terms = [1.0, 1 + LN(3), 0.0, 0.0]
+    assert float(d) == pytest.approx((sum(real_terms) + sum(fake_terms)) / 4, rel=1e-6)
+    g = losses.hinge_generator_loss(col(FAKE), global_batch_size=4)
+    assert float(g) == pytest.approx(-(0 + LN(3) - LN(3) - LN(7)) / 4, rel=1e-6)
+
+
+def test_r1_penalty_by_hand():
+    grads = tf.constant([[[1.0, 2.0]], [[0.0, 3.0]]])  # squared norms 5 and 9
+    assert float(losses.r1_penalty(grads, gamma=2.0, global_batch_size=2)) == pytest.approx(0.5 * 2 * (5 + 9) / 2)

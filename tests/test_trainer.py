@@ -168,3 +168,28 @@ def test_sigkill_then_rerun_resumes_exactly(examples, tmp_path):
             assert len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb)), (ema, model_a.name)
     # The final losses logged by both runs agree exactly too.
     assert read_stats(straight / "stats.jsonl")[-1]["d_loss"] == rows[-1]["d_loss"]
+
+
+def test_small_data_options_train_and_the_bundle_loads(examples, tmp_path):
+    """Hinge loss, R1, spectral norm on every D layer (heads too), minibatch stddev, DiffAugment's published
+    policies: a short run logs finite losses and an R1 term, and the saved D (custom layers) reloads and scores
+    like the trained one."""
+    cfg = load_config(None, TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=3",
+                                    "trainer.checkpoint_every=3", "trainer.adversarial_loss='hinge'",
+                                    "trainer.r1_gamma=1.0", "trainer.spectral_norm=true",
+                                    "trainer.spectral_norm_heads=true", "trainer.minibatch_stddev=true",
+                                    "trainer.ema=true", "trainer.lr_d=0.0004",
+                                    "trainer.diffaugment='translation,cutout,brightness,contrast'"])
+    out = tmp_path / "model"
+    SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
+    rows = read_stats(out / "stats.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("d_loss", "g_loss", "r1_penalty", "d_cls_loss"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[-1]["r1_penalty"] > 0
+    bundle = load_model_bundle(out)
+    layers = {type(layer).__name__ for layer in bundle.discriminator.layers}
+    assert {"SpectralNormConv2D", "SpectralNormDense", "MinibatchStdDev"} <= layers
+    images = generate(bundle, [0, 1, 2, 2], seed=0)
+    rf, cls = discriminate(bundle, images)
+    assert np.isfinite(rf).all() and cls.shape == (4, 3)

@@ -40,6 +40,7 @@ def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
                             noise_dim=cfg.noise_dim, width=cfg.width,
                             batch_norm=cfg.batch_norm or cfg.generator_batch_norm,
                             d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
+                            spectral_norm_heads=cfg.spectral_norm_heads, minibatch_stddev=cfg.minibatch_stddev,
                             d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
                             head_init=cfg.head_init)
 
@@ -56,7 +57,8 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
                 dp_settings=dp_plan.settings(cfg.dp_per_example, cfg.dp_clip_fake) if dp_plan else None,
                 d_steps=cfg.d_steps, class_loss=cfg.class_loss,
-                class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior")
+                class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
+                adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.

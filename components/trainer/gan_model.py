@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from models import dp, losses
+from models.acgan import MinibatchStdDev
 from models.augment import diff_augment
 from models.ema import effective_decay, ema_update
 
@@ -50,8 +51,11 @@ class ACGAN(keras.Model):
                  global_batch_size: int, aux_weight: float = 1.0, class_weights=None, label_smoothing: float = 0.0,
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
                  dp_settings: DPSettings | None = None, d_steps: int = 1, class_loss: str = "cross_entropy",
-                 class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False):
+                 class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False,
+                 adversarial_loss: str = "bce", r1_gamma: float = 0.0):
         super().__init__(name="acgan")
+        self.adversarial_loss = adversarial_loss
+        self.r1_gamma = r1_gamma
         self.class_loss_kind = class_loss
         self.class_loss_normalization = class_loss_normalization
         self.fake_labels_from_prior = fake_labels_from_prior
@@ -76,29 +80,45 @@ class ACGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
-    def discriminate_pair(self, real, fake, training=True, aug=None) -> DiscriminatorOutputs:
-        """D on the (augmented) real and fake batch.
+    def discriminate_pair(self, real, fake, training=True, aug=None, r1: bool = False):
+        """D on the (augmented) real and fake batch -> (DiscriminatorOutputs, R1 input gradients of the real half
+        or None).
 
         Without batch-coupled layers one call on the concatenation is equivalent and launches half the kernels.
-        With trainer.batch_norm, real and fake go through D separately (as in DCGAN and the reference): a mixed
-        batch would give D statistics it never sees in the generator phase (an all-fake batch), and in a
-        200-step demo run that let both losses collapse towards 0 while G produced noise.
+        With trainer.batch_norm (or minibatch_stddev), real and fake go through D separately (as in DCGAN and the
+        reference): a mixed batch would give D statistics it never sees in the generator phase (an all-fake
+        batch), and in a 200-step demo run that let both losses collapse towards 0 while G produced noise.
+        With ``r1`` the gradient of D's real logits with respect to D's (augmented) real input is returned too;
+        call this inside the D tape so that the penalty on it is differentiated as well.
         """
         real_u, fake_u = (None, None) if aug is None else (aug[:, 0], aug[:, 1])
-        if self._d_has_batchnorm:
-            real_logits, real_cls = self.discriminator(self._augment(real, real_u), training=training)
-            fake_logits, fake_cls = self.discriminator(self._augment(tf.cast(fake, real.dtype), fake_u),
-                                                       training=training)
-            return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls)
+        fake = tf.cast(fake, real.dtype)
+        if self._d_batch_coupled:
+            real_in, fake_in = self._augment(real, real_u), self._augment(fake, fake_u)
+            with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
+                if r1:
+                    r1_tape.watch(real_in)
+                real_logits, real_cls = self.discriminator(real_in, training=training)
+                real_sum = tf.reduce_sum(real_logits)  # inside the tape: the gradient's target
+            grads = r1_tape.gradient(real_sum, real_in) if r1 else None
+            fake_logits, fake_cls = self.discriminator(fake_in, training=training)
+            return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls), grads
         n = tf.shape(real)[0]
-        both = tf.concat([real, tf.cast(fake, real.dtype)], axis=0)
-        both = self._augment(both, None if aug is None else tf.concat([real_u, fake_u], axis=0))
-        logits, cls_logits = self.discriminator(both, training=training)
-        return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:])
+        both = self._augment(tf.concat([real, fake], axis=0),
+                             None if aug is None else tf.concat([real_u, fake_u], axis=0))
+        with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
+            if r1:
+                r1_tape.watch(both)
+            logits, cls_logits = self.discriminator(both, training=training)
+            real_sum = tf.reduce_sum(logits[:n])
+        # No layer couples examples here, so the real logits' gradient lives in the real rows only.
+        grads = r1_tape.gradient(real_sum, both)[:n] if r1 else None
+        return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:]), grads
 
     @property
-    def _d_has_batchnorm(self) -> bool:
-        return any(isinstance(layer, keras.layers.BatchNormalization) for layer in self.discriminator.layers)
+    def _d_batch_coupled(self) -> bool:
+        coupled = (keras.layers.BatchNormalization, MinibatchStdDev)
+        return any(isinstance(layer, coupled) for layer in self.discriminator.layers)
 
     def _augment(self, images, u=None):
         """DiffAugment with the batch's stateless draws ``u`` [n, DRAWS] (the input pipeline's ``aug``)."""
@@ -114,9 +134,13 @@ class ACGAN(keras.Model):
                                  normalization=self.class_loss_normalization)
 
     def d_losses(self, out: DiscriminatorOutputs, labels, fake_labels):
-        adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
-                                                 global_batch_size=self.global_batch_size,
-                                                 real_label_smoothing=self.label_smoothing)
+        if self.adversarial_loss == "hinge":
+            adv = losses.hinge_discriminator_loss(out.real_logits, out.fake_logits,
+                                                  global_batch_size=self.global_batch_size)
+        else:
+            adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
+                                                     global_batch_size=self.global_batch_size,
+                                                     real_label_smoothing=self.label_smoothing)
         # Each half its own class term (the study: two NLLLoss calls, each normalised on its own).
         cls = self._class_loss(out.real_cls_logits, labels) + self._class_loss(out.fake_cls_logits, fake_labels)
         return adv, cls
@@ -141,13 +165,17 @@ class ACGAN(keras.Model):
         fake_labels = batch["d_fake_labels"] if self.fake_labels_from_prior else labels
         fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
-            d_out = self.discriminate_pair(real, fake, aug=batch.get("aug"))
+            d_out, r1_grads = self.discriminate_pair(real, fake, aug=batch.get("aug"), r1=self.r1_gamma > 0)
             d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
+            if r1_grads is not None:
+                r1 = losses.r1_penalty(r1_grads, gamma=self.r1_gamma, global_batch_size=self.global_batch_size)
+                d_loss += r1
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        extra = {"r1_penalty": r1} if r1_grads is not None else {}
         return {
-            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls,
+            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls, **extra,
             # D accuracy as a real/fake classifier (threshold at logit 0) on this step's real and fake images.
             "d_real_acc": self._rate(d_out.real_logits[:, 0] > 0),
             "d_fake_acc": self._rate(d_out.fake_logits[:, 0] < 0),
@@ -261,7 +289,10 @@ class ACGAN(keras.Model):
             aug = batch.get("aug")
             g_logits, g_cls_logits = self.discriminator(
                 self._augment(fake_g, None if aug is None else aug[:rows, 2]), training=True)
-            g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
+            if self.adversarial_loss == "hinge":
+                g_adv = losses.hinge_generator_loss(g_logits, global_batch_size=self.global_batch_size)
+            else:
+                g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
             g_cls = self._class_loss(g_cls_logits, g_labels)
             g_loss = g_adv + self.aux_weight * g_cls
         g_vars = self.generator.trainable_variables

@@ -11,7 +11,7 @@ import dataclasses
 
 F = dataclasses.field
 # The names models.augment implements (kept here so that loading a config never imports TensorFlow).
-AUGMENTATIONS = ("translation", "cutout", "intensity")
+AUGMENTATIONS = ("translation", "cutout", "intensity", "brightness", "contrast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,10 @@ class TrainerConfig:
     generator_batch_norm: bool = F(default=False, metadata={
         "help": "BatchNorm in the generator only (DCGAN-style); helps small widths, whose N(0, 0.02) start is tiny"})
     spectral_norm: bool = F(default=False, metadata={"help": "spectral normalisation of the discriminator's convolutions"})
+    spectral_norm_heads: bool = F(default=False, metadata={
+        "help": "with spectral_norm, also D's two linear heads (then every D layer is normalised)"})
+    minibatch_stddev: bool = F(default=False, metadata={
+        "help": "append a minibatch standard-deviation channel before D's last conv (ProGAN; against collapse)"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
@@ -36,6 +40,11 @@ class TrainerConfig:
     head_init: str = F(default="normal", metadata={
         "choices": ("normal", "pytorch"), "help": "D's heads: N(0, 0.02), or PyTorch's nn.Linear default (the study)"})
     # ---------------------------------------------------------------- losses and options
+    adversarial_loss: str = F(default="bce", metadata={
+        "choices": ("bce", "hinge"),
+        "help": "bce: the study's non-saturating GAN loss; hinge: max(0, 1 -+ D) for D, -D for G"})
+    r1_gamma: float = F(default=0.0, metadata={
+        "range": (0.0, 1e4), "help": "R1 penalty gamma/2 |grad_x D(x)|^2 on D's (augmented) real input; 0 = off"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
     class_loss: str = F(default="cross_entropy", metadata={
@@ -115,6 +124,8 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        if self.adversarial_loss == "hinge" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to the bce loss only; set it to 0 with adversarial_loss = 'hinge'")
         if isinstance(self.xla, str) and self.xla != "auto":
             raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:
@@ -122,6 +133,11 @@ class TrainerConfig:
 
     def _validate_dp(self) -> None:
         """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
+        for name, value, allowed in (("adversarial_loss", self.adversarial_loss, "bce"),
+                                     ("r1_gamma", self.r1_gamma, 0.0), ("minibatch_stddev", self.minibatch_stddev, False)):
+            if value != allowed:
+                raise ValueError(f"trainer.dp with {name} = {value!r}: the DP discriminator step supports "
+                                 f"{name} = {allowed!r} only (minibatch_stddev couples real examples)")
         if self.class_loss != "cross_entropy":
             raise ValueError("trainer.dp with class_loss = 'nll_softmax': the DP discriminator step implements "
                              "cross_entropy only")
