@@ -67,6 +67,9 @@ class TrainerConfig:
     d_steps: int = F(default=1, metadata={
         "range": (1, 100), "help": "discriminator steps per generator step, each on its own real batch (under DP "
                                    "each is a DP-SGD step, and epsilon counts them all)"})
+    reuse_fakes: bool = F(default=False, metadata={
+        "help": "CHANGE OF ALGORITHM (not the study's): G's update reuses the D phase's fakes (same z, classes) "
+                "against the updated D, saving one G forward per step; off = fresh noise for G as in the study"})
     lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "generator learning rate"})
     lr_d: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "discriminator learning rate (TTUR: differ from lr_g)"})
     beta1: float = F(default=0.5, metadata={"range": (0.0, 1.0), "help": "Adam beta_1"})
@@ -124,6 +127,8 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        if self.reuse_fakes and (self.dp or self.d_steps > 1):
+            raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
             raise ValueError("label_smoothing applies to the bce loss only; set it to 0 with adversarial_loss = 'hinge'")
         if isinstance(self.xla, str) and self.xla != "auto":
