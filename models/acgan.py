@@ -33,6 +33,7 @@ class ArchConfig:
     # The study's exact discriminator (configs/reference.toml): biases on the stride-2 blocks after the first
     # (PyTorch's default when BN is off), no activation after the last conv, PyTorch-default (uniform) heads.
     spectral_norm_heads: bool = False  # also the two linear heads (with spectral_norm: every layer of D)
+    g_upsample: str = "transpose"  # "transpose" (the study) or "resize" (nearest x2 + 3x3 conv: no checkerboard)
     minibatch_stddev: bool = False  # a minibatch standard-deviation channel before D's last conv (ProGAN)
     d_block_bias: bool = False
     d_feature_activation: bool = True  # LeakyReLU after the last conv (not in the study)
@@ -181,13 +182,24 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
                                      name="convt_0", **conv)(x)
     x = _g_block_end(x, cfg, 0)
     for i in range(1, cfg.n_up):
-        x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1 - i), 4, strides=2, padding="same",
-                                         name=f"convt_{i}", **conv)(x)
+        x = _g_upsample(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
         x = _g_block_end(x, cfg, i)
-    x = keras.layers.Conv2DTranspose(k, 4, strides=2, padding="same", name=f"convt_{cfg.n_up}", **conv)(x)
+    x = _g_upsample(x, k, cfg, cfg.n_up, conv)
     # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
     images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model([noise, class_ids], images, name="generator")
+
+
+def _g_upsample(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
+    """x2 upsampling: the study's 4x4 stride-2 transposed conv, or nearest-neighbour resize then a 3x3 conv
+    ("resize", Odena et al. 2016, Distill "Deconvolution and checkerboard artifacts"): a stride-2 4x4 kernel
+    covers output pixels unevenly, which is where the checkerboard texture of the generated units comes from."""
+    if cfg.g_upsample == "resize":
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(x)
+        return keras.layers.Conv2D(filters, 3, padding="same", name=f"convt_{i}", **conv)(x)
+    if cfg.g_upsample != "transpose":
+        raise ValueError(f"g_upsample {cfg.g_upsample!r}: use 'transpose' or 'resize'")
+    return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"convt_{i}", **conv)(x)
 
 
 def _g_block_end(x, cfg: ArchConfig, i: int):

@@ -37,9 +37,10 @@ def test_reference_size_shapes_and_parameter_counts():
     assert np.std(g.get_layer("convt_1").kernel.numpy()) == pytest.approx(0.02, rel=0.05)
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
 @pytest.mark.parametrize("shape", [(32, 32, 3), (128, 128, 2), (64, 128, 3), (16, 16, 3)])
-def test_other_sizes(shape):
-    cfg = acgan.ArchConfig(image_shape=shape, num_classes=4, noise_dim=8, width=4)
+def test_other_sizes(shape, upsample):
+    cfg = acgan.ArchConfig(image_shape=shape, num_classes=4, noise_dim=8, width=4, g_upsample=upsample)
     g, d = acgan.build_generator(cfg), acgan.build_discriminator(cfg)
     x = g([tf.zeros([3, 8]), tf.constant([0, 1, 3], tf.int32)])
     assert tuple(x.shape) == (3, *shape)

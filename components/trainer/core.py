@@ -40,7 +40,7 @@ def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
                             noise_dim=cfg.noise_dim, width=cfg.width,
                             batch_norm=cfg.batch_norm or cfg.generator_batch_norm,
                             d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
-                            spectral_norm_heads=cfg.spectral_norm_heads, minibatch_stddev=cfg.minibatch_stddev,
+                            spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
                             d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
                             head_init=cfg.head_init)
 

@@ -31,6 +31,10 @@ class TrainerConfig:
     spectral_norm: bool = F(default=False, metadata={"help": "spectral normalisation of the discriminator's convolutions"})
     spectral_norm_heads: bool = F(default=False, metadata={
         "help": "with spectral_norm, also D's two linear heads (then every D layer is normalised)"})
+    g_upsample: str = F(default="transpose", metadata={
+        "choices": ("transpose", "resize"),
+        "help": "G's x2 upsampling: 4x4 stride-2 transposed conv (the study) or nearest resize + 3x3 conv (no "
+                "checkerboard texture)"})
     minibatch_stddev: bool = F(default=False, metadata={
         "help": "append a minibatch standard-deviation channel before D's last conv (ProGAN; against collapse)"})
     d_block_bias: bool = F(default=False, metadata={
