@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+tf_env.configure()
 
 from class_check import class_check, save_grid  # noqa: E402  (bench/ is on the path when this file runs)
 

@@ -21,6 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+tf_env.configure()
 
 
 def make_units(n: int, shape, seed: int, prefix: str):

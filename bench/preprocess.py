@@ -20,6 +20,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+tf_env.configure()
+
 # The real scans live beside the repository (../shared), never inside it.
 REAL = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri-real" / "scans.csv")
 

@@ -25,6 +25,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+tf_env.configure()
 SHAPE = (64, 64, 9)
 
 

@@ -30,6 +30,14 @@ class ArchConfig:
     batch_norm: bool = False  # in the generator's hidden blocks (the reference's optional BN)
     d_batch_norm: bool = False  # in the discriminator's hidden blocks
     spectral_norm: bool = False  # discriminator only
+    # The study's exact discriminator (configs/reference.toml): biases on the stride-2 blocks after the first
+    # (PyTorch's default when BN is off), no activation after the last conv, PyTorch-default (uniform) heads.
+    spectral_norm_heads: bool = False  # also the two linear heads (with spectral_norm: every layer of D)
+    g_upsample: str = "transpose"  # "transpose" (the study) or "resize" (nearest x2 + 3x3 conv: no checkerboard)
+    minibatch_stddev: bool = False  # a minibatch standard-deviation channel before D's last conv (ProGAN)
+    d_block_bias: bool = False
+    d_feature_activation: bool = True  # LeakyReLU after the last conv (not in the study)
+    head_init: str = "normal"  # "normal": N(0, 0.02); "pytorch": nn.Linear's default, U(+-1/sqrt(fan_in))
 
     @property
     def n_up(self) -> int:
@@ -52,6 +60,12 @@ class ArchConfig:
 
 def _init():
     return keras.initializers.RandomNormal(0.0, INIT_STD)
+
+
+def _pytorch_uniform(fan_in: int):
+    """torch.nn.Linear / Conv2d default for weights (kaiming_uniform, a = sqrt(5)) and biases: U(+-1/sqrt(fan_in))."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-limit, limit)
 
 
 @keras.saving.register_keras_serializable(package="vugan")
@@ -99,6 +113,57 @@ class SpectralNormConv2D(keras.layers.Conv2D):
         return self.activation(outputs) if self.activation is not None else outputs
 
 
+@keras.saving.register_keras_serializable(package="vugan")
+class SpectralNormDense(keras.layers.Dense):
+    """Dense whose kernel is divided by its largest singular value; as SpectralNormConv2D (one power iteration
+    per training call, the vector a non-trainable weight saved with the layer)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.vector_u = self.add_weight(shape=(1, self.units), initializer=keras.initializers.RandomNormal(0, 1),
+                                        trainable=False, name="vector_u", aggregation="only_first_replica")
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            store["vector_u"] = self.vector_u
+
+    def load_own_variables(self, store):
+        self._check_load_own_variables = lambda store: None
+        super().load_own_variables({k: store[k] for k in store.keys() if k != "vector_u"})
+        self.vector_u.assign(store["vector_u"])
+
+    normalized_kernel = SpectralNormConv2D.normalized_kernel
+
+    @property
+    def filters(self):  # the name normalized_kernel uses for the output width
+        return self.units
+
+    def call(self, inputs, training=False):
+        outputs = ops.matmul(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package="vugan")
+class MinibatchStdDev(keras.layers.Layer):
+    """Append one channel: the standard deviation of each feature over the batch, averaged over features and
+    positions (Karras et al. 2018, arXiv:1710.10196). D sees how varied a batch is, so a generator that makes
+    one image per class is easy to call fake. Couples the examples of a batch: the trainer calls D on the real
+    and on the fake batch separately when D has this layer (as with BatchNorm)."""
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        std = ops.sqrt(ops.var(x32, axis=0) + 1e-8)  # [H, W, C]
+        value = ops.cast(ops.mean(std), x.dtype)
+        shape = ops.shape(x)
+        return ops.concatenate([x, ops.ones((shape[0], shape[1], shape[2], 1), x.dtype) * value], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
 def _l2n(x, eps=1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(x * x), eps))
 
@@ -117,13 +182,24 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
                                      name="convt_0", **conv)(x)
     x = _g_block_end(x, cfg, 0)
     for i in range(1, cfg.n_up):
-        x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1 - i), 4, strides=2, padding="same",
-                                         name=f"convt_{i}", **conv)(x)
+        x = _g_upsample(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
         x = _g_block_end(x, cfg, i)
-    x = keras.layers.Conv2DTranspose(k, 4, strides=2, padding="same", name=f"convt_{cfg.n_up}", **conv)(x)
+    x = _g_upsample(x, k, cfg, cfg.n_up, conv)
     # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
     images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model([noise, class_ids], images, name="generator")
+
+
+def _g_upsample(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
+    """x2 upsampling: the study's 4x4 stride-2 transposed conv, or nearest-neighbour resize then a 3x3 conv
+    ("resize", Odena et al. 2016, Distill "Deconvolution and checkerboard artifacts"): a stride-2 4x4 kernel
+    covers output pixels unevenly, which is where the checkerboard texture of the generated units comes from."""
+    if cfg.g_upsample == "resize":
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(x)
+        return keras.layers.Conv2D(filters, 3, padding="same", name=f"convt_{i}", **conv)(x)
+    if cfg.g_upsample != "transpose":
+        raise ValueError(f"g_upsample {cfg.g_upsample!r}: use 'transpose' or 'resize'")
+    return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"convt_{i}", **conv)(x)
 
 
 def _g_block_end(x, cfg: ArchConfig, i: int):
@@ -140,16 +216,29 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     conv = dict(use_bias=False, kernel_initializer=_init())
     x = images
     for i in range(cfg.n_up):
-        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **conv)(x)
+        block = dict(conv)
+        if cfg.d_block_bias and i > 0:  # the study's first and last convs have no bias, the others do
+            block.update(use_bias=True, bias_initializer=_pytorch_uniform(16 * x.shape[-1]))
+        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **block)(x)
         if cfg.d_batch_norm and i > 0:  # the reference never normalises the first block
             x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                                 name=f"bn_{i}")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{i}")(x)
+    if cfg.minibatch_stddev:
+        x = MinibatchStdDev(name="minibatch_stddev")(x)
     # One conv over the whole base grid: the reference's Conv(8s -> s, 4x4, stride 1) to a length-s vector.
     x = Conv(cfg.width, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
-    x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
+    if cfg.d_feature_activation:
+        x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
     x = keras.layers.Flatten(name="features")(x)
-    dense = dict(kernel_initializer=_init(), dtype="float32")
-    realfake = keras.layers.Dense(1, name="realfake_logits", **dense)(x)
-    class_logits = keras.layers.Dense(cfg.num_classes, name="class_logits", **dense)(x)
+    if cfg.head_init == "pytorch":
+        dense = dict(kernel_initializer=_pytorch_uniform(cfg.width), bias_initializer=_pytorch_uniform(cfg.width),
+                     dtype="float32")
+    elif cfg.head_init == "normal":
+        dense = dict(kernel_initializer=_init(), dtype="float32")
+    else:
+        raise ValueError(f"head_init {cfg.head_init!r}: use 'normal' or 'pytorch'")
+    Dense = SpectralNormDense if cfg.spectral_norm and cfg.spectral_norm_heads else keras.layers.Dense
+    realfake = Dense(1, name="realfake_logits", **dense)(x)
+    class_logits = Dense(cfg.num_classes, name="class_logits", **dense)(x)
     return keras.Model(images, [realfake, class_logits], name="discriminator")

@@ -6,9 +6,11 @@ only its share of the batch and the replicas' gradients are summed, so dividing 
 both the gradients and the logged values independent of the number of replicas (a per-replica mean would be
 N times too large once summed).
 
-The class (auxiliary) losses are softmax cross-entropy ON LOGITS. The reference implementation (pGAN,
+The class (auxiliary) losses are softmax cross-entropy ON LOGITS by default. The reference implementation (pGAN,
 ``train_region.py``) fed softmax *probabilities* to ``nn.NLLLoss``, which optimises -w_c * p_c rather than
--w_c * log p_c; that is a bug we do not copy.
+-w_c * log p_c; :func:`class_loss` offers that quirk (``kind="nll_softmax"``) only so that configs/reference.toml
+can reproduce the study exactly, together with the study's normalisation of a weighted loss by the sum of the
+batch's weights (``nn.NLLLoss(weight=w)`` with reduction "mean").
 """
 from __future__ import annotations
 
@@ -121,3 +123,61 @@ def discriminator_fake_terms(fake_logits, fake_cls_logits, labels, *, class_weig
     adv = tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(logits), logits)
     cls = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.cast(fake_cls_logits, tf.float32))
     return adv, cls * _example_weights(labels, class_weights)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The auxiliary class loss with the reference study's options (one half: real OR generated images).
+
+CLASS_LOSSES = ("cross_entropy", "nll_softmax")
+CLASS_NORMALIZATIONS = ("batch", "weight_sum")
+
+
+def class_loss(cls_logits, labels, *, global_batch_size: int, class_weights=None, kind: str = "cross_entropy",
+               normalization: str = "batch") -> tf.Tensor:
+    """Weighted class loss of one batch half, a share of the global value (summing replicas gives it).
+
+    kind: "cross_entropy" (-log p_y, on logits) or "nll_softmax" (-p_y: pGAN's NLLLoss applied to probabilities).
+    normalization: "batch" divides sum_i w_i l_i by the global batch size; "weight_sum" by the sum of the
+    GLOBAL batch's weights sum_i w_i (PyTorch ``NLLLoss(weight=w)``; all replicas' weights are summed).
+    """
+    logits = tf.cast(cls_logits, tf.float32)
+    if kind == "cross_entropy":
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    elif kind == "nll_softmax":
+        per_example = -tf.gather(tf.nn.softmax(logits), labels, batch_dims=1)
+    else:
+        raise ValueError(f"class loss {kind!r}: use one of {CLASS_LOSSES}")
+    weights = tf.ones_like(per_example) * _example_weights(labels, class_weights)
+    total = tf.reduce_sum(weights * per_example)
+    if normalization == "batch":
+        return total / global_batch_size
+    if normalization != "weight_sum":
+        raise ValueError(f"class loss normalization {normalization!r}: use one of {CLASS_NORMALIZATIONS}")
+    weight_sum = tf.reduce_sum(weights)
+    context = tf.distribute.get_replica_context()
+    if context is not None:  # replica context (also the default strategy's): the global batch's weight sum
+        weight_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, weight_sum)
+    return total / tf.maximum(weight_sum, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hinge loss and R1 (options for small data: docs/training.md).
+
+
+def hinge_discriminator_loss(real_logits, fake_logits, *, global_batch_size: int) -> tf.Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017, arXiv:1705.02894; Miyato et al. 2018)."""
+    real = tf.nn.relu(1.0 - tf.reshape(tf.cast(real_logits, tf.float32), [-1]))
+    fake = tf.nn.relu(1.0 + tf.reshape(tf.cast(fake_logits, tf.float32), [-1]))
+    return _global_mean(real + fake, global_batch_size)
+
+
+def hinge_generator_loss(fake_logits, *, global_batch_size: int) -> tf.Tensor:
+    """-D(G(z))."""
+    return _global_mean(-tf.cast(fake_logits, tf.float32), global_batch_size)
+
+
+def r1_penalty(real_input_grads, *, gamma: float, global_batch_size: int) -> tf.Tensor:
+    """gamma / 2 * ||grad_x D(x)||^2 on real inputs (Mescheder et al. 2018, arXiv:1801.04406)."""
+    g = tf.cast(real_input_grads, tf.float32)
+    per_example = tf.reduce_sum(tf.square(g), axis=tf.range(1, tf.rank(g)))
+    return 0.5 * gamma * _global_mean(per_example, global_batch_size)

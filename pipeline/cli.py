@@ -16,10 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import console
-from pipeline.artifacts import ArtifactError
-from pipeline.config import ConfigError, load_config
-from pipeline.locks import FolderLockedError
+from pipeline import tf_env
+
+tf_env.configure()  # before anything imports TensorFlow: oneDNN and threads are read once, at its load
+
+from pipeline import console  # noqa: E402
+from pipeline.artifacts import ArtifactError  # noqa: E402
+from pipeline.config import ConfigError, load_config  # noqa: E402
+from pipeline.locks import FolderLockedError  # noqa: E402
 
 # The registry lives in pipeline.registry (the runner reads it too); re-exported for existing imports.
 from pipeline.registry import COMPONENT_MODULES, component_module as _component_module  # noqa: E402,F401

@@ -86,3 +86,12 @@ def test_non_finite_float_in_a_toml_file_is_refused(tmp_path):
     toml.write_text("[trainer]\nlr_g = nan\n")
     with pytest.raises(ConfigError, match=r"trainer.lr_g: nan is not a finite number"):
         load_config(toml)
+
+
+def test_every_shipped_config_loads_and_validates():
+    paths = sorted((ROOT / "configs").glob("*.toml"))
+    assert {p.stem for p in paths} >= {"demo", "tiny", "dataflow", "reference", "h200"}
+    for path in paths:
+        load_config(path)
+    h200 = load_config(ROOT / "configs" / "h200.toml").trainer
+    assert h200.mixed_precision and h200.xla is True and h200.batch_size >= 1024

@@ -83,3 +83,35 @@ def test_tfgan_estimator_stand_ins_refuse_use():
     assert hasattr(tfgan.losses.wargs, "acgan_generator_loss")
     with pytest.raises(RuntimeError, match="stand-in"):
         tf.estimator.Estimator()
+
+
+def test_class_loss_nll_on_softmax_with_weight_sum_normalisation_by_hand():
+    """The study's NLLLoss(weight=w) on softmax probabilities: -sum_i w_i p_(i, y_i) / sum_i w_i."""
+    w = [1.0, 2.0, 0.5]
+    got = losses.class_loss(tf.constant(CLS), tf.constant(LABELS), global_batch_size=4, class_weights=w,
+                            kind="nll_softmax", normalization="weight_sum")
+    # p_y: 1/3, 1/2, 3/5, 1/2 with weights 1, 1, 2, 0.5 (sum 4.5)
+    assert float(got) == pytest.approx(-(1 / 3 + 1 / 2 + 2 * 3 / 5 + 0.5 * 1 / 2) / 4.5, rel=1e-6)
+    ce = losses.class_loss(tf.constant(CLS), tf.constant(LABELS), global_batch_size=4, class_weights=w,
+                           normalization="weight_sum")
+    assert float(ce) == pytest.approx((LN(3) + LN(2) + 2 * LN(5 / 3) + 0.5 * LN(2)) / 4.5, rel=1e-6)
+    # The default (cross-entropy over the global batch) equals the tfgan-based generator loss.
+    default = losses.class_loss(tf.constant(CLS), tf.constant(LABELS), global_batch_size=4, class_weights=w)
+    assert float(default) == pytest.approx(float(losses.acgan_generator_loss(
+        tf.constant(CLS), tf.constant(LABELS), num_classes=3, global_batch_size=4, class_weights=w)), rel=1e-6)
+
+
+
+def test_hinge_losses_by_hand():
+    # real logits 0, ln3, -ln3, ln7 -> relu(1 - r); fake 0, ln3, -ln3, -ln7 -> relu(1 + f)
+    d = losses.hinge_discriminator_loss(col(REAL), col(FAKE), global_batch_size=4)
+    real_terms = [1.0, 0.0, 1 + LN(3), 0.0]  # ln 3 > 1 and ln 7 > 1: those margins are met, terms 0
+    fake_terms = [1.0, 1 + LN(3), 0.0, 0.0]
+    assert float(d) == pytest.approx((sum(real_terms) + sum(fake_terms)) / 4, rel=1e-6)
+    g = losses.hinge_generator_loss(col(FAKE), global_batch_size=4)
+    assert float(g) == pytest.approx(-(0 + LN(3) - LN(3) - LN(7)) / 4, rel=1e-6)
+
+
+def test_r1_penalty_by_hand():
+    grads = tf.constant([[[1.0, 2.0]], [[0.0, 3.0]]])  # squared norms 5 and 9
+    assert float(losses.r1_penalty(grads, gamma=2.0, global_batch_size=2)) == pytest.approx(0.5 * 2 * (5 + 9) / 2)

@@ -6,6 +6,8 @@ import tensorflow as tf
 from components.trainer.spec import AUGMENTATIONS
 from models import acgan, augment, ema
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
 
 def out_shape(model, name):
     return tuple(model.get_layer(name).output.shape[1:])
@@ -35,9 +37,10 @@ def test_reference_size_shapes_and_parameter_counts():
     assert np.std(g.get_layer("convt_1").kernel.numpy()) == pytest.approx(0.02, rel=0.05)
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
 @pytest.mark.parametrize("shape", [(32, 32, 3), (128, 128, 2), (64, 128, 3), (16, 16, 3)])
-def test_other_sizes(shape):
-    cfg = acgan.ArchConfig(image_shape=shape, num_classes=4, noise_dim=8, width=4)
+def test_other_sizes(shape, upsample):
+    cfg = acgan.ArchConfig(image_shape=shape, num_classes=4, noise_dim=8, width=4, g_upsample=upsample)
     g, d = acgan.build_generator(cfg), acgan.build_discriminator(cfg)
     x = g([tf.zeros([3, 8]), tf.constant([0, 1, 3], tf.int32)])
     assert tuple(x.shape) == (3, *shape)
@@ -93,7 +96,8 @@ def test_ema_copies_batchnorm_statistics():
     np.testing.assert_allclose(g_ema.get_layer("bn_0").moving_mean.numpy(), 5.0)
 
 
-@pytest.mark.parametrize("policy", [("translation",), ("cutout",), ("intensity",), AUGMENTATIONS])
+@pytest.mark.parametrize("policy", [("translation",), ("cutout",), ("intensity",), ("brightness",), ("contrast",),
+                                    AUGMENTATIONS])
 def test_diffaugment_keeps_shape_and_is_differentiable(policy):
     x = tf.Variable(tf.random.uniform([4, 16, 8, 3], -1, 1))
     with tf.GradientTape() as tape:
@@ -112,7 +116,7 @@ def test_cutout_zeroes_a_quarter_and_translation_moves_content():
     img = np.zeros([1, 16, 16, 1], np.float32)
     img[0, 8, 8, 0] = 1.0
     moved = augment.translation(tf.constant(np.repeat(img, 16, 0))).numpy()
-    assert np.allclose(moved.sum(axis=(1, 2, 3)), 1.0)  # the single pixel stays inside (shift <= 1)
+    assert np.allclose(moved.sum(axis=(1, 2, 3)), 1.0)  # the single pixel stays inside (shift <= 2 at 16 px)
     assert len({tuple(np.argwhere(m[..., 0])[0]) for m in moved}) > 1
 
 
@@ -130,7 +134,32 @@ def test_discriminate_pair_concatenates_only_without_batchnorm():
         cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn, d_batch_norm=bn)
         d = acgan.build_discriminator(cfg)
         gan = ACGAN(acgan.build_generator(cfg), d, num_classes=2, global_batch_size=3)
-        out = gan.discriminate_pair(real, fake, training=True)
+        out, _ = gan.discriminate_pair(real, fake, training=True)
         separate = d(real, training=True)[0], d(fake, training=True)[0]
         np.testing.assert_allclose(out.real_logits.numpy(), separate[0].numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out.fake_logits.numpy(), separate[1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_reference_config_builds_the_studys_networks_exactly():
+    """configs/reference.toml through the trainer's own arch mapping: the study's parameter counts and layout."""
+    from components.trainer.core import arch_config
+    from components.trainer.data import ExamplesInfo
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "reference.toml", []).trainer
+    info = ExamplesInfo(root=None, image_shape=(64, 64, 9), class_names=("cervical", "thoracic", "lumbar"),
+                        conditioning="region", train_files=(), class_counts=(2, 5, 2), skipped=())
+    arch = arch_config(cfg, info)
+    g, d = acgan.build_generator(arch), acgan.build_discriminator(arch)
+    assert g.count_params() == 12_716_032
+    assert d.count_params() == 13_127_940
+    s = 128
+    # The difference from the default layout is exactly the biases of D's blocks 2-4 (2s + 4s + 8s).
+    assert d.count_params() - 13_126_148 == 2 * s + 4 * s + 8 * s
+    assert [d.get_layer(f"conv_{i}").use_bias for i in range(5)] == [False, True, True, True, False]
+    assert not any(layer.name == "lrelu_4" for layer in d.layers)  # no activation after the last conv
+    head = d.get_layer("class_logits").kernel.numpy()
+    assert np.abs(head).max() <= 1 / np.sqrt(s) and np.std(head) == pytest.approx(1 / np.sqrt(3 * s), rel=0.1)
+    assert (cfg.class_weighted_loss, cfg.class_loss, cfg.class_loss_normalization, cfg.fake_labels) == (
+        True, "nll_softmax", "weight_sum", "prior")
+    assert (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.noise_dim) == (1e-4, 1e-4, 0.5, 0.999, 32, 100)

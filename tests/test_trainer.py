@@ -74,9 +74,11 @@ def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path)
 
 
 def test_two_replicas_log_the_same_losses_as_one(examples, tmp_path):
-    """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs."""
+    """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs.
+    With the study's class loss (weighted, normalised by the GLOBAL batch's weight sum: an all-reduce)."""
     overrides = TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=100",
-                        "trainer.checkpoint_every=100"]
+                        "trainer.checkpoint_every=100", "trainer.class_weighted_loss=true",
+                        "trainer.class_loss_normalization='weight_sum'", "trainer.fake_labels='prior'"]
     one = tmp_path / "one"
     SPEC.run(load_config(None, overrides), {"examples": examples}, one, log=lambda m: None)
     two = tmp_path / "two"
@@ -93,35 +95,120 @@ def test_two_replicas_log_the_same_losses_as_one(examples, tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
 
 
-def test_sigkill_then_rerun_resumes_and_ends_at_the_configured_step(examples, tmp_path):
+def latest_checkpoint_step(folder: Path) -> int:
+    text = (folder / "checkpoint").read_text() if (folder / "checkpoint").exists() else ""
+    return int(text.split('"ckpt-')[1].split('"')[0]) if '"ckpt-' in text else 0
+
+
+def logged_steps(out: Path) -> list[int]:
+    path = out / "stats.jsonl"
+    try:
+        return [r["step"] for r in read_stats(path)] if path.exists() else []
+    except ValueError:  # a line half-written at this instant
+        return []
+
+
+def test_sigkill_then_rerun_resumes_exactly(examples, tmp_path):
+    """Kill a real `vugan train` (DiffAugment, EMA, spectral norm on) after a checkpoint and some logged steps
+    past it; the rerun resumes, and its final weights equal an uninterrupted run's bit for bit. The killed run's
+    steps past the checkpoint appear once in stats.jsonl and TensorBoard; a stale temp checkpoint is removed."""
+    overrides = TINY + ["trainer.steps=120", "trainer.log_every=5", "trainer.checkpoint_every=20",
+                        "trainer.image_every=100", "trainer.keep_checkpoints=2", "trainer.ema=true",
+                        "trainer.spectral_norm=true", "trainer.diffaugment='translation,cutout,intensity'"]
+    straight = tmp_path / "straight"
+    proc = run_cli(["--examples", str(examples), "--out", str(straight), *sets(overrides)])
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+
     out = tmp_path / "model"
-    overrides = TINY + ["trainer.steps=200", "trainer.log_every=5", "trainer.checkpoint_every=10",
-                        "trainer.image_every=100", "trainer.keep_checkpoints=2"]
     args = ["--examples", str(examples), "--out", str(out), *sets(overrides)]
     first = run_cli(args)
     deadline = time.time() + 240
-    while not (out / "checkpoints" / "checkpoint").exists():
+    # Kill once a checkpoint exists AND the run has logged steps beyond it (so there is something to drop).
+    while not (latest_checkpoint_step(out / "checkpoints") and
+               max(logged_steps(out), default=0) > latest_checkpoint_step(out / "checkpoints")):
         assert first.poll() is None, first.communicate()[0]
         assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
+        time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=60)
     assert first.returncode == -signal.SIGKILL
     assert not (out / "artifact.json").exists()
+    killed_at = max(logged_steps(out))
+    # What a save killed half-way leaves behind (TensorFlow writes <prefix>_temp/ and renames it at the end).
+    stale = out / "checkpoints" / "ckpt-999_temp"
+    stale.mkdir()
+    (stale / "part-00000-of-00001.index").write_bytes(b"partial")
 
     second = run_cli(args)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 0, output
     resumed_at = int(output.split("resumed from")[1].split("at step ")[1].split()[0])
-    assert 10 <= resumed_at < 200 and resumed_at % 10 == 0
+    assert 20 <= resumed_at < killed_at <= 120 and resumed_at % 20 == 0
+    assert not stale.exists()
     rows = read_stats(out / "stats.jsonl")
-    assert [r["step"] for r in rows] == list(range(5, 201, 5))  # each logged step exactly once
+    assert [r["step"] for r in rows] == list(range(5, 121, 5))  # each logged step exactly once
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "logs"), size_guidance={"tensors": 0}, purge_orphaned_data=False).Reload()
+    assert [e.step for e in acc.Tensors("d_loss")] == list(range(5, 121, 5))
     manifest = json.loads((out / "artifact.json").read_text())
-    assert manifest["counts"]["steps"] == 200 and manifest["properties"]["resumed_from_step"] == resumed_at
-    assert json.loads((out / "model_info.json").read_text())["steps"] == 200
+    assert manifest["counts"]["steps"] == 120 and manifest["properties"]["resumed_from_step"] == resumed_at
+    assert json.loads((out / "model_info.json").read_text())["steps"] == 120
     import tensorflow as tf
-    ckpt = tf.train.load_checkpoint(str(out / "checkpoints" / "ckpt-200"))
+    ckpt = tf.train.load_checkpoint(str(out / "checkpoints" / "ckpt-120"))
     # Optimizer state came back too: Adam's counters went on from the checkpoint rather than restarting.
-    assert ckpt.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 200
-    assert ckpt.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 200
-    assert ckpt.get_tensor("examples_seen/.ATTRIBUTES/VARIABLE_VALUE") == 200 * 8
+    assert ckpt.get_tensor("g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 120
+    assert ckpt.get_tensor("d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 120
+    assert ckpt.get_tensor("examples_seen/.ATTRIBUTES/VARIABLE_VALUE") == 120 * 8
+    # Bit for bit: every weight of G, G_ema and D (incl. spectral norm's power-iteration vectors).
+    for ema in (False, True):
+        a, b = load_model_bundle(straight, ema=ema), load_model_bundle(out, ema=ema)
+        for model_a, model_b in ((a.generator, b.generator), (a.discriminator, b.discriminator)):
+            wa, wb = model_a.get_weights(), model_b.get_weights()
+            assert len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb)), (ema, model_a.name)
+    # The final losses logged by both runs agree exactly too.
+    assert read_stats(straight / "stats.jsonl")[-1]["d_loss"] == rows[-1]["d_loss"]
+
+
+def test_small_data_options_train_and_the_bundle_loads(examples, tmp_path):
+    """Hinge loss, R1, spectral norm on every D layer (heads too), minibatch stddev, DiffAugment's published
+    policies: a short run logs finite losses and an R1 term, and the saved D (custom layers) reloads and scores
+    like the trained one."""
+    cfg = load_config(None, TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=3",
+                                    "trainer.checkpoint_every=3", "trainer.adversarial_loss='hinge'",
+                                    "trainer.r1_gamma=1.0", "trainer.spectral_norm=true",
+                                    "trainer.spectral_norm_heads=true", "trainer.minibatch_stddev=true",
+                                    "trainer.ema=true", "trainer.lr_d=0.0004",
+                                    "trainer.diffaugment='translation,cutout,brightness,contrast'"])
+    out = tmp_path / "model"
+    SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
+    rows = read_stats(out / "stats.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for key in ("d_loss", "g_loss", "r1_penalty", "d_cls_loss"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[-1]["r1_penalty"] > 0
+    bundle = load_model_bundle(out)
+    layers = {type(layer).__name__ for layer in bundle.discriminator.layers}
+    assert {"SpectralNormConv2D", "SpectralNormDense", "MinibatchStdDev"} <= layers
+    images = generate(bundle, [0, 1, 2, 2], seed=0)
+    rf, cls = discriminate(bundle, images)
+    assert np.isfinite(rf).all() and cls.shape == (4, 3)
+
+
+def test_reuse_fakes_trains_g_on_the_d_phase_fakes(examples, tmp_path):
+    """trainer.reuse_fakes: a short run trains (finite losses, G moves) and differs from the default algorithm."""
+    base = TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=3", "trainer.checkpoint_every=3",
+                   "trainer.lr_g=0.001"]
+    runs = {}
+    for reuse in (False, True):
+        out = tmp_path / f"reuse{int(reuse)}"
+        SPEC.run(load_config(None, base + [f"trainer.reuse_fakes={str(reuse).lower()}"]), {"examples": examples}, out,
+                 log=lambda m: None)
+        runs[reuse] = read_stats(out / "stats.jsonl")
+    assert all(np.isfinite(r["g_loss"]) for r in runs[True])
+    # Step 1's D phase is the same computation either way; G's loss is taken on other images (and another D).
+    assert runs[True][0]["d_loss"] == pytest.approx(runs[False][0]["d_loss"], rel=1e-6)
+    # (at width 4 D's logits are near 0, so G's losses are near ln 6 either way: compare exactly, and the weights)
+    assert runs[True][0]["g_loss"] != runs[False][0]["g_loss"]
+    g = [load_model_bundle(tmp_path / f"reuse{i}", ema=False).generator.get_weights() for i in (0, 1)]
+    assert any(not np.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(*g))

@@ -12,8 +12,8 @@ import tensorflow as tf
 class TrainingMonitor:
     """Writes the same scalars to TensorBoard (``logs/``), ``stats.jsonl`` and the console.
 
-    On a resumed run, lines of ``stats.jsonl`` past the restored step (written after the last checkpoint by the
-    killed run) are dropped first, so the file holds every logged step exactly once.
+    On a resumed run, lines of ``stats.jsonl`` and TensorBoard events past the restored step (written after the
+    last checkpoint by the killed run) are dropped first, so both hold every logged step exactly once.
     """
 
     def __init__(self, out_dir: Path, *, total_steps: int, global_batch: int, start_step: int,
@@ -21,18 +21,22 @@ class TrainingMonitor:
         self.out_dir = Path(out_dir)
         self.total_steps, self.global_batch, self.log = total_steps, global_batch, log
         self.constants = constants  # logged with every line (learning rates)
-        self.writer = tf.summary.create_file_writer(str(self.out_dir / "logs"))
         self.stats_path = self.out_dir / "stats.jsonl"
         _truncate_stats(self.stats_path, start_step)
-        self._last = (start_step, time.perf_counter())
+        _truncate_events(self.out_dir / "logs", start_step)  # before this run's writer opens its own file
+        self.writer = tf.summary.create_file_writer(str(self.out_dir / "logs"))
+        self._last = (start_step, time.perf_counter(), time.process_time())
 
     def scalars(self, step: int, values: dict[str, float]) -> dict:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         done_steps, elapsed = step - self._last[0], now - self._last[1]
-        self._last = (step, now)
+        cpu_per_step = (cpu - self._last[2]) / done_steps if done_steps > 0 else 0.0
+        self._last = (step, now, cpu)
         rate = done_steps * self.global_batch / elapsed if elapsed > 0 else 0.0
+        # cpu_s_per_step: CPU time of this process (all threads) per step since the last line; with images_per_s
+        # it tells a slow step (CPU busy) from a starved one (CPU idle: input pipeline, another process).
         row = {"step": step, **{k: float(v) for k, v in values.items()}, **self.constants,
-               "images_per_s": round(rate, 2)}
+               "images_per_s": round(rate, 2), "cpu_s_per_step": round(cpu_per_step, 4)}
         with self.writer.as_default(step=step):
             for key, value in row.items():
                 if key != "step":
@@ -77,6 +81,27 @@ def _truncate_stats(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def _truncate_events(logs: Path, step: int) -> None:
+    """Rewrite each TensorBoard event file without the events of steps after ``step`` (a killed run's last
+    minutes, which the resumed run logs again). Files are replaced atomically (write aside, then rename)."""
+    from tensorflow.core.util import event_pb2
+
+    for path in sorted(logs.glob("events.out.tfevents.*")) if logs.is_dir() else ():
+        kept, dropped = [], 0
+        for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            if event_pb2.Event.FromString(raw).step > step:
+                dropped += 1
+            else:
+                kept.append(raw)
+        if not dropped:
+            continue
+        aside = path.with_name(path.name + ".truncating")
+        with tf.io.TFRecordWriter(str(aside)) as writer:
+            for raw in kept:
+                writer.write(raw)
+        aside.replace(path)
 
 
 def read_stats(path) -> list[dict]:

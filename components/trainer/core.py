@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
     return acgan.ArchConfig(image_shape=info.image_shape, num_classes=len(info.class_names),
                             noise_dim=cfg.noise_dim, width=cfg.width,
                             batch_norm=cfg.batch_norm or cfg.generator_batch_norm,
-                            d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm)
+                            d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
+                            spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
+                            d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
+                            head_init=cfg.head_init)
 
 
 def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan: DPPlan | None = None) -> ACGAN:
@@ -53,7 +57,10 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 augment=parse_policy(cfg.diffaugment),
                 generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
                 dp_settings=dp_plan.settings(cfg.dp_per_example, cfg.dp_clip_fake) if dp_plan else None,
-                d_steps=cfg.d_steps)
+                d_steps=cfg.d_steps, class_loss=cfg.class_loss,
+                class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
+                adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma,
+                reuse_fakes=cfg.reuse_fakes)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.
@@ -84,6 +91,7 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     ckpt = make_checkpoint(gan, step, examples_seen)
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints,
                                          step_counter=step, checkpoint_name="ckpt")
+    remove_stale_temp_checkpoints(out_dir / "checkpoints")
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
@@ -104,16 +112,22 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         # With d_steps = k one element holds k D batches (the train step splits them).
         dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=data_seed,
                                class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
-                               start_example=int(examples_seen), d_fake_labels=dp_plan is not None)
+                               start_example=int(examples_seen),
+                               d_fake_labels=dp_plan is not None or cfg.fake_labels == "prior",
+                               augment=bool(parse_policy(cfg.diffaugment)))
         iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    step_fn = tf.function(gan.train_step, jit_compile=True) if cfg.xla else gan.train_step
+    step_fn = tf.function(gan.train_step, jit_compile=True) if use_xla(cfg.xla) else gan.train_step
+    real_per_step = global_batch * cfg.d_steps
 
     @tf.function
-    def distributed_step(iterator, step_value):
+    def distributed_step(iterator):
         per_replica = strategy.run(step_fn, args=(next(iterator),))
         # Every scalar is already a share of the global-batch value: summing the replicas gives it.
         scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-        gan.update_ema(step_value)
+        gan.update_ema(step)
+        # The counters move inside the compiled step: no extra eager ops, and nothing read back, per step.
+        step.assign_add(1)
+        examples_seen.assign_add(real_per_step)
         return per_real_example_rates(scalars, global_batch)
 
     monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch * cfg.d_steps,  # real images
@@ -128,12 +142,17 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"DP-SGD on D's real half: per {dp_plan.unit}, {dp_plan.sampling} sampling q = {dp_plan.q:.4g}, "
             f"noise {dp_plan.noise_multiplier}, clip {dp_plan.clip_norm}, delta {dp_plan.delta:.1e}; "
             f"{dp_plan.num_patients} patients, {dp_plan.num_units} units")
-    while int(step) < total_steps:
-        scalars = distributed_step(iterator, step)  # fetch + D phase + G phase + EMA
-        step.assign_add(1)
-        examples_seen.assign_add(global_batch * cfg.d_steps)
-        s = int(step)
-        finite.check_losses(s, scalars, cfg.checkpoint_every)  # before anything of this step is saved
+    # The host never waits on the device inside this loop except at log, image and checkpoint steps: the step
+    # number is counted in Python alongside the variable (which the checkpoint holds), and the losses of the steps
+    # in between are kept as tensors and checked for finiteness all at once, before anything is logged or saved.
+    unchecked: list[tuple[int, dict]] = []
+    for s in range(start_step + 1, total_steps + 1):
+        scalars = distributed_step(iterator)  # fetch + D phase + G phase + EMA + counters
+        unchecked.append((s, scalars))
+        if (s % cfg.log_every == 0 or s % cfg.image_every == 0 or s % cfg.checkpoint_every == 0
+                or s == total_steps):
+            finite.check_steps(unchecked, cfg.checkpoint_every)
+            unchecked.clear()
         if s % cfg.log_every == 0 or s == total_steps:
             values = {k: v.numpy() for k, v in scalars.items()}
             if dp_plan is not None and dp_plan.noise_multiplier > 0:  # RDP: microseconds, so every log line
@@ -154,6 +173,23 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"DP: {record['statement']}")
     return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
                        dp=record)
+
+
+def remove_stale_temp_checkpoints(folder: Path) -> list[Path]:
+    """A save killed half-way leaves ``ckpt-N_temp/`` (TensorFlow writes there, then renames); the manager never
+    lists it and never deletes it. Only this process writes checkpoints here, so any such folder is stale."""
+    stale = sorted(p for p in folder.glob("ckpt-*_temp") if p.is_dir()) if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
+def use_xla(setting) -> bool:
+    """trainer.xla: true/false as given; 'auto' = on where a GPU is visible. On CPU the oneDNN kernels beat XLA's
+    (issue 13, bench/train.py at s = 32: 116.5 images/s without XLA, 77.7 with it), so 'auto' is off there."""
+    if isinstance(setting, bool):
+        return setting
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def secret_dp_seed() -> int:

@@ -1,7 +1,8 @@
 """Training data: check the examples artifact before anything is built, then a deterministic tf.data pipeline.
 
 Every element carries all the randomness of its training step (the discriminator's and the generator's noise,
-the generator's class), drawn with stateless ops keyed on (seed, example index). So the data position alone
+the generator's class, the DiffAugment draws), drawn with stateless ops keyed on (seed, example index). So the
+data position alone
 determines what a step sees: a resumed run skips to the checkpointed position and continues exactly, and
 splitting a batch across replicas does not change which noise goes with which example.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import schema
+from models.augment import DRAWS
 from pipeline.artifacts import ArtifactType, read_artifact
 
 
@@ -127,9 +129,12 @@ def _check_record(raw: bytes, image_shape, num_classes: int) -> tuple[str | None
 
 
 def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed: int, class_balanced: bool,
-                 shuffle_buffer: int, start_example: int = 0, d_fake_labels: bool = False) -> tf.data.Dataset:
+                 shuffle_buffer: int, start_example: int = 0, d_fake_labels: bool = False,
+                 augment: bool = False) -> tf.data.Dataset:
     """Endless batches of {images, labels, z_d, z_g, g_labels}, starting at example ``start_example``; with
-    ``d_fake_labels`` (DP training) also the D phase's own fake classes."""
+    ``d_fake_labels`` (DP training, or the study's prior-drawn fake classes) also the D phase's own fake classes;
+    with ``augment`` the DiffAugment draws ``aug`` [3, DRAWS] of the example's three D inputs (real, D-phase fake,
+    G-phase fake)."""
     ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
     ds = ds.map(schema.parse_fn(info.image_shape), num_parallel_calls=tf.data.AUTOTUNE)
     if info.skipped:
@@ -147,7 +152,7 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
 
     def with_randomness(index, example):
         image, label = example
-        key = lambda stream: tf.stack([tf.constant(seed, tf.int64) * 4 + stream, index])  # noqa: E731
+        key = lambda stream: tf.stack([tf.constant(seed, tf.int64) * 8 + stream, index])  # noqa: E731
         element = {
             "images": image,
             "labels": label,
@@ -159,7 +164,15 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
         if d_fake_labels:  # under DP the D phase's fakes must not reuse the real batch's labels: drawn like g_labels
             element["d_fake_labels"] = tf.cast(tf.random.stateless_categorical(log_prior, 1, seed=key(3))[0, 0],
                                                tf.int32)
+        if augment:
+            element["aug"] = tf.random.stateless_uniform([3, DRAWS], seed=key(4))
         return element
 
     ds = ds.map(with_randomness, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(global_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    # Several workers: each computes this same global stream and keeps its own rows of every global batch (DATA
+    # sharding after the strategy's rebatch). Sharding by FILE would restart the example index, and with it the
+    # noise keys, on every worker, and make the data order depend on the worker count.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)

@@ -1,7 +1,9 @@
 """Training stops at the first non-finite loss, with a clear error, before that step's checkpoint is saved.
 
 A NaN or infinite loss means the weights are already NaN or about to be; going on would write a model of NaN
-weights and exit 0 (it once did with trainer.lr_g = nan). Checking costs one host read of two scalars a step.
+weights and exit 0 (it once did with trainer.lr_g = nan). The trainer keeps each step's losses as tensors and
+checks them in one host read at every log, image or checkpoint step, so the hot path has no per-step sync and the
+error still names the first bad step.
 """
 from __future__ import annotations
 
@@ -10,6 +12,12 @@ import math
 
 class NonFiniteLossError(ValueError):
     """The loss became NaN or infinite; the message names the step, the losses and what to try."""
+
+
+def check_steps(steps: list[tuple[int, dict]], checkpoint_every: int) -> None:
+    """:func:`check_losses` for each ``(step, scalars)`` in order: the first non-finite step raises."""
+    for step, scalars in steps:
+        check_losses(step, scalars, checkpoint_every)
 
 
 def check_losses(step: int, scalars: dict, checkpoint_every: int) -> None:

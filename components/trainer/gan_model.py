@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from models import dp, losses
+from models.acgan import MinibatchStdDev
 from models.augment import diff_augment
 from models.ema import effective_decay, ema_update
 
@@ -49,8 +50,16 @@ class ACGAN(keras.Model):
     def __init__(self, generator: keras.Model, discriminator: keras.Model, *, num_classes: int,
                  global_batch_size: int, aux_weight: float = 1.0, class_weights=None, label_smoothing: float = 0.0,
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
-                 dp_settings: DPSettings | None = None, d_steps: int = 1):
+                 dp_settings: DPSettings | None = None, d_steps: int = 1, class_loss: str = "cross_entropy",
+                 class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False,
+                 adversarial_loss: str = "bce", r1_gamma: float = 0.0, reuse_fakes: bool = False):
         super().__init__(name="acgan")
+        self.reuse_fakes = reuse_fakes
+        self.adversarial_loss = adversarial_loss
+        self.r1_gamma = r1_gamma
+        self.class_loss_kind = class_loss
+        self.class_loss_normalization = class_loss_normalization
+        self.fake_labels_from_prior = fake_labels_from_prior
         self.d_steps = d_steps
         self.generator = generator
         self.discriminator = discriminator
@@ -72,49 +81,78 @@ class ACGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
-    def discriminate_pair(self, real, fake, training=True) -> DiscriminatorOutputs:
-        """D on the (augmented) real and fake batch.
+    def discriminate_pair(self, real, fake, training=True, aug=None, r1: bool = False):
+        """D on the (augmented) real and fake batch -> (DiscriminatorOutputs, R1 input gradients of the real half
+        or None).
 
         Without batch-coupled layers one call on the concatenation is equivalent and launches half the kernels.
-        With trainer.batch_norm, real and fake go through D separately (as in DCGAN and the reference): a mixed
-        batch would give D statistics it never sees in the generator phase (an all-fake batch), and in a
-        200-step demo run that let both losses collapse towards 0 while G produced noise.
+        With trainer.batch_norm (or minibatch_stddev), real and fake go through D separately (as in DCGAN and the
+        reference): a mixed batch would give D statistics it never sees in the generator phase (an all-fake
+        batch), and in a 200-step demo run that let both losses collapse towards 0 while G produced noise.
+        With ``r1`` the gradient of D's real logits with respect to D's (augmented) real input is returned too;
+        call this inside the D tape so that the penalty on it is differentiated as well.
         """
-        if self._d_has_batchnorm:
-            real_logits, real_cls = self.discriminator(self._augment(real), training=training)
-            fake_logits, fake_cls = self.discriminator(self._augment(tf.cast(fake, real.dtype)), training=training)
-            return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls)
+        real_u, fake_u = (None, None) if aug is None else (aug[:, 0], aug[:, 1])
+        fake = tf.cast(fake, real.dtype)
+        if self._d_batch_coupled:
+            real_in, fake_in = self._augment(real, real_u), self._augment(fake, fake_u)
+            with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
+                if r1:
+                    r1_tape.watch(real_in)
+                real_logits, real_cls = self.discriminator(real_in, training=training)
+                real_sum = tf.reduce_sum(real_logits)  # inside the tape: the gradient's target
+            grads = r1_tape.gradient(real_sum, real_in) if r1 else None
+            fake_logits, fake_cls = self.discriminator(fake_in, training=training)
+            return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls), grads
         n = tf.shape(real)[0]
-        both = self._augment(tf.concat([real, tf.cast(fake, real.dtype)], axis=0))
-        logits, cls_logits = self.discriminator(both, training=training)
-        return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:])
+        both = self._augment(tf.concat([real, fake], axis=0),
+                             None if aug is None else tf.concat([real_u, fake_u], axis=0))
+        with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
+            if r1:
+                r1_tape.watch(both)
+            logits, cls_logits = self.discriminator(both, training=training)
+            real_sum = tf.reduce_sum(logits[:n])
+        # No layer couples examples here, so the real logits' gradient lives in the real rows only.
+        grads = r1_tape.gradient(real_sum, both)[:n] if r1 else None
+        return DiscriminatorOutputs(logits[:n], logits[n:], cls_logits[:n], cls_logits[n:]), grads
 
     @property
-    def _d_has_batchnorm(self) -> bool:
-        return any(isinstance(layer, keras.layers.BatchNormalization) for layer in self.discriminator.layers)
+    def _d_batch_coupled(self) -> bool:
+        coupled = (keras.layers.BatchNormalization, MinibatchStdDev)
+        return any(isinstance(layer, coupled) for layer in self.discriminator.layers)
 
-    def _augment(self, images):
-        return diff_augment(images, self.augment) if self.augment else images
+    def _augment(self, images, u=None):
+        """DiffAugment with the batch's stateless draws ``u`` [n, DRAWS] (the input pipeline's ``aug``)."""
+        return diff_augment(images, self.augment, u) if self.augment else images
 
     def _rate(self, correct, mask=None) -> tf.Tensor:
         correct = tf.cast(correct, tf.float32)
         return tf.reduce_sum(correct if mask is None else correct * mask) / self.global_batch_size
 
-    def d_losses(self, out: DiscriminatorOutputs, labels):
-        adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
-                                                 global_batch_size=self.global_batch_size,
-                                                 real_label_smoothing=self.label_smoothing)
-        # The fakes were generated with the real batch's labels, so one label vector serves both halves.
-        cls = losses.acgan_discriminator_loss(out.real_cls_logits, out.fake_cls_logits, labels,
-                                              num_classes=self.num_classes, global_batch_size=self.global_batch_size,
-                                              class_weights=self.class_weights)
+    def _class_loss(self, cls_logits, labels):
+        return losses.class_loss(cls_logits, labels, global_batch_size=self.global_batch_size,
+                                 class_weights=self.class_weights, kind=self.class_loss_kind,
+                                 normalization=self.class_loss_normalization)
+
+    def d_losses(self, out: DiscriminatorOutputs, labels, fake_labels):
+        if self.adversarial_loss == "hinge":
+            adv = losses.hinge_discriminator_loss(out.real_logits, out.fake_logits,
+                                                  global_batch_size=self.global_batch_size)
+        else:
+            adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
+                                                     global_batch_size=self.global_batch_size,
+                                                     real_label_smoothing=self.label_smoothing)
+        # Each half its own class term (the study: two NLLLoss calls, each normalised on its own).
+        cls = self._class_loss(out.real_cls_logits, labels) + self._class_loss(out.fake_cls_logits, fake_labels)
         return adv, cls
 
     # Batch entries of the D phase: with d_steps = k they hold k consecutive D batches, split here.
-    D_PHASE_KEYS = ("images", "labels", "mask", "patient", "z_d", "d_fake_labels")
+    D_PHASE_KEYS = ("images", "labels", "mask", "patient", "z_d", "d_fake_labels", "aug")
 
     def train_step(self, batch):
         """``d_steps`` D phases (each on its own real batch), then one G phase; D scalars are averaged over them."""
+        if self.reuse_fakes:
+            return self._train_step_reusing_fakes(batch)
         d_step = self._dp_discriminator_step if self.dp_settings else self._discriminator_step
         if self.d_steps == 1:
             d_scalars = d_step(batch)
@@ -124,18 +162,39 @@ class ACGAN(keras.Model):
             d_scalars = {k: tf.add_n([s[k] for s in per_step]) / self.d_steps for k in per_step[0]}
         return {**d_scalars, **self._generator_step(batch)}
 
-    def _discriminator_step(self, batch) -> dict:
-        """D phase: real batch vs G(z_d | the real batch's labels); G is held fixed."""
-        real, labels = batch["images"], batch["labels"]
-        fake = self.generator([batch["z_d"], labels], training=True)
+    def _train_step_reusing_fakes(self, batch):
+        """trainer.reuse_fakes (a change of algorithm, not the study's): G's update takes the D phase's fakes (same
+        z and classes), scored by the D just updated, instead of a fresh G forward on new noise. One G forward of
+        the usual two is saved (4 -> 3 G + 8 D forward-equivalents per image)."""
+        fake_labels = batch["d_fake_labels"] if self.fake_labels_from_prior else batch["labels"]
         with tf.GradientTape() as tape:
-            d_out = self.discriminate_pair(real, fake)
-            d_adv, d_cls = self.d_losses(d_out, labels)
+            fake = self.generator([batch["z_d"], fake_labels], training=True)
+            with tape.stop_recording():  # the D phase is no part of G's gradient
+                d_scalars = self._discriminator_step(batch, fake=tf.stop_gradient(fake))
+            aug = batch.get("aug")
+            g_loss, g_scalars = self._generator_loss(fake, fake_labels, None if aug is None else aug[:, 2])
+        g_vars = self.generator.trainable_variables
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        return {**d_scalars, **g_scalars}
+
+    def _discriminator_step(self, batch, fake=None) -> dict:
+        """D phase: real batch vs G(z_d | the real batch's labels, or prior-drawn ones); G is held fixed."""
+        real, labels = batch["images"], batch["labels"]
+        fake_labels = batch["d_fake_labels"] if self.fake_labels_from_prior else labels
+        if fake is None:
+            fake = self.generator([batch["z_d"], fake_labels], training=True)
+        with tf.GradientTape() as tape:
+            d_out, r1_grads = self.discriminate_pair(real, fake, aug=batch.get("aug"), r1=self.r1_gamma > 0)
+            d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
+            if r1_grads is not None:
+                r1 = losses.r1_penalty(r1_grads, gamma=self.r1_gamma, global_batch_size=self.global_batch_size)
+                d_loss += r1
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        extra = {"r1_penalty": r1} if r1_grads is not None else {}
         return {
-            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls,
+            "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls, **extra,
             # D accuracy as a real/fake classifier (threshold at logit 0) on this step's real and fake images.
             "d_real_acc": self._rate(d_out.real_logits[:, 0] > 0),
             "d_fake_acc": self._rate(d_out.fake_logits[:, 0] < 0),
@@ -244,17 +303,24 @@ class ACGAN(keras.Model):
         rows of z_g, g_labels) is used, so G's loss stays a mean over the global batch."""
         rows = tf.shape(batch["z_g"])[0] // self.d_steps
         g_labels = batch["g_labels"][:rows]
+        aug = batch.get("aug")
         with tf.GradientTape() as tape:
             fake_g = self.generator([batch["z_g"][:rows], g_labels], training=True)
-            g_logits, g_cls_logits = self.discriminator(self._augment(fake_g), training=True)
-            g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
-            g_cls = losses.acgan_generator_loss(g_cls_logits, g_labels, num_classes=self.num_classes,
-                                                global_batch_size=self.global_batch_size,
-                                                class_weights=self.class_weights)
-            g_loss = g_adv + self.aux_weight * g_cls
+            g_loss, scalars = self._generator_loss(fake_g, g_labels, None if aug is None else aug[:rows, 2])
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
-        return {
+        return scalars
+
+    def _generator_loss(self, fake_g, g_labels, aug_u):
+        """G's loss on its images (D held fixed) and the G-phase scalars."""
+        g_logits, g_cls_logits = self.discriminator(self._augment(fake_g, aug_u), training=True)
+        if self.adversarial_loss == "hinge":
+            g_adv = losses.hinge_generator_loss(g_logits, global_batch_size=self.global_batch_size)
+        else:
+            g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
+        g_cls = self._class_loss(g_cls_logits, g_labels)
+        g_loss = g_adv + self.aux_weight * g_cls
+        return g_loss, {
             "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls,
             # The auxiliary head's accuracy on the generator's (G-phase) images.
             "cls_acc_fake": self._rate(tf.equal(tf.argmax(g_cls_logits, -1, tf.int32), g_labels)),

@@ -1,7 +1,9 @@
 """``vugan train``: the trainer component. The edge where the distribution strategy is chosen.
 
-MultiWorkerMirroredStrategy when TF_CONFIG is set; otherwise MirroredStrategy over all visible GPUs, or over
-``trainer.cpu_replicas`` logical CPU devices when there is no GPU (so that multi-replica code runs in tests).
+MultiWorkerMirroredStrategy when TF_CONFIG is set (each worker runs `vugan train` with its own --out; the chief,
+worker 0, writes the artifact to use); otherwise MirroredStrategy over several visible GPUs, or over
+``trainer.cpu_replicas`` > 1 logical CPU devices when there is no GPU (so that multi-replica code runs in tests);
+one device gets TensorFlow's default strategy.
 Models and optimizers are built inside the strategy's scope; nothing below this file knows about strategies.
 """
 from __future__ import annotations
@@ -29,13 +31,21 @@ def configure_devices(cpu_replicas: int) -> None:
 
 
 def make_strategy(cpu_replicas: int):
+    """TF_CONFIG: MultiWorkerMirroredStrategy. Otherwise several devices: MirroredStrategy over them; ONE device:
+    TensorFlow's default strategy, because a one-device MirroredStrategy still pays for its replica machinery
+    (about twice the CPU time per step at s = 32, measured with bench/train.py)."""
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
+    if gpus:
+        return tf.distribute.get_strategy()
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:cpu_replicas]
+    if len(devices) <= 1:
+        return tf.distribute.get_strategy()
     # No NCCL on CPU: reduce through one device.
     return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
@@ -43,7 +53,9 @@ def make_strategy(cpu_replicas: int):
 def execute(ctx: ExecContext) -> ExecResult:
     cfg = ctx.config.trainer
     configure_devices(cfg.cpu_replicas)
-    # Check the data (and the configured shape against it) before TensorFlow builds anything.
+    # The strategy first: MultiWorkerMirroredStrategy must exist before any TensorFlow op runs (reading records
+    # is one); then check the data (and the configured shape against it) before anything is built.
+    strategy = make_strategy(cfg.cpu_replicas)
     from components.trainer.data import inspect_examples
 
     info = inspect_examples(ctx.inputs["examples"], cfg.image_shape,
@@ -56,7 +68,6 @@ def execute(ctx: ExecContext) -> ExecResult:
 
     from components.trainer import core
 
-    strategy = make_strategy(cfg.cpu_replicas)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"trainer.batch_size {cfg.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")

@@ -1,8 +1,9 @@
 """Config of the ac-GAN trainer: the networks, the losses and their options, the schedule, the monitoring.
 
-Defaults are the reference study's (pGAN): s = 128, 100-d noise, Adam(1e-4, beta = 0.5/0.999), batch 32, no BN,
-no spectral norm, no EMA, no augmentation, no label smoothing, unweighted class loss with alpha = 1.
-Every option is off by default and switched on per run config.
+Defaults follow the reference study (pGAN): s = 128, 100-d noise, Adam(1e-4, beta = 0.5/0.999), batch 32, no BN,
+no spectral norm, no EMA, no augmentation, no label smoothing, alpha = 1. configs/reference.toml switches on the
+study's remaining particulars (weighted class loss normalised by the weights' sum, NLL on softmax, D's biases and
+heads, prior-sampled fake labels). Every other option is off by default and switched on per run config.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import dataclasses
 
 F = dataclasses.field
 # The names models.augment implements (kept here so that loading a config never imports TensorFlow).
-AUGMENTATIONS = ("translation", "cutout", "intensity")
+AUGMENTATIONS = ("translation", "cutout", "intensity", "brightness", "contrast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +29,38 @@ class TrainerConfig:
     generator_batch_norm: bool = F(default=False, metadata={
         "help": "BatchNorm in the generator only (DCGAN-style); helps small widths, whose N(0, 0.02) start is tiny"})
     spectral_norm: bool = F(default=False, metadata={"help": "spectral normalisation of the discriminator's convolutions"})
+    spectral_norm_heads: bool = F(default=False, metadata={
+        "help": "with spectral_norm, also D's two linear heads (then every D layer is normalised)"})
+    g_upsample: str = F(default="transpose", metadata={
+        "choices": ("transpose", "resize"),
+        "help": "G's x2 upsampling: 4x4 stride-2 transposed conv (the study) or nearest resize + 3x3 conv (no "
+                "checkerboard texture)"})
+    minibatch_stddev: bool = F(default=False, metadata={
+        "help": "append a minibatch standard-deviation channel before D's last conv (ProGAN; against collapse)"})
+    d_block_bias: bool = F(default=False, metadata={
+        "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
+    d_feature_activation: bool = F(default=True, metadata={
+        "help": "LeakyReLU after D's last conv (false in the study)"})
+    head_init: str = F(default="normal", metadata={
+        "choices": ("normal", "pytorch"), "help": "D's heads: N(0, 0.02), or PyTorch's nn.Linear default (the study)"})
     # ---------------------------------------------------------------- losses and options
+    adversarial_loss: str = F(default="bce", metadata={
+        "choices": ("bce", "hinge"),
+        "help": "bce: the study's non-saturating GAN loss; hinge: max(0, 1 -+ D) for D, -D for G"})
+    r1_gamma: float = F(default=0.0, metadata={
+        "range": (0.0, 1e4), "help": "R1 penalty gamma/2 |grad_x D(x)|^2 on D's (augmented) real input; 0 = off"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
+    class_loss: str = F(default="cross_entropy", metadata={
+        "choices": ("cross_entropy", "nll_softmax"),
+        "help": "cross_entropy (-log p), or the study's NLLLoss on softmax probabilities (-p; reference.toml only)"})
+    class_loss_normalization: str = F(default="batch", metadata={
+        "choices": ("batch", "weight_sum"),
+        "help": "divide the weighted class loss by the batch size, or by the sum of the batch's weights (the study)"})
+    fake_labels: str = F(default="real_batch", metadata={
+        "choices": ("real_batch", "prior"),
+        "help": "classes of the D phase's fakes: the real batch's labels, or drawn from the training prior (the "
+                "study; always so under DP)"})
     label_smoothing: float = F(default=0.0, metadata={"range": (0.0, 0.5), "help": "one-sided: real target becomes 1 - value"})
     diffaugment: str = F(default="", metadata={
         "help": "comma list of differentiable augmentations for D's inputs: translation, cutout, intensity"})
@@ -41,6 +71,9 @@ class TrainerConfig:
     d_steps: int = F(default=1, metadata={
         "range": (1, 100), "help": "discriminator steps per generator step, each on its own real batch (under DP "
                                    "each is a DP-SGD step, and epsilon counts them all)"})
+    reuse_fakes: bool = F(default=False, metadata={
+        "help": "CHANGE OF ALGORITHM (not the study's): G's update reuses the D phase's fakes (same z, classes) "
+                "against the updated D, saving one G forward per step; off = fresh noise for G as in the study"})
     lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "generator learning rate"})
     lr_d: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "discriminator learning rate (TTUR: differ from lr_g)"})
     beta1: float = F(default=0.5, metadata={"range": (0.0, 1.0), "help": "Adam beta_1"})
@@ -77,7 +110,9 @@ class TrainerConfig:
     cpu_replicas: int = F(default=1, metadata={"range": (1, 64),
                                                "help": "with no GPU, split the CPU into N logical devices (tests multi-replica code)"})
     mixed_precision: bool = F(default=False, metadata={"help": "bfloat16 compute on GPU (ignored on CPU)"})
-    xla: bool = F(default=False, metadata={"help": "XLA-compile the per-replica train step"})
+    xla: bool | str = F(default="auto", metadata={
+        "help": "XLA-compile the per-replica train step: true, false or 'auto' (on with a GPU; off on CPU, where "
+                "oneDNN without XLA measured faster: bench/train.py)"})
     # ---------------------------------------------------------------- monitoring and checkpoints
     log_every: int = F(default=10, metadata={"range": (1, None), "help": "steps between scalar logs (TensorBoard, stats.jsonl, console)"})
     image_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between per-class sample grids"})
@@ -96,11 +131,28 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        if self.reuse_fakes and (self.dp or self.d_steps > 1):
+            raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
+        if self.adversarial_loss == "hinge" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to the bce loss only; set it to 0 with adversarial_loss = 'hinge'")
+        if isinstance(self.xla, str) and self.xla != "auto":
+            raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by cpu_replicas {self.cpu_replicas}")
 
     def _validate_dp(self) -> None:
         """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
+        for name, value, allowed in (("adversarial_loss", self.adversarial_loss, "bce"),
+                                     ("r1_gamma", self.r1_gamma, 0.0), ("minibatch_stddev", self.minibatch_stddev, False)):
+            if value != allowed:
+                raise ValueError(f"trainer.dp with {name} = {value!r}: the DP discriminator step supports "
+                                 f"{name} = {allowed!r} only (minibatch_stddev couples real examples)")
+        if self.class_loss != "cross_entropy":
+            raise ValueError("trainer.dp with class_loss = 'nll_softmax': the DP discriminator step implements "
+                             "cross_entropy only")
+        if self.class_loss_normalization == "weight_sum":
+            raise ValueError("trainer.dp with class_loss_normalization = 'weight_sum': the normaliser would depend "
+                             "on the real batch's labels; use 'batch'")
         if self.batch_norm:
             raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
                              "and its moving statistics are un-noised real-data state; use spectral_norm or none "
