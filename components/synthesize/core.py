@@ -66,7 +66,7 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
 
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
     """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
-    (components/evaluator/headline.py); for a metrics.json written without one, the same selection made here."""
+    (components/evaluator/report/headline.py); for a metrics.json written without one, the same selection made here."""
     from components.evaluator.report.headline import numeric_leaves, select_headline
 
     if isinstance(metrics.get("headline"), dict):

@@ -1,6 +1,6 @@
 """Memorisation checks on the synthetic set: distances to closest record, copies, and the C_T data-copying test.
 
-Pure numpy functions of precomputed nearest distances (see mia_distances), plus `memorisation_report`, which runs the
+Pure numpy functions of precomputed nearest distances (see knn.py), plus `memorisation_report`, which runs the
 distance passes for one feature space.
 
 Unequal set sizes: the nearest of 8,000 training units is closer than the nearest of 2,000 held-out units even when
