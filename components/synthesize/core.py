@@ -344,7 +344,8 @@ def check_release(evaluation_dir: str | Path, expected: dict) -> dict:
 
 def candidate_sampler(candidate_dir: str | Path) -> SampleFn:
     """A sampling function that returns the staged candidate's units for each (class, chunk seed)."""
-    rows = list(csv.DictReader(open(Path(candidate_dir) / "manifest.csv")))
+    with open(Path(candidate_dir) / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     units = schema.load_split(str(candidate_dir), SPLIT)  # one shard: records in manifest order
     by_seed: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
