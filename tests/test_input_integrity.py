@@ -82,6 +82,21 @@ def test_a_folder_of_two_series_is_a_dead_letter_unless_the_manifest_names_one(s
         np.testing.assert_array_equal(crop, clean[name])
 
 
+def test_two_series_of_one_folder_named_by_series_uid_are_two_scans_not_duplicates(tmp_path):
+    """What the two-series error asks for (one row per series_uid) must not be taken for a scan listed twice."""
+    image, _, affine = make_scan()
+    first = save_series(tmp_path / "study", image, affine, prefix="a")
+    second = save_series(tmp_path / "study", image * 0.5 + 10, affine, prefix="b")
+    columns = ("scan_id", "patient_id", "image", "centroids", "series_uid")
+    rows = [{"scan_id": "S1", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": first},
+            {"scan_id": "S2", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second},
+            {"scan_id": "S3", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second}]
+    plan = core.plan(write_manifest(tmp_path / "scans.csv", rows, columns), PreprocessConfig(), "salt")
+    assert sorted(t.series_uid for t in plan.tasks) == sorted([first, second])
+    # The same folder AND series twice is still one scan listed twice.
+    assert plan.counts["rows_duplicate_dropped"] == 1 and not plan.dead_letters
+
+
 def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):
     d, stored, affine, mask, clean = sagittal
     folder = tmp_path / "with_localiser"
