@@ -68,35 +68,28 @@ def _pytorch_uniform(fan_in: int):
     return keras.initializers.RandomUniform(-limit, limit)
 
 
-@keras.saving.register_keras_serializable(package="vugan")
-class SpectralNormConv2D(keras.layers.Conv2D):
-    """Conv2D whose kernel is divided by its largest singular value (Miyato et al. 2018, arXiv:1802.05957).
+class _SpectralNorm:
+    """What SpectralNormConv2D and SpectralNormDense share: the power-iteration vector ``vector_u`` (a
+    non-trainable weight saved with the layer) and the kernel divided by its largest singular value. A subclass
+    names its output width ``_sn_width``."""
 
-    One power iteration per training call, as in the paper. Unlike ``keras.layers.SpectralNormalization`` this
-    never overwrites the trainable kernel (the normalised kernel is used on the fly), and the power-iteration
-    vector is a non-trainable weight with ``only_first_replica`` aggregation so that it can be updated inside a
-    MirroredStrategy replica context (every replica computes the same value).
-    """
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.vector_u = self.add_weight(shape=(1, self.filters), initializer=keras.initializers.RandomNormal(0, 1),
+    def _add_power_vector(self) -> None:
+        self.vector_u = self.add_weight(shape=(1, self._sn_width), initializer=keras.initializers.RandomNormal(0, 1),
                                         trainable=False, name="vector_u", aggregation="only_first_replica")
 
-    # Conv2D saves only kernel and bias; the power-iteration vector is state too.
+    # The base layer saves only kernel and bias; the power-iteration vector is state too.
     def save_own_variables(self, store):
         super().save_own_variables(store)
         if self.built:
             store["vector_u"] = self.vector_u
 
     def load_own_variables(self, store):
-        self._check_load_own_variables = lambda store: None  # Conv2D's check expects kernel/bias only
-        base = {k: store[k] for k in store.keys() if k != "vector_u"}
-        super().load_own_variables(base)
+        self._check_load_own_variables = lambda store: None  # the base layer's check expects kernel/bias only
+        super().load_own_variables({k: store[k] for k in store.keys() if k != "vector_u"})
         self.vector_u.assign(store["vector_u"])
 
     def normalized_kernel(self, training=False):
-        w = ops.reshape(self.kernel, (-1, self.filters))
+        w = ops.reshape(self.kernel, (-1, self._sn_width))
         u = self.vector_u.value
         v = _l2n(ops.matmul(u, ops.transpose(w)))
         u_new = ops.stop_gradient(_l2n(ops.matmul(v, w)))
@@ -106,6 +99,25 @@ class SpectralNormConv2D(keras.layers.Conv2D):
             self.vector_u.assign(u_new)
         return self.kernel / sigma
 
+
+@keras.saving.register_keras_serializable(package="vugan")
+class SpectralNormConv2D(_SpectralNorm, keras.layers.Conv2D):
+    """Conv2D whose kernel is divided by its largest singular value (Miyato et al. 2018, arXiv:1802.05957).
+
+    One power iteration per training call, as in the paper. Unlike ``keras.layers.SpectralNormalization`` this
+    never overwrites the trainable kernel (the normalised kernel is used on the fly), and the power-iteration
+    vector is a non-trainable weight with ``only_first_replica`` aggregation so that it can be updated inside a
+    MirroredStrategy replica context (every replica computes the same value).
+    """
+
+    @property
+    def _sn_width(self) -> int:
+        return self.filters
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_power_vector()
+
     def call(self, inputs, training=False):
         outputs = self.convolution_op(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
         if self.use_bias:
@@ -114,30 +126,17 @@ class SpectralNormConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="vugan")
-class SpectralNormDense(keras.layers.Dense):
+class SpectralNormDense(_SpectralNorm, keras.layers.Dense):
     """Dense whose kernel is divided by its largest singular value; as SpectralNormConv2D (one power iteration
     per training call, the vector a non-trainable weight saved with the layer)."""
 
+    @property
+    def _sn_width(self) -> int:
+        return self.units
+
     def build(self, input_shape):
         super().build(input_shape)
-        self.vector_u = self.add_weight(shape=(1, self.units), initializer=keras.initializers.RandomNormal(0, 1),
-                                        trainable=False, name="vector_u", aggregation="only_first_replica")
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if self.built:
-            store["vector_u"] = self.vector_u
-
-    def load_own_variables(self, store):
-        self._check_load_own_variables = lambda store: None
-        super().load_own_variables({k: store[k] for k in store.keys() if k != "vector_u"})
-        self.vector_u.assign(store["vector_u"])
-
-    normalized_kernel = SpectralNormConv2D.normalized_kernel
-
-    @property
-    def filters(self):  # the name normalized_kernel uses for the output width
-        return self.units
+        self._add_power_vector()
 
     def call(self, inputs, training=False):
         outputs = ops.matmul(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))

@@ -21,11 +21,12 @@ def parse_policy(text: str) -> tuple[str, ...]:
 
 
 # Uniform draws in [0, 1) per example that one augmentation pass consumes (columns of ``u``): translation (2),
-# cutout (2), intensity (2). The trainer draws them in the input pipeline with stateless ops keyed on the example
-# index (components/trainer/data.py), so a resumed run and any replica split see the same augmentations.
-DRAWS = 8
+# cutout (2), intensity (2), brightness (1), contrast (1). The trainer draws them in the input pipeline with
+# stateless ops keyed on the example index (components/trainer/data.py), so a resumed run and any replica split
+# see the same augmentations.
 _COLUMNS = {"translation": slice(0, 2), "cutout": slice(2, 4), "intensity": slice(4, 6), "brightness": slice(6, 7),
             "contrast": slice(7, 8)}
+DRAWS = max(c.stop for c in _COLUMNS.values())  # 8
 
 
 def diff_augment(x: tf.Tensor, policy: tuple[str, ...], u: tf.Tensor | None = None) -> tf.Tensor:

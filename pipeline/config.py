@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 
 def _section_classes() -> dict[str, type]:
     # Imported lazily so that `import pipeline.config` stays cheap and free of TensorFlow.
-    from components.evaluator.spec import EvaluatorConfig, PrivacyConfig
+    from components.evaluator.privacy.spec import PrivacyConfig
+    from components.evaluator.spec import EvaluatorConfig
     from components.exporter.spec import ExporterConfig
     from components.phantom.spec import PhantomConfig
     from components.preprocess.spec import PreprocessConfig

@@ -227,7 +227,6 @@ def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, s
     # No stale "finished" marker while the component reruns: a crash leaves the folder unfinished, not old.
     (out_dir / MANIFEST).unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tail: list[str] = []
     with open(out_dir / "log.txt", "a") as log:
         log.write(f"\n# {_now()} {' '.join(step.command)}\n")

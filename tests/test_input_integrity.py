@@ -17,48 +17,20 @@ from components import schema
 from components.preprocess import core, readers, run
 from components.preprocess.spec import PreprocessConfig
 from pipeline.config import load_config
-from test_preprocess_core import IDENTITY, NON_RAS, make_scan, save_nifti, task, to_layout, write_manifest
+from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
 
 
 def save_series(folder, array, affine, *, series=None, skip=(), image_type=None, prefix="im"):
     """One uint16 slice per file along array axis 2 (geometry from the RAS ``affine``); returns the series UID.
 
-    ``skip`` leaves out slice indices (a gap); ``image_type`` sets ImageType (e.g. a localiser).
+    ``skip`` leaves out slice indices (a gap); ``image_type`` sets ImageType (e.g. a localiser). Files are named
+    ``<prefix><k>.dcm`` so that several series can share a folder.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import generate_uid
 
-    os.makedirs(folder, exist_ok=True)
-    lps = readers.LPS_TO_RAS @ affine
-    sp = np.linalg.norm(lps[:3, :3], axis=0)
-    row_dir, col_dir = lps[:3, 0] / sp[0], lps[:3, 1] / sp[1]
-    data = np.clip(np.asarray(array), 0, 65535).astype(np.uint16)
     series = series or generate_uid()
-    for k in range(data.shape[2]):
-        if k in skip:
-            continue
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
-        for tag, value in IDENTITY.items():
-            setattr(ds, tag, value)
-        if image_type:
-            ds.ImageType = list(image_type)
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.PixelSpacing = [f"{sp[1]:.6f}", f"{sp[0]:.6f}"]
-        pixels = data[:, :, k].T
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-        ds.save_as(os.path.join(folder, f"{prefix}{k:04d}.dcm"), enforce_file_format=True)
+    save_dicom_series(folder, array, affine, series=series, skip=skip, image_type=image_type,
+                      file_name=lambda k: f"{prefix}{k:04d}")
     return series
 
 
@@ -108,6 +80,21 @@ def test_a_folder_of_two_series_is_a_dead_letter_unless_the_manifest_names_one(s
     assert picked.ok and sorted(_crops(picked)) == sorted(clean)
     for name, crop in _crops(picked).items():
         np.testing.assert_array_equal(crop, clean[name])
+
+
+def test_two_series_of_one_folder_named_by_series_uid_are_two_scans_not_duplicates(tmp_path):
+    """What the two-series error asks for (one row per series_uid) must not be taken for a scan listed twice."""
+    image, _, affine = make_scan()
+    first = save_series(tmp_path / "study", image, affine, prefix="a")
+    second = save_series(tmp_path / "study", image * 0.5 + 10, affine, prefix="b")
+    columns = ("scan_id", "patient_id", "image", "centroids", "series_uid")
+    rows = [{"scan_id": "S1", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": first},
+            {"scan_id": "S2", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second},
+            {"scan_id": "S3", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second}]
+    plan = core.plan(write_manifest(tmp_path / "scans.csv", rows, columns), PreprocessConfig(), "salt")
+    assert sorted(t.series_uid for t in plan.tasks) == sorted([first, second])
+    # The same folder AND series twice is still one scan listed twice.
+    assert plan.counts["rows_duplicate_dropped"] == 1 and not plan.dead_letters
 
 
 def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):

@@ -74,8 +74,14 @@ IDENTITY = {"PatientName": "Doe^Jane", "PatientID": "PAT-8841X", "PatientBirthDa
             "InstitutionName": "St Example Spine Clinic", "AccessionNumber": "ACC-55512"}
 
 
-def save_dicom_series(folder, array, affine, identity=IDENTITY):
-    """One uint16 slice per file along array axis 2, geometry from ``affine`` (RAS), identifying tags set."""
+def save_dicom_series(folder, array, affine, identity=IDENTITY, *, series=None, skip=(), image_type=None,
+                      file_name=lambda k: f"im{(k * 7919) % 1000:04d}"):
+    """One uint16 slice per file along array axis 2, geometry from ``affine`` (RAS), identifying tags set;
+    returns the folder. ``series``: the SeriesInstanceUID (default: a new one).
+
+    ``skip`` leaves out slice indices (a gap); ``image_type`` sets ImageType (e.g. a localiser); ``file_name``
+    names slice k's file (by default in shuffled order: the reader must sort by position, not by file name).
+    """
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -85,8 +91,10 @@ def save_dicom_series(folder, array, affine, identity=IDENTITY):
     sp = np.linalg.norm(lps[:3, :3], axis=0)
     row_dir, col_dir = lps[:3, 0] / sp[0], lps[:3, 1] / sp[1]
     data = np.clip(np.asarray(array), 0, 65535).astype(np.uint16)
-    series = generate_uid()
+    series = series or generate_uid()
     for k in range(data.shape[2]):
+        if k in skip:
+            continue
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -97,6 +105,8 @@ def save_dicom_series(folder, array, affine, identity=IDENTITY):
         ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
         for tag, value in identity.items():
             setattr(ds, tag, value)
+        if image_type:
+            ds.ImageType = list(image_type)
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, 3] + k * lps[:3, 2]]
         ds.PixelSpacing = [f"{sp[1]:.6f}", f"{sp[0]:.6f}"]  # (between rows, between columns)
@@ -106,8 +116,7 @@ def save_dicom_series(folder, array, affine, identity=IDENTITY):
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-        # Files in shuffled name order: the reader must sort by position, not by file name.
-        ds.save_as(os.path.join(folder, f"im{(k * 7919) % 1000:04d}.dcm"), enforce_file_format=True)
+        ds.save_as(os.path.join(folder, f"{file_name(k)}.dcm"), enforce_file_format=True)
     return str(folder)
 
 

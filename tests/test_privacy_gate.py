@@ -1,6 +1,5 @@
 """Release gate (components/evaluator/gate.py): three outcomes with reasons, hand-worked statistics, candidates by
 patient, the strongest attack chosen by evidence; missing metrics fail without crashing."""
-import copy
 import math
 
 import numpy as np

@@ -44,7 +44,8 @@ def _units(images, class_ids, class_names, ids) -> UnitArrays:
 def _nifti_list(folder: Path, class_names) -> list[tuple[Path, str]]:
     manifest = folder / "manifest.csv"
     if manifest.exists():
-        rows = list(csv.DictReader(open(manifest)))
+        with open(manifest, newline="") as fh:
+            rows = list(csv.DictReader(fh))
         col = "nifti" if rows and "nifti" in rows[0] else "file"
         if not rows or col not in rows[0] or "class_name" not in rows[0]:
             raise ValueError(f"{manifest}: needs columns 'nifti' (or 'file') and 'class_name'")
@@ -137,7 +138,8 @@ def execute(ctx: ExecContext) -> ExecResult:
                           "units": len(synthetic), "sha256": metrics["synthetic"]["sha256"]}
     metrics["verdict"] = verdict
     metrics["timings"] = timer.stages
-    metrics["config"] = {k: ctx.config.to_dict()[k] for k in ("evaluator", "privacy")}
+    config = ctx.config.to_dict()
+    metrics["config"] = {k: config[k] for k in ("evaluator", "privacy")}
     metrics["inputs"] = {"examples": str(Path(ctx.inputs["examples"]).resolve()),
                          "synthetic": verdict["audited"]["synthetic"]}
     metrics["headline"] = select_headline(metrics)

@@ -220,7 +220,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
         fid["pixel"] = {"description": pixel_embedder().description,
                         **pixel_swd({k: v.images for k, v in sets.items()}, labels, class_names, sub, cfg, seed)}
     dom = fid["embeddings"]["domain"]["overall"]
-    # The release gate reads these two keys (privacy_spec.fid_ratio_key); FD-domain exists for every run.
+    # The release gate reads these two keys (privacy/spec.py: fid_ratio_key); FD-domain exists for every run.
     fid["fid_ratio"], fid["fid_ratio_embedding"] = dom["fd_ratio"], "domain"
     fid["comparison"] = ("synthetic subsample (holdout's class counts) vs TRAIN, beside HOLDOUT vs TRAIN "
                          "(real-vs-real baseline, patient-disjoint); ratio = synthetic / baseline")

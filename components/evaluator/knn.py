@@ -43,10 +43,6 @@ class Projection:
         rng = np.random.default_rng([PROJECTION_SEED, self.in_dims, self.dims])
         return (rng.standard_normal((self.in_dims, self.dims), dtype=np.float32) / np.sqrt(self.dims)).astype(np.float32)
 
-    @property
-    def out_dims(self) -> int:
-        return self.in_dims if self.identity else self.dims
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         if self.identity:

@@ -168,7 +168,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     verdict["release"] = release
     metrics["verdict"] = verdict
     metrics["timings"] = timer.stages
-    metrics["config"] = {k: ctx.config.to_dict()[k] for k in ("evaluator", "privacy", "synthesize")}
+    config = ctx.config.to_dict()
+    metrics["config"] = {k: config[k] for k in ("evaluator", "privacy", "synthesize")}
     metrics["inputs"] = {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}
     metrics["headline"] = select_headline(metrics)  # what the datasheet and the run summary show
 

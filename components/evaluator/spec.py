@@ -1,9 +1,7 @@
-"""Config of the evaluator: fidelity, diversity and utility ([evaluator]). Privacy: privacy_spec.py ([privacy])."""
+"""Config of the evaluator: fidelity, diversity and utility ([evaluator]). Privacy: privacy/spec.py ([privacy])."""
 from __future__ import annotations
 
 import dataclasses
-
-from components.evaluator.privacy.spec import PrivacyConfig  # noqa: F401  (pipeline.config imports it from here)
 
 F = dataclasses.field
 

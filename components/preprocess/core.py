@@ -232,8 +232,19 @@ def _deduplicate(rows: list[dict]) -> tuple[list[dict], int, list[dict]]:
         return i
 
     why: dict[int, set] = {}
-    keys = (("scan_id", lambda r: r["scan_id"]), ("image path", lambda r: os.path.normpath(r["_image"])),
-            ("image content", lambda r: file_digest(r["_image"])))
+    # A scan is an image path (or its bytes) AND the series picked from it: two rows naming one DICOM folder with
+    # different series_uid values are two scans (the reader asks for exactly that when a folder holds several).
+    digests: dict[str, str] = {}  # each file or folder is read once, however many rows name it
+
+    def content(r):
+        path = os.path.normpath(r["_image"])
+        if path not in digests:
+            digests[path] = file_digest(r["_image"])
+        return (digests[path], r.get("series_uid", "")) if digests[path] else None
+
+    keys = (("scan_id", lambda r: r["scan_id"]),
+            ("image path", lambda r: (os.path.normpath(r["_image"]), r.get("series_uid", ""))),
+            ("image content", content))
     for label, key in keys:
         seen: dict = {}
         for i, r in enumerate(rows):

@@ -66,7 +66,7 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
 
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
     """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
-    (components/evaluator/headline.py); for a metrics.json written without one, the same selection made here."""
+    (components/evaluator/report/headline.py); for a metrics.json written without one, the same selection made here."""
     from components.evaluator.report.headline import numeric_leaves, select_headline
 
     if isinstance(metrics.get("headline"), dict):
@@ -344,7 +344,8 @@ def check_release(evaluation_dir: str | Path, expected: dict) -> dict:
 
 def candidate_sampler(candidate_dir: str | Path) -> SampleFn:
     """A sampling function that returns the staged candidate's units for each (class, chunk seed)."""
-    rows = list(csv.DictReader(open(Path(candidate_dir) / "manifest.csv")))
+    with open(Path(candidate_dir) / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     units = schema.load_split(str(candidate_dir), SPLIT)  # one shard: records in manifest order
     by_seed: dict[int, list[int]] = {}
     for i, row in enumerate(rows):

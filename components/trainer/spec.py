@@ -63,7 +63,7 @@ class TrainerConfig:
                 "study; always so under DP)"})
     label_smoothing: float = F(default=0.0, metadata={"range": (0.0, 0.5), "help": "one-sided: real target becomes 1 - value"})
     diffaugment: str = F(default="", metadata={
-        "help": "comma list of differentiable augmentations for D's inputs: translation, cutout, intensity"})
+        "help": "comma list of differentiable augmentations for D's inputs: " + ", ".join(AUGMENTATIONS)})
     allow_missing_classes: bool = F(default=False, metadata={
         "help": "train although a class has no training units (prior 0: never generated); off: that is an error"})
     ema: bool = F(default=False, metadata={"help": "keep an EMA of G's weights, used for samples and export"})

@@ -1,6 +1,6 @@
 """Memorisation checks on the synthetic set: distances to closest record, copies, and the C_T data-copying test.
 
-Pure numpy functions of precomputed nearest distances (see mia_distances), plus `memorisation_report`, which runs the
+Pure numpy functions of precomputed nearest distances (see knn.py), plus `memorisation_report`, which runs the
 distance passes for one feature space.
 
 Unequal set sizes: the nearest of 8,000 training units is closer than the nearest of 2,000 held-out units even when
@@ -82,8 +82,12 @@ def _patient_subsets(patients: np.ndarray, n_patients: int, repeats: int, rng: n
     return [np.nonzero(np.isin(patients, rng.choice(ids, n_patients, replace=False)))[0] for _ in range(repeats)]
 
 
-def _nearest_within(queries: np.ndarray, refs: np.ndarray, subsets, block_rows: int) -> np.ndarray:
-    return np.stack([knn.Index(refs[s], block_rows).search(queries, 1)[0][:, 0] for s in subsets])
+def _nearest_within(queries: np.ndarray, refs: np.ndarray, subsets, block_rows: int,
+                    nearest_in_all: np.ndarray) -> np.ndarray:
+    """[len(subsets), len(queries)] nearest distances within each subset of refs; a subset that is the whole set
+    (the smaller side, never subsampled) reuses ``nearest_in_all`` instead of searching again."""
+    return np.stack([nearest_in_all if len(s) == len(refs) else
+                     knn.Index(refs[s], block_rows).search(queries, 1)[0][:, 0] for s in subsets])
 
 
 def memorisation_report(train: np.ndarray, train_patients: np.ndarray, holdout: np.ndarray,
@@ -105,9 +109,9 @@ def memorisation_report(train: np.ndarray, train_patients: np.ndarray, holdout: 
 
     n_p = min(len(np.unique(train_patients)), len(np.unique(holdout_patients)))
     eq_tr = _nearest_within(synthetic, train, _patient_subsets(train_patients, n_p, cfg.closer_repeats, rng),
-                            cfg.block_rows)
+                            cfg.block_rows, syn_train)
     eq_ho = _nearest_within(synthetic, holdout, _patient_subsets(holdout_patients, n_p, cfg.closer_repeats, rng),
-                            cfg.block_rows)
+                            cfg.block_rows, syn_hold)
     share = closer_share(eq_tr, eq_ho)  # [R, S] against [1, S] (or the reverse) broadcasts
     ratio = np.median(eq_tr, axis=0) / np.maximum(np.median(eq_ho, axis=0), 1e-12)
 
