@@ -227,7 +227,7 @@ def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
 
 
 def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int,
-           dp: dict | None = None) -> dict:
+           dp: dict | None = None, init_from: dict | None = None) -> dict:
     """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
     out_dir = Path(out_dir)
     gan.generator.save(out_dir / "generator.keras")
@@ -247,6 +247,9 @@ def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, st
         "width": cfg.width,
         "global_batch_size": gan.global_batch_size,
         "dp": dp if dp is not None else {"enabled": False},
+        # The full architecture, so that trainer.init_from can check a later run against it field by field.
+        "arch": {**dataclasses.asdict(arch_config(cfg, info)), "image_shape": list(info.image_shape)},
+        "init_from": init_from,  # the model this run started from (uri, fingerprint), or None
     }
     (out_dir / "model_info.json").write_text(json.dumps(info_json, indent=2) + "\n")
     return info_json

@@ -43,6 +43,9 @@ class TrainerConfig:
         "help": "LeakyReLU after D's last conv (false in the study)"})
     head_init: str = F(default="normal", metadata={
         "choices": ("normal", "pytorch"), "help": "D's heads: N(0, 0.02), or PyTorch's nn.Linear default (the study)"})
+    init_from: str = F(default="", metadata={
+        "help": "folder of a trained model (a `vugan train` output) whose G and D weights start this run (public "
+                "pre-training, then fine-tuning); its architecture must match; '' = random start"})
     # ---------------------------------------------------------------- losses and options
     adversarial_loss: str = F(default="bce", metadata={
         "choices": ("bce", "hinge"),
