@@ -107,6 +107,16 @@ class TrainerConfig:
     dp_clip_fake: bool = F(default=True, metadata={
         "help": "also clip the fake half's per-example gradients to dp_clip_norm (no noise: no real data), so both "
                 "halves enter D's update on one scale once clipping binds; costs a second per-example pass"})
+    dp_adaptive_clip: bool = F(default=False, metadata={
+        "help": "adaptive clipping (Andrew et al. 2021): the clip norm, starting at dp_clip_norm, follows the "
+                "dp_clip_quantile of the privacy units' gradient norms, from a noised count; accounted"})
+    dp_clip_quantile: float = F(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "adaptive clipping: target fraction of units whose gradient is NOT clipped"})
+    dp_clip_lr: float = F(default=0.2, metadata={
+        "range": (0.0, 10.0), "help": "adaptive clipping: geometric step C <- C exp(-lr (unclipped frac - quantile))"})
+    dp_clip_count_noise: float = F(default=0.0, metadata={
+        "range": (0.0, 1e6), "help": "adaptive clipping: noise std on the count of unclipped units; 0 = expected "
+                                     "privacy units per step / 20 (the paper's choice)"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
@@ -134,6 +144,8 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        elif self.dp_adaptive_clip:
+            raise ValueError("trainer.dp_adaptive_clip needs trainer.dp = true (it adapts the DP clip norm)")
         if self.reuse_fakes and (self.dp or self.d_steps > 1):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
