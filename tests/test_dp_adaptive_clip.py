@@ -108,3 +108,24 @@ def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path,
     assert dp_rec["adaptive_clip"]["final_clip_norm"] == pytest.approx(clips[-1], rel=1e-6)
     q, delta = 8 / 24, acc.default_delta(5)
     assert dp_rec["epsilon_rdp"] == pytest.approx(_composed_epsilon(q, 1.5, 0.02, 3, delta), rel=1e-9)
+
+
+def test_adaptive_clip_sums_the_count_over_two_replicas(examples, tmp_path):
+    """Under MirroredStrategy (2 logical CPUs) the update uses the GLOBAL count: log C moves by lr * n / (2M) with n
+    the realised rows of both replicas (one replica's count alone would give about half)."""
+    from components.trainer.callbacks import read_stats
+    from test_trainer import run_cli, sets
+
+    out = tmp_path / "two"
+    overrides = TINY + QUIET + ["trainer.steps=2", "trainer.cpu_replicas=2", "trainer.dp=true", "trainer.dp_unit=unit",
+                                "trainer.dp_accountant=rdp", "trainer.dp_clip_norm=0.001",
+                                "trainer.dp_adaptive_clip=true", "trainer.dp_clip_count_noise=0.01",
+                                "trainer.dp_clip_lr=0.5"]
+    proc = run_cli(["--examples", str(examples), "--out", str(out), *sets(overrides)])
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert "2 replica(s) x 4" in output
+    rows = read_stats(out / "stats.jsonl")
+    clips = [1e-3] + [r["dp_clip_norm"] for r in rows]
+    n = np.array([r["dp_batch_size"] for r in rows])
+    np.testing.assert_allclose(np.diff(np.log(clips)), 0.5 * n / 16, atol=0.5 * 0.05 / 8)
