@@ -49,6 +49,7 @@ class DPSettings(NamedTuple):
     expected_units: float = 0.0  # GLOBAL expected privacy units per step (the count's constant denominator)
     clip_quantile: float = 0.5
     clip_lr: float = 0.2
+    fake_group_size: int = 1  # fakes clipped in groups of this many (per-patient mode: the mean units per patient)
 
 
 class ACGAN(keras.Model):
@@ -320,9 +321,13 @@ class ACGAN(keras.Model):
                                                                class_weights=self.class_weights)
                 return f_adv + self.aux_weight * f_cls
 
+            # Per-patient mode with fake_group_size k: consecutive fakes form pseudo-patients of k units, each group
+            # clipped to C like a real patient, so both halves bring about B / k clipped units of norm <= C.
+            groups = (tf.range(tf.shape(fake)[0]) // dps.fake_group_size) if dps.fake_group_size > 1 else None
             grads = dp.dp_aggregate(
                 dp.per_example_gradients(fake_loss_fn, d_vars, (fake, fake_labels), method=dps.method),
-                clip_norm=self._clip_norm(), noise_multiplier=0.0, normalizer=self.global_batch_size).grads
+                clip_norm=self._clip_norm(), noise_multiplier=0.0, normalizer=self.global_batch_size,
+                group_index=groups).grads
         else:
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(tape.gradient(loss, d_vars), d_vars)]
         return FakeHalf(grads, logits, cls_logits, adv, cls)

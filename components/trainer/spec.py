@@ -117,6 +117,10 @@ class TrainerConfig:
     dp_clip_count_noise: float = F(default=0.0, metadata={
         "range": (0.0, 1e6), "help": "adaptive clipping: noise std on the count of unclipped units; 0 = expected "
                                      "privacy units per step / 20 (the paper's choice)"})
+    dp_fake_clip_group: str = F(default="example", metadata={
+        "choices": ("example", "patient"),
+        "help": "with dp_clip_fake: clip each fake example, or (dp_unit = 'patient') groups of fakes of the mean "
+                "units per patient, so that both halves have as many clipped units of norm <= C per step"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
@@ -172,6 +176,9 @@ class TrainerConfig:
             raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
                              "and its moving statistics are un-noised real-data state; use spectral_norm or none "
                              "(generator_batch_norm is fine)")
+        if self.dp_fake_clip_group == "patient" and not (self.dp_unit == "patient" and self.dp_clip_fake):
+            raise ValueError("trainer.dp_fake_clip_group = 'patient' needs dp_unit = 'patient' and dp_clip_fake = "
+                             "true (it matches the fake half's clipping to the real half's per-patient clipping)")
         if self.dp_sampling == "shuffle":
             if self.dp_unit == "patient":
                 raise ValueError("trainer.dp_unit = 'patient' needs dp_sampling = 'poisson' (shuffled batches are "
