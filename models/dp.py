@@ -216,3 +216,32 @@ def dp_gradients(
     return dp_aggregate(grads, clip_norm=clip_norm, noise_multiplier=noise_multiplier, normalizer=normalizer,
                         mask=mask, group_index=group_index, num_groups=num_groups,
                         add_noise=is_noise_replica(), seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021, "Differentially Private Learning with Adaptive
+# Clipping"): the clip norm follows a target quantile of the units' gradient norms, estimated privately each step.
+
+
+def noisy_unclipped_count(unit_norms: tf.Tensor, occupied: tf.Tensor, clip_norm, count_stddev,
+                          add_noise: bool | tf.Tensor = True) -> tf.Tensor:
+    """The paper's private count, centred: sum over present units of (1[norm_u <= C] - 1/2), plus N(0, stddev^2).
+
+    Centring makes the sensitivity 1/2 under add/remove of one unit (a unit adds +1/2 or -1/2), so noise std
+    ``count_stddev`` is a Gaussian mechanism with noise multiplier 2 * count_stddev. ``occupied`` [U] is 1 for real
+    units (empty patient slots and padding are 0). Under MirroredStrategy pass ``is_noise_replica()``: the noise is
+    added once, and the replicas' counts SUM to the global one.
+    """
+    occupied = tf.cast(occupied, tf.float32)
+    below = tf.cast(unit_norms <= tf.cast(clip_norm, unit_norms.dtype), tf.float32)
+    count = tf.reduce_sum((below - 0.5) * occupied)
+    noise = tf.random.normal([], dtype=tf.float32) * tf.cast(count_stddev, tf.float32)
+    return count + tf.cast(add_noise, tf.float32) * noise
+
+
+def geometric_clip_update(clip_norm, noisy_centred_count, expected_units, target_quantile, learning_rate):
+    """C <- C * exp(-lr * (b - gamma)), b = noisy_centred_count / expected_units + 1/2: the estimated fraction of
+    units whose norm was within C (dividing by the EXPECTED number of units, a constant, as the paper does).
+    b above the target quantile gamma shrinks C, below it grows C; geometric, so C stays positive."""
+    fraction = noisy_centred_count / expected_units + 0.5
+    return clip_norm * tf.exp(-learning_rate * (fraction - target_quantile))

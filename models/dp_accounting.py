@@ -43,6 +43,20 @@ def dp_sgd_event(q: float, noise_multiplier: float, steps: int) -> dp_accounting
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
 
 
+def effective_noise_multiplier(*noise_multipliers: float) -> float:
+    """One Gaussian mechanism equivalent to several run on the same sample: (sum_i sigma_i^-2)^-1/2.
+
+    Each Gaussian query of sensitivity s with noise std sigma * s is, after scaling to unit noise, a query of
+    sensitivity 1 / sigma; releasing them together is one vector Gaussian mechanism of sensitivity
+    sqrt(sum_i sigma_i^-2). Adaptive clipping (Andrew et al. 2021, Theorem 1) runs two per step, the clipped
+    gradient sum and the clipped-count query, on the same Poisson sample, so one DP-SGD step is a Poisson-sampled
+    Gaussian with this multiplier (what dp-accounting's RDP accountant does for a ComposedDpEvent of Gaussians).
+    """
+    if not noise_multipliers or min(noise_multipliers) <= 0:
+        raise ValueError(f"noise multipliers must be > 0, got {noise_multipliers}")
+    return float(sum(s ** -2.0 for s in noise_multipliers) ** -0.5)
+
+
 def _make_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
     if accountant == "rdp":
         return rdp.RdpAccountant()

@@ -24,7 +24,8 @@ def dp_lines(dp: Mapping[str, Any] | None) -> list[str]:
                 ("noise multiplier", dp.get("noise_multiplier")), ("clip norm", dp.get("clip_norm")),
                 ("stopped at target epsilon", "yes" if dp.get("stopped_at_target_epsilon") else "no")],
                ("item", "value")),
-        "", str(dp.get("statement", "")), "", str(dp.get("class_prior_note", "")),
+        "", str(dp.get("statement", "")), *(["", dp["pretraining_note"]] if dp.get("pretraining_note") else []),
+        "", str(dp.get("class_prior_note", "")),
         "The synthetic units are post-processing of the DP generator, so the same guarantee covers this dataset."]
 
 

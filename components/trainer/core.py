@@ -74,6 +74,8 @@ def make_checkpoint(gan: ACGAN, step: tf.Variable, examples_seen: tf.Variable) -
                  d_optimizer=gan.d_optimizer, step=step, examples_seen=examples_seen)
     if gan.generator_ema is not None:
         parts["generator_ema"] = gan.generator_ema
+    if gan.dp_clip is not None:  # the adaptive clip norm is training state: a resumed run continues from it
+        parts["dp_clip_norm"] = gan.dp_clip
     return tf.train.Checkpoint(**parts)
 
 
@@ -125,6 +127,9 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         # Every scalar is already a share of the global-batch value: summing the replicas gives it.
         scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         gan.update_ema(step)
+        gan.update_dp_clip(scalars)  # adaptive clipping: the next step's clip norm from this step's noisy count
+        if gan.dp_clip is not None:
+            scalars["dp_clip_norm"] = gan.dp_clip.read_value()  # noised (post-processing): fine to log
         # The counters move inside the compiled step: no extra eager ops, and nothing read back, per step.
         step.assign_add(1)
         examples_seen.assign_add(real_per_step)
@@ -140,7 +145,10 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         f"{info.num_train} training units, classes {dict(zip(info.class_names, info.class_counts))}")
     if dp_plan is not None:
         log(f"DP-SGD on D's real half: per {dp_plan.unit}, {dp_plan.sampling} sampling q = {dp_plan.q:.4g}, "
-            f"noise {dp_plan.noise_multiplier}, clip {dp_plan.clip_norm}, delta {dp_plan.delta:.1e}; "
+            f"noise {dp_plan.noise_multiplier}, clip {dp_plan.clip_norm}"
+            + (f" (adaptive to the {dp_plan.clip_quantile:g} quantile, count noise {dp_plan.count_stddev:.3g}; "
+               f"accounted with effective noise {dp_plan.accounting_noise_multiplier:.4g})" if dp_plan.adaptive else "")
+            + f", delta {dp_plan.delta:.1e}; "
             f"{dp_plan.num_patients} patients, {dp_plan.num_units} units")
     # The host never waits on the device inside this loop except at log, image and checkpoint steps: the step
     # number is counted in Python alongside the variable (which the checkpoint holds), and the losses of the steps
@@ -166,7 +174,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     monitor.close()
     record = None
     if dp_plan is not None:
-        record = dp_plan.record(int(step), stopped_at_target=total_steps < cfg.steps)
+        record = dp_plan.record(int(step), stopped_at_target=total_steps < cfg.steps,
+                                final_clip=float(gan.dp_clip.numpy()) if gan.dp_clip is not None else None)
         if record["stopped_at_target_epsilon"]:
             log(f"DP: stopped at step {int(step)} of {cfg.steps}: the target epsilon {dp_plan.target_epsilon} is "
                 f"reached (one more step would exceed it)")
@@ -227,7 +236,7 @@ def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
 
 
 def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int,
-           dp: dict | None = None) -> dict:
+           dp: dict | None = None, init_from: dict | None = None) -> dict:
     """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
     out_dir = Path(out_dir)
     gan.generator.save(out_dir / "generator.keras")
@@ -247,6 +256,9 @@ def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, st
         "width": cfg.width,
         "global_batch_size": gan.global_batch_size,
         "dp": dp if dp is not None else {"enabled": False},
+        # The full architecture, so that trainer.init_from can check a later run against it field by field.
+        "arch": {**dataclasses.asdict(arch_config(cfg, info)), "image_shape": list(info.image_shape)},
+        "init_from": init_from,  # the model this run started from (uri, fingerprint), or None
     }
     (out_dir / "model_info.json").write_text(json.dumps(info_json, indent=2) + "\n")
     return info_json

@@ -81,37 +81,89 @@ class DPPlan:
     max_steps: int | None  # steps within the target epsilon; None without a target
     shards: tuple  # per replica: the unit indices it samples from (poisson)
     d_steps: int = 1  # DP-SGD steps (D phases) per training step
+    # Adaptive clipping (Andrew et al. 2021): count_stddev > 0 turns it on; clip_norm is then the starting norm.
+    count_stddev: float = 0.0  # noise std on the centred count of unclipped units (sensitivity 1/2)
+    expected_units: float = 0.0  # expected privacy units per step, globally: q * #units or q * #patients
+    clip_quantile: float = 0.5
+    clip_lr: float = 0.2
+    fake_group_size: int = 1  # dp_fake_clip_group = "patient": fakes clipped in groups of the mean units/patient
+
+    @property
+    def adaptive(self) -> bool:
+        return self.count_stddev > 0
+
+    @property
+    def count_noise_multiplier(self) -> float | None:
+        """The count query's noise multiplier: std / sensitivity = count_stddev / (1/2)."""
+        return 2.0 * self.count_stddev if self.adaptive else None
+
+    @property
+    def accounting_noise_multiplier(self) -> float:
+        """The one Gaussian each DP-SGD step is accounted as: the gradient's sigma, composed with the count query's
+        under adaptive clipping (``acc.effective_noise_multiplier``)."""
+        if not self.adaptive or self.noise_multiplier == 0:
+            return self.noise_multiplier
+        return acc.effective_noise_multiplier(self.noise_multiplier, self.count_noise_multiplier)
 
     def epsilon(self, steps: int, accountant: str = "rdp") -> float:
         """Epsilon spent after ``steps`` training steps, i.e. ``steps * d_steps`` DP-SGD steps (inf with no noise:
         clipping alone gives no guarantee)."""
         if self.noise_multiplier == 0:
             return 0.0 if steps <= 0 else math.inf
-        return acc.compute_epsilon(self.q, self.noise_multiplier, steps * self.d_steps, self.delta, accountant)
+        return acc.compute_epsilon(self.q, self.accounting_noise_multiplier, steps * self.d_steps, self.delta,
+                                   accountant)
 
     def settings(self, method: str, clip_fake: bool = True) -> DPSettings:
         return DPSettings(self.clip_norm, self.noise_multiplier, self.normalizer,
-                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake)
+                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake,
+                          adaptive_count_stddev=self.count_stddev, expected_units=self.expected_units,
+                          clip_quantile=self.clip_quantile, clip_lr=self.clip_lr,
+                          fake_group_size=self.fake_group_size)
 
-    def record(self, steps: int, stopped_at_target: bool) -> dict:
+    def adaptive_record(self, final_clip: float | None) -> dict:
+        """model_info.json "dp"["adaptive_clip"] and the sentence the statement gains."""
+        if not self.adaptive:
+            return {"adaptive_clip": None}
+        text = (f" Adaptive clipping (Andrew et al. 2021): the clip norm started at {self.clip_norm:g} and followed "
+                f"the {self.clip_quantile:g} quantile of the per-{self.unit} gradient norms (geometric step "
+                f"{self.clip_lr:g}), estimated each step from a count of unclipped units noised with std "
+                f"{self.count_stddev:.4g} (noise multiplier {self.count_noise_multiplier:.4g}); each step's two "
+                f"Gaussian mechanisms are accounted as one with effective noise multiplier "
+                f"{self.accounting_noise_multiplier:.4g} = (sigma^-2 + sigma_count^-2)^-1/2, gradient sigma "
+                f"{self.noise_multiplier:g}.")
+        return {"adaptive_clip": {"initial_clip_norm": self.clip_norm, "final_clip_norm": final_clip,
+                                  "target_quantile": self.clip_quantile, "learning_rate": self.clip_lr,
+                                  "count_stddev": self.count_stddev,
+                                  "count_noise_multiplier": self.count_noise_multiplier,
+                                  "expected_units_per_step": self.expected_units,
+                                  "gradient_noise_multiplier": self.noise_multiplier,
+                                  "effective_noise_multiplier": self.accounting_noise_multiplier},
+                "adaptive_clip_sentence": text}
+
+    def record(self, steps: int, stopped_at_target: bool, final_clip: float | None = None) -> dict:
         """model_info.json "dp": the privacy statement plus how the run was set up and why it stopped. ``steps``
         are training steps; the statement counts DP-SGD steps (``steps * d_steps``)."""
         training_steps, steps = steps, steps * self.d_steps
         base = {"enabled": True, "training_steps": training_steps, "d_steps": self.d_steps, "unit": self.unit,
-                "sampling": self.sampling, "accountant": self.accountant, "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
+                "sampling": self.sampling, "accountant": self.accountant, "fake_clip_group_size": self.fake_group_size, "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
                 "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
                 "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE,
                 "randomness_note": RANDOMNESS_NOTE}
+        adaptive = self.adaptive_record(final_clip)
+        sentence = adaptive.pop("adaptive_clip_sentence", "")
+        base.update(adaptive)
         if self.noise_multiplier == 0:
             # JSON has no infinity: None, with the statement saying why.
             return {**base, "epsilon": None, "epsilon_rdp": None, "epsilon_pld": None, "delta": self.delta,
                     "steps": steps, "q": self.q, "noise_multiplier": 0.0, "clip_norm": self.clip_norm,
                     "statement": "No privacy guarantee: noise multiplier 0 (gradients were clipped only)."}
-        stmt = acc.privacy_statement(self.q, self.noise_multiplier, steps, self.delta, self.clip_norm,
+        stmt = acc.privacy_statement(self.q, self.accounting_noise_multiplier, steps, self.delta, self.clip_norm,
                                      unit=self.unit, sampling=self.sampling, with_pld=steps > 0)
         eps = stmt.epsilon_pld if (self.accountant == "pld" and stmt.epsilon_pld is not None) else stmt.epsilon_rdp
-        return {**base, **stmt.to_dict(), "epsilon": eps}
+        record = {**base, **stmt.to_dict(), "epsilon": eps}
+        record["statement"] += sentence
+        return record
 
 
 def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: int) -> DPPlan:
@@ -142,18 +194,29 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
     else:
         shards = tuple(np.arange(r, n_units, replicas) for r in range(replicas))
         capacity = max(acc.poisson_batch_capacity(s.size, q) for s in shards)
+    # Adaptive clipping: the count's constant denominator is the expected number of privacy units per step.
+    expected_units = q * (n_patients if cfg.dp_unit == acc.PrivacyUnit.PATIENT else n_units)
+    count_stddev = (cfg.dp_clip_count_noise or expected_units / 20.0) if cfg.dp_adaptive_clip else 0.0
+    sigma = cfg.dp_noise_multiplier
+    if count_stddev and sigma:
+        sigma = acc.effective_noise_multiplier(sigma, 2.0 * count_stddev)
     max_steps = None
     if cfg.dp_target_epsilon > 0:
         if cfg.dp_noise_multiplier == 0:
             raise ValueError("trainer.dp_target_epsilon needs dp_noise_multiplier > 0 (no noise, no privacy)")
-        dp_steps = acc.steps_for_epsilon(cfg.dp_target_epsilon, q, cfg.dp_noise_multiplier, delta,
+        dp_steps = acc.steps_for_epsilon(cfg.dp_target_epsilon, q, sigma, delta,
                                          cfg.dp_accountant, max_steps=max(cfg.steps, 1) * cfg.d_steps)
         max_steps = dp_steps // cfg.d_steps  # training steps: each spends d_steps DP-SGD steps
     return DPPlan(q=q, normalizer=float(global_batch), capacity=int(capacity), delta=float(delta),
                   noise_multiplier=float(cfg.dp_noise_multiplier), clip_norm=float(cfg.dp_clip_norm),
                   unit=str(cfg.dp_unit), sampling=str(cfg.dp_sampling), accountant=str(cfg.dp_accountant),
                   num_units=n_units, num_patients=n_patients, target_epsilon=float(cfg.dp_target_epsilon),
-                  max_steps=max_steps, shards=shards, d_steps=int(cfg.d_steps))
+                  max_steps=max_steps, shards=shards, d_steps=int(cfg.d_steps), count_stddev=float(count_stddev),
+                  expected_units=float(expected_units), clip_quantile=float(cfg.dp_clip_quantile),
+                  clip_lr=float(cfg.dp_clip_lr),
+                  # The mean units per patient is a ratio of the data set's sizes, which (like q) are treated as
+                  # public; it only shapes the fake half, which holds no real data.
+                  fake_group_size=max(1, round(n_units / n_patients)) if cfg.dp_fake_clip_group == "patient" else 1)
 
 
 def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,

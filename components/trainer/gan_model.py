@@ -44,6 +44,12 @@ class DPSettings(NamedTuple):
     num_groups: int | None  # patient slots per replica batch (its capacity) with per-patient clipping, else None
     method: str = "vmap"
     clip_fake: bool = True  # clip the fake half per example to the same norm (no noise: it holds no real data)
+    # Adaptive clipping (models/dp.py, Andrew et al. 2021); off when adaptive_count_stddev is 0.
+    adaptive_count_stddev: float = 0.0  # noise std on the centred count of unclipped units
+    expected_units: float = 0.0  # GLOBAL expected privacy units per step (the count's constant denominator)
+    clip_quantile: float = 0.5
+    clip_lr: float = 0.2
+    fake_group_size: int = 1  # fakes clipped in groups of this many (per-patient mode: the mean units per patient)
 
 
 class ACGAN(keras.Model):
@@ -72,6 +78,10 @@ class ACGAN(keras.Model):
         self.augment = tuple(augment)
         self.ema_decay = ema_decay
         self.dp_settings = dp_settings
+        # The adaptive clip norm: read by every D phase, updated once per step in cross-replica context.
+        self.dp_clip = (tf.Variable(float(dp_settings.clip_norm), trainable=False, dtype=tf.float32,
+                                    name="dp_clip_norm")
+                        if dp_settings is not None and dp_settings.adaptive_count_stddev > 0 else None)
 
     def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer):
         super().compile()
@@ -214,6 +224,7 @@ class ACGAN(keras.Model):
         per-patient clipping) are optional batch entries.
         """
         dps = self.dp_settings
+        clip_norm = self._clip_norm()
         real, labels = self._augment(batch["images"]), batch["labels"]  # augment outside the per-example map
         mask = batch.get("mask")
         mask = tf.ones(tf.shape(labels), tf.float32) if mask is None else tf.cast(mask, tf.float32)
@@ -241,14 +252,22 @@ class ACGAN(keras.Model):
                                                        class_weights=self.class_weights)
             return adv + self.aux_weight * cls
 
-        real_dp = dp.dp_gradients(real_loss_fn, d_vars, (real, labels), clip_norm=dps.clip_norm,
+        real_dp = dp.dp_gradients(real_loss_fn, d_vars, (real, labels), clip_norm=clip_norm,
                                   noise_multiplier=dps.noise_multiplier, normalizer=dps.normalizer, mask=mask,
                                   group_index=batch.get("patient") if dps.num_groups else None,
                                   num_groups=dps.num_groups, method=dps.method)
         # The optimizer SUMs replicas' gradients: each replica's share (noise on replica 0 only) adds up.
         self.d_optimizer.apply_gradients(zip([r + f for r, f in zip(real_dp.grads, fake_half.grads)], d_vars))
         units = tf.cast(real_dp.unit_norms > 0, tf.float32)  # empty patient slots / padding have norm 0
-        return {
+        adaptive = {}
+        if self.dp_clip is not None:
+            # Present units from the mask (not from norm > 0, an un-noised property of the data).
+            group = batch.get("patient") if dps.num_groups else None
+            occupied = (mask if group is None else
+                        tf.math.unsorted_segment_max(mask, tf.cast(group, tf.int32), dps.num_groups) > 0)
+            adaptive = {"dp_count_noisy": dp.noisy_unclipped_count(
+                real_dp.unit_norms, occupied, clip_norm, dps.adaptive_count_stddev, dp.is_noise_replica())}
+        return {**adaptive,
             "d_loss": r_adv + f_adv + self.aux_weight * (r_cls + f_cls), "d_adv_loss": r_adv + f_adv,
             "d_cls_loss": r_cls + f_cls,
             "d_real_acc": self._rate(real_logits[:, 0] > 0, mask),
@@ -259,8 +278,21 @@ class ACGAN(keras.Model):
             # Privacy units (examples or patients) in the batch, and how many had their gradient clipped; core
             # turns the two into dp_clipped_frac after the replica sum (diagnostic: how often clipping binds).
             "dp_units": tf.reduce_sum(units),
-            "dp_clipped_units": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > dps.clip_norm, tf.float32)),
+            "dp_clipped_units": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > clip_norm, tf.float32)),
         }
+
+    def _clip_norm(self):
+        """This step's clip norm: the adaptive one when on, else the configured constant."""
+        return self.dp_settings.clip_norm if self.dp_clip is None else self.dp_clip.read_value()
+
+    def update_dp_clip(self, scalars: dict) -> None:
+        """After each step (cross-replica context, like the EMA): the geometric update of the adaptive clip norm
+        from the replicas' summed noisy count (averaged over the step's D phases with d_steps > 1). Everything it
+        reads is noised, so the new norm is post-processing of the accounted mechanism."""
+        if self.dp_clip is not None:
+            dps = self.dp_settings
+            self.dp_clip.assign(dp.geometric_clip_update(self.dp_clip, scalars["dp_count_noisy"],
+                                                         dps.expected_units, dps.clip_quantile, dps.clip_lr))
 
     def _dp_fake_half(self, fake, fake_labels, d_vars) -> "FakeHalf":
         """The D phase's fake terms under DP: no real data, so no noise; this pass also advances spectral norm.
@@ -289,9 +321,13 @@ class ACGAN(keras.Model):
                                                                class_weights=self.class_weights)
                 return f_adv + self.aux_weight * f_cls
 
+            # Per-patient mode with fake_group_size k: consecutive fakes form pseudo-patients of k units, each group
+            # clipped to C like a real patient, so both halves bring about B / k clipped units of norm <= C.
+            groups = (tf.range(tf.shape(fake)[0]) // dps.fake_group_size) if dps.fake_group_size > 1 else None
             grads = dp.dp_aggregate(
                 dp.per_example_gradients(fake_loss_fn, d_vars, (fake, fake_labels), method=dps.method),
-                clip_norm=dps.clip_norm, noise_multiplier=0.0, normalizer=self.global_batch_size).grads
+                clip_norm=self._clip_norm(), noise_multiplier=0.0, normalizer=self.global_batch_size,
+                group_index=groups).grads
         else:
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(tape.gradient(loss, d_vars), d_vars)]
         return FakeHalf(grads, logits, cls_logits, adv, cls)

@@ -82,16 +82,33 @@ def execute(ctx: ExecContext) -> ExecResult:
 
         units = dp_training.load_train_units(info)
         dp_plan = dp_training.plan_dp(cfg, units, cfg.batch_size, strategy.num_replicas_in_sync)
+    source = None
+    if cfg.init_from:  # checked before anything is built: a mismatch names the field and loses nothing
+        from components.trainer import init_from
+        from pipeline.artifacts import read_artifact
+
+        source = init_from.check_source(cfg.init_from, core.arch_config(cfg, info), info.class_names, dp=cfg.dp,
+                                        examples_fingerprint=read_artifact(ctx.inputs["examples"])["fingerprint"])
     with strategy.scope():
         gan = core.build_gan(cfg, info, global_batch=cfg.batch_size, dp_plan=dp_plan)
+        if source is not None:
+            init_from.load_into(gan, source)
+            ctx.log(f"init_from: G and D start from {source.folder} (fingerprint {source.fingerprint}); "
+                    f"optimizers start fresh")
     result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log, dp_plan=dp_plan, units=units)
-    model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps, dp=result.dp)
+    dp_record = result.dp
+    if dp_record is not None:  # what epsilon covers: the private cohort only, never the pre-training data
+        dp_record = {**dp_record, "init_from_fingerprint": source.fingerprint if source else None,
+                     "pretraining_note": source.pretraining_note() if source else None}
+    model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps, dp=dp_record,
+                             init_from=source.record() if source else None)
     ctx.log(f"trained to step {result.steps} (started at {result.start_step}) in {result.seconds:.1f}s")
     return ExecResult(
         counts={"steps": result.steps, "train_units": info.num_train, "skipped_records": len(info.skipped)},
         properties={"class_names": model_info["class_names"], "image_shape": model_info["image_shape"],
                     "noise_dim": cfg.noise_dim, "ema": model_info["ema"], "replicas": strategy.num_replicas_in_sync,
-                    "resumed_from_step": result.start_step, "dp": dp_summary(result.dp),
+                    "resumed_from_step": result.start_step, "dp": dp_summary(dp_record),
+                    "init_from": model_info["init_from"],
                     "final": {k: round(v, 5) for k, v in result.last.items() if isinstance(v, float)}})
 
 

@@ -43,6 +43,9 @@ class TrainerConfig:
         "help": "LeakyReLU after D's last conv (false in the study)"})
     head_init: str = F(default="normal", metadata={
         "choices": ("normal", "pytorch"), "help": "D's heads: N(0, 0.02), or PyTorch's nn.Linear default (the study)"})
+    init_from: str = F(default="", metadata={
+        "help": "folder of a trained model (a `vugan train` output) whose G and D weights start this run (public "
+                "pre-training, then fine-tuning); its architecture must match; '' = random start"})
     # ---------------------------------------------------------------- losses and options
     adversarial_loss: str = F(default="bce", metadata={
         "choices": ("bce", "hinge"),
@@ -104,6 +107,20 @@ class TrainerConfig:
     dp_clip_fake: bool = F(default=True, metadata={
         "help": "also clip the fake half's per-example gradients to dp_clip_norm (no noise: no real data), so both "
                 "halves enter D's update on one scale once clipping binds; costs a second per-example pass"})
+    dp_adaptive_clip: bool = F(default=False, metadata={
+        "help": "adaptive clipping (Andrew et al. 2021): the clip norm, starting at dp_clip_norm, follows the "
+                "dp_clip_quantile of the privacy units' gradient norms, from a noised count; accounted"})
+    dp_clip_quantile: float = F(default=0.5, metadata={
+        "range": (0.0, 1.0), "help": "adaptive clipping: target fraction of units whose gradient is NOT clipped"})
+    dp_clip_lr: float = F(default=0.2, metadata={
+        "range": (0.0, 10.0), "help": "adaptive clipping: geometric step C <- C exp(-lr (unclipped frac - quantile))"})
+    dp_clip_count_noise: float = F(default=0.0, metadata={
+        "range": (0.0, 1e6), "help": "adaptive clipping: noise std on the count of unclipped units; 0 = expected "
+                                     "privacy units per step / 20 (the paper's choice)"})
+    dp_fake_clip_group: str = F(default="example", metadata={
+        "choices": ("example", "patient"),
+        "help": "with dp_clip_fake: clip each fake example, or (dp_unit = 'patient') groups of fakes of the mean "
+                "units per patient, so that both halves have as many clipped units of norm <= C per step"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
@@ -131,6 +148,8 @@ class TrainerConfig:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
         if self.dp:
             self._validate_dp()
+        elif self.dp_adaptive_clip:
+            raise ValueError("trainer.dp_adaptive_clip needs trainer.dp = true (it adapts the DP clip norm)")
         if self.reuse_fakes and (self.dp or self.d_steps > 1):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
@@ -157,6 +176,9 @@ class TrainerConfig:
             raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
                              "and its moving statistics are un-noised real-data state; use spectral_norm or none "
                              "(generator_batch_norm is fine)")
+        if self.dp_fake_clip_group == "patient" and not (self.dp_unit == "patient" and self.dp_clip_fake):
+            raise ValueError("trainer.dp_fake_clip_group = 'patient' needs dp_unit = 'patient' and dp_clip_fake = "
+                             "true (it matches the fake half's clipping to the real half's per-patient clipping)")
         if self.dp_sampling == "shuffle":
             if self.dp_unit == "patient":
                 raise ValueError("trainer.dp_unit = 'patient' needs dp_sampling = 'poisson' (shuffled batches are "

@@ -199,7 +199,8 @@ def dp_section(dp: dict | None, strongest: dict) -> ReportSection:
                     ("sampling", html.escape(str(dp.get("sampling")))),
                     ("DP-SGD steps", str(dp.get("steps"))),
                     ("stopped at target epsilon", "yes" if dp.get("stopped_at_target_epsilon") else "no")]
-        text = (f"<p><b>Formal guarantee.</b> {html.escape(str(dp.get('statement', '')))} "
+        pretraining = f"{html.escape(dp['pretraining_note'])} " if dp.get("pretraining_note") else ""
+        text = (f"<p><b>Formal guarantee.</b> {html.escape(str(dp.get('statement', '')))} {pretraining}"
                 f"{html.escape(str(dp.get('class_prior_note', '')))}</p><p>A guarantee of (epsilon, delta)-DP "
                 "caps the advantage of ANY membership attack on one privacy unit, including attacks not tried here; "
                 "the AUCs beside it are what the attacks tried actually achieved. "
