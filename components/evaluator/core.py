@@ -229,7 +229,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
         div = diversity.diversity_report(
             train.images, train.class_ids, synthetic.images, synthetic.class_ids, tuple(class_names),
             diversity.MsSsimSettings(cfg.msssim_scales, cfg.msssim_filter_size, cfg.msssim_pairs),
-            cfg.mode_collapse_margin, seed)
+            cfg.mode_collapse_margin, seed, real_patients=train.patients)
 
     metrics = {
         "counts": {"train": len(train), "holdout": len(holdout), "test": len(test), "synthetic": len(synthetic),

@@ -52,40 +52,66 @@ def ms_ssim_pairs(a: np.ndarray, b: np.ndarray, settings: MsSsimSettings, batch:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def sample_pairs(n: int, n_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n_pairs`` random index pairs (i, j) with i != j from range(n) (all pairs when there are fewer)."""
+def sample_pairs(n: int, n_pairs: int, rng: np.random.Generator,
+                 groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n_pairs`` random index pairs (i, j) with i != j from range(n) (all pairs when there are fewer).
+
+    With ``groups`` (one id per index, e.g. the patient), only pairs from different groups are drawn: two
+    adjacent units of one patient share anatomy and contrast, so same-patient pairs raise the real set's
+    MS-SSIM and hide a collapsed generator (synthetic units are independent draws, a group each).
+    """
     if n < 2:
         return np.zeros(0, int), np.zeros(0, int)
-    total = n * (n - 1) // 2
-    if total <= n_pairs:
-        i, j = np.triu_indices(n, 1)
+    if groups is None:
+        total = n * (n - 1) // 2
+        if total <= n_pairs:
+            i, j = np.triu_indices(n, 1)
+            return i, j
+        i = rng.integers(0, n, n_pairs)
+        j = (i + rng.integers(1, n, n_pairs)) % n  # never equal to i
         return i, j
-    i = rng.integers(0, n, n_pairs)
-    j = (i + rng.integers(1, n, n_pairs)) % n  # never equal to i
+    groups = np.asarray(groups)
+    if n * (n - 1) // 2 > 20 * n_pairs:  # large set: draw and reject same-group pairs, never list them all
+        i = rng.integers(0, n, 4 * n_pairs)
+        j = (i + rng.integers(1, n, 4 * n_pairs)) % n
+        keep = groups[i] != groups[j]
+        if keep.sum() >= n_pairs:
+            return i[keep][:n_pairs], j[keep][:n_pairs]
+    i, j = np.triu_indices(n, 1)
+    keep = groups[i] != groups[j]
+    i, j = i[keep], j[keep]
+    if len(i) > n_pairs:
+        pick = rng.choice(len(i), n_pairs, replace=False)
+        i, j = i[pick], j[pick]
     return i, j
 
 
 def mean_pairwise_ms_ssim(images: np.ndarray, labels: np.ndarray, settings: MsSsimSettings,
-                          seed: int) -> dict[int, float | None]:
-    """Per class: mean MS-SSIM over sampled pairs of that class (None when a class has fewer than 2 units)."""
+                          seed: int, groups: np.ndarray | None = None) -> dict[int, float | None]:
+    """Per class: mean MS-SSIM over sampled pairs of that class (None when a class has fewer than 2 units, or,
+    with ``groups``, fewer than 2 groups); with ``groups`` only cross-group (cross-patient) pairs count."""
     rng = np.random.default_rng(seed)
     result: dict[int, float | None] = {}
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        i, j = sample_pairs(len(idx), settings.pairs_per_class, rng)
+        i, j = sample_pairs(len(idx), settings.pairs_per_class, rng,
+                            None if groups is None else np.asarray(groups)[idx])
         result[int(c)] = float(ms_ssim_pairs(images[idx[i]], images[idx[j]], settings).mean()) if len(i) else None
     return result
 
 
 def diversity_report(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
                      class_names: tuple[str, ...], settings: MsSsimSettings, margin: float,
-                     seed: int) -> dict:
+                     seed: int, real_patients: np.ndarray | None = None) -> dict:
     """MS-SSIM per class and overall (mean over classes present in both) for real and synthetic units.
+
+    With ``real_patients`` the real pairs are cross-patient only (synthetic units are independent draws, so
+    every synthetic pair already is): the two sides are then compared like for like.
 
     ``mode_collapse_warning`` is True when synthetic exceeds real by more than ``margin`` overall or in any
     class; the classes at fault are listed.
     """
-    real_ms = mean_pairwise_ms_ssim(real, real_labels, settings, seed)
+    real_ms = mean_pairwise_ms_ssim(real, real_labels, settings, seed, groups=real_patients)
     fake_ms = mean_pairwise_ms_ssim(fake, fake_labels, settings, seed + 1)
     per_class, flagged = {}, []
     for c, name in enumerate(class_names):
@@ -106,4 +132,5 @@ def diversity_report(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray
         "mode_collapse_warning": bool(overall_flag or flagged),
         "mode_collapse_classes": flagged,
         "settings": {**dataclasses.asdict(settings), "scales_used": settings.usable_scales(*real.shape[1:3])},
+        "real_pairs": "cross-patient only" if real_patients is not None else "any two units",
     }

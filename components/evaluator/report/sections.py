@@ -101,7 +101,9 @@ def diversity_section(metrics: dict) -> ReportSection:
         body = f'<p class="ok">No mode-collapse warning (margin {d["mode_collapse_margin"]}).</p>' + body
     s = d["settings"]
     body += (f'<p class="note">MS-SSIM with {s["scales_used"]} scales, filter size {s["filter_size"]}, '
-             f'up to {s["pairs_per_class"]} random pairs per class, all slices.</p>')
+             f'up to {s["pairs_per_class"]} random pairs per class, all slices; real pairs: '
+             f'{html.escape(d.get("real_pairs", "any two units"))} (two units of one patient share anatomy and '
+             f'contrast, so same-patient pairs would raise the real value).</p>')
     return ReportSection(
         "diversity", "Diversity",
         "<b>Diversity: is the synthetic set as varied as the real one?</b> MS-SSIM measures how alike two images "
