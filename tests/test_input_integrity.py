@@ -366,3 +366,26 @@ def test_unknown_level_names_are_counted_and_free_text_is_not_echoed(tmp_path):
                                                             vertebra_mask="m.nii.gz", levels="L1 L2 L6 X")])
     planned = core.plan(manifest, PreprocessConfig(), "salt")
     assert planned.tasks[0].levels == ("L1", "L2") and planned.tasks[0].unknown_levels == ("L6", "X")
+
+
+def test_content_check_reads_only_images_that_share_a_size(tmp_path, monkeypatch):
+    """Byte-identical images must share a size, so only those are read: a cohort of distinct sizes is never
+    streamed on the driver (on Dataflow, from GCS) before Beam starts; same-size different bytes stay distinct."""
+    a = tmp_path / "a.nii"
+    a.write_bytes(b"x" * 100)
+    (tmp_path / "a_copy.nii").write_bytes(b"x" * 100)  # a copy: same size, same bytes
+    (tmp_path / "b.nii").write_bytes(b"y" * 100)  # same size, other bytes
+    (tmp_path / "c.nii").write_bytes(b"z" * 77)  # a size of its own
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    for i in range(3):
+        (dicom / f"{i}.dcm").write_bytes(bytes([i]) * 50)
+    read = []
+    real_digest = core.file_digest
+    monkeypatch.setattr(core, "file_digest", lambda p: read.append(os.path.basename(p)) or real_digest(p))
+    paths = [str(tmp_path / n) for n in ("a.nii", "a_copy.nii", "b.nii", "c.nii", "missing.nii")] + [str(dicom)]
+    digests = core.content_digests(paths)
+    assert sorted(read) == ["a.nii", "a_copy.nii", "b.nii"]  # c, the folder and the missing file: never read
+    norm = {os.path.basename(p): os.path.normpath(p) for p in paths}
+    assert digests[norm["a.nii"]] == digests[norm["a_copy.nii"]] != digests[norm["b.nii"]]
+    assert set(digests) == {norm["a.nii"], norm["a_copy.nii"], norm["b.nii"]}

@@ -234,13 +234,11 @@ def _deduplicate(rows: list[dict]) -> tuple[list[dict], int, list[dict]]:
     why: dict[int, set] = {}
     # A scan is an image path (or its bytes) AND the series picked from it: two rows naming one DICOM folder with
     # different series_uid values are two scans (the reader asks for exactly that when a folder holds several).
-    digests: dict[str, str] = {}  # each file or folder is read once, however many rows name it
+    digests = content_digests([r["_image"] for r in rows])
 
     def content(r):
-        path = os.path.normpath(r["_image"])
-        if path not in digests:
-            digests[path] = file_digest(r["_image"])
-        return (digests[path], r.get("series_uid", "")) if digests[path] else None
+        digest = digests.get(os.path.normpath(r["_image"]), "")
+        return (digest, r.get("series_uid", "")) if digest else None
 
     keys = (("scan_id", lambda r: r["scan_id"]),
             ("image path", lambda r: (os.path.normpath(r["_image"]), r.get("series_uid", ""))),
@@ -278,6 +276,49 @@ def _deduplicate(rows: list[dict]) -> tuple[list[dict], int, list[dict]]:
                     f"{len(patients)} different patient_ids (rows {listed}); one scan in two patients would put the "
                     f"same crops in train and test. Keep it under its true patient and remove the other rows")))
     return [rows[i] for i in sorted(kept)], dropped, dead
+
+
+def content_digests(paths: list[str], workers: int = 8) -> dict[str, str]:
+    """normpath -> sha256 for the images that COULD be byte-identical to another one; the rest are left out.
+
+    Two files of different sizes cannot hold the same bytes, so the size (a folder: its file count and total
+    size) is read first, from metadata only, and only images sharing a size with another are read and hashed, in
+    ``workers`` threads (hashlib and file reads release the GIL). A cohort whose files differ in size is never
+    read on the driver, which matters on Dataflow, where the driver would otherwise stream every scan from GCS
+    before the first worker starts.
+    """
+    unique = sorted({os.path.normpath(p): p for p in paths}.items())
+    by_size: dict = {}
+    for norm, original in unique:
+        size = _content_size(original)
+        if size is not None:
+            by_size.setdefault(size, []).append((norm, original))
+    to_hash = [pair for group in by_size.values() if len(group) > 1 for pair in group]
+    if not to_hash:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_hash)))) as pool:
+        hashed = list(pool.map(lambda pair: file_digest(pair[1]), to_hash))
+    return {norm: digest for (norm, _), digest in zip(to_hash, hashed) if digest}
+
+
+def _content_size(path: str):
+    """(file count, total bytes) of a file or a local DICOM folder, from metadata; None when unknown (missing,
+    unreadable, or a remote folder, which is checked by path and scan_id only: listing every object costs too
+    much). The reader reports a missing or unreadable image on its own."""
+    try:
+        if readers._is_dir(path):
+            if "://" in path:
+                return None
+            names = [os.path.join(path, n) for n in os.listdir(path)]
+            sizes = [os.path.getsize(n) for n in names if os.path.isfile(n)]
+            return (len(sizes), sum(sizes))
+        if "://" in path:
+            import tensorflow as tf
+            return (1, int(tf.io.gfile.stat(path).length))
+        return (1, os.path.getsize(path))
+    except Exception:  # OSError, tf NotFoundError
+        return None
 
 
 def file_digest(path: str) -> str:
