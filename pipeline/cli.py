@@ -151,7 +151,8 @@ def _dispatch(parser, args, extra, argv) -> int:
         from pipeline.runner import run_pipeline
         result = run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
                               config_path=args.config, extra_args=extra, run_dir=args.run, force=args.force,
-                              force_release=args.force_release, command=" ".join(["vugan", *argv]))
+                              force_release=args.force_release, command=" ".join(["vugan", *argv]),
+                              debug=bool(getattr(args, "debug", False)))
         return 0 if args.dry_run or result.ok else 1
     options = module.options_from_args(args, extra) if hasattr(module, "options_from_args") else {}
     config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config

@@ -192,8 +192,10 @@ def decide(name: str, run_dir: Path, config: PipelineConfig, state: dict, opt_ke
                      f"artifact {manifest['fingerprint']})"
 
 
-def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force_release: bool = False) -> list[str]:
-    """The standalone command that runs one component of a run (what a user could type)."""
+def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force_release: bool = False,
+                  debug: bool = False) -> list[str]:
+    """The standalone command that runs one component of a run (what a user could type); ``debug`` passes
+    ``--debug`` on, so library logs and full tracebacks of the component reach the terminal too."""
     spec = _spec(name)
     producers = _producers()
     cmd = [sys.executable, "-m", "pipeline.cli", name, "--config", str(run_dir / "config.toml"),
@@ -202,6 +204,8 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
         cmd += [f"--{inp}", str(run_dir / producers[t.value])]
     if name == "synthesize" and force_release:
         cmd.append("--force-release")
+    if debug:
+        cmd.append("--debug")
     if name == "preprocess":
         cmd += list(beam_args)
     return cmd
@@ -251,7 +255,7 @@ class RunResult:
 
 
 def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, force: bool, dry_run: bool,
-               beam_args: Sequence[str], force_release: bool, command: str) -> RunResult:
+               beam_args: Sequence[str], force_release: bool, command: str, debug: bool = False) -> RunResult:
     state = _load_state(run_dir)
     state.setdefault("components", {})
     steps: list[Step] = []
@@ -263,7 +267,7 @@ def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, f
             refusal = None if dry_run and "evaluate" in rerunning else _release_refusal(run_dir, force_release)
             if refusal:
                 action, reason = "refused", refusal
-        step = Step(name, action, reason, child_command(name, run_dir, beam_args, force_release))
+        step = Step(name, action, reason, child_command(name, run_dir, beam_args, force_release, debug))
         steps.append(step)
         if dry_run:
             if action == "run":
@@ -345,7 +349,7 @@ def _summary(result: RunResult, runs_dir: Path | None) -> str:
 def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest: str | None = None,
                  dry_run: bool = False, config_path: str | Path | None = None, extra_args: Sequence[str] = (),
                  run_dir: str | Path | None = None, force: bool = False, force_release: bool = False,
-                 command: str = "vugan run") -> RunResult:
+                 command: str = "vugan run", debug: bool = False) -> RunResult:
     """Run every component in order into a new numbered run folder, or inside ``run_dir`` with caching.
 
     Args:
@@ -354,7 +358,7 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
       manifest: scans.csv to preprocess; overrides ``config.run.manifest`` and is saved in the run's config.
       extra_args: Beam pipeline options for preprocess.
       force: rerun every component even when cached. force_release: let synthesize publish despite a failed
-        verdict (recorded in its datasheet).
+        verdict (recorded in its datasheet). debug: each component runs with ``--debug``.
     """
     if manifest:
         config = config.replace("run", manifest=_absolute_manifest(manifest))
@@ -365,7 +369,7 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
     if dry_run:
         target = Path(run_dir) if run_dir is not None else Path(runs_dir) / next_run_name(runs_dir, config.run.name)
         result = _run_steps(target, config, ORDER, force=force, dry_run=True, beam_args=extra_args,
-                            force_release=force_release, command=command)
+                            force_release=force_release, command=command, debug=debug)
         print(f"plan for {target}{'' if run_dir is not None else ' (new run; nothing is created by --dry-run)'}:")
         print(format_plan(result.steps))
         return result
@@ -381,7 +385,7 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
     with folder_lock(target, "run"):  # two `vugan run --run DIR` at once would interleave run.json
         write_resolved(config, target)
         result = _run_steps(target, config, ORDER, force=force, dry_run=False, beam_args=extra_args,
-                            force_release=force_release, command=command)
+                            force_release=force_release, command=command, debug=debug)
     print(_summary(result, Path(runs_dir) if run_dir is None else None))
     return result
 

@@ -100,6 +100,18 @@ def test_new_run_dry_run_creates_nothing(tiny, tmp_path):
     assert sorted(p.name for p in tiny[0].parent.iterdir()) == ["00001-tiny"]
 
 
+def test_run_debug_is_passed_on_to_every_component(tiny, tmp_path):
+    """`vugan run --debug` must reach the children: each component is its own process, and without the flag
+    their tracebacks and library logs would stay in their log.txt however the user asked."""
+    run_dir = copy_run(tiny[0], tmp_path)
+    proc = vugan("run", "--run", str(run_dir), "--force", "--dry-run", "--debug")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [line for line in proc.stdout.splitlines() if "pipeline.cli" in line]
+    assert len(commands) == len(ORDER) and all(" --debug" in c for c in commands), proc.stdout
+    proc = vugan("run", "--run", str(run_dir), "--force", "--dry-run")
+    assert not any("--debug" in line for line in proc.stdout.splitlines() if "pipeline.cli" in line)
+
+
 def test_evaluator_change_reruns_the_evaluator_alone(tiny, tmp_path):
     from pipeline.artifacts import read_artifact
 
