@@ -60,8 +60,10 @@ def quiet_terminal(log_path: Path | None, debug: bool):
         yield None
         return
     log = None
+    created: list[Path] = []  # what this opened that was not there: removed again after a usage error
     if log_path is not None:
         try:
+            created = [p for p in (log_path, *log_path.parents) if not p.exists()]
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = open(log_path, "a", buffering=1)
         except OSError:
@@ -76,8 +78,13 @@ def quiet_terminal(log_path: Path | None, debug: bool):
     logging.captureWarnings(True)
     warnings.simplefilter("default")  # each library warning once, into the log
     saved_fd = _redirect_fd2(log)
+    usage_exit = False
     try:
         yield log
+    except SystemExit:
+        # Only argparse exits inside (usage error, --help): the command never ran, so it leaves no folder behind.
+        usage_exit = True
+        raise
     finally:
         if saved_fd is not None:
             sys.stderr.flush()
@@ -89,6 +96,17 @@ def quiet_terminal(log_path: Path | None, debug: bool):
         sys.stderr = saved[3]
         if log is not None:
             log.close()
+        if usage_exit:
+            _remove_created(created)
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the log file and the empty folders made for it, deepest first."""
+    for path in created:
+        try:
+            path.unlink() if path.is_file() else path.rmdir()
+        except OSError:
+            return  # something else was written there meanwhile: leave it
 
 
 def _redirect_fd2(log) -> int | None:

@@ -70,6 +70,20 @@ def test_unknown_flags_are_refused_naming_them(argv, bad, capsys, tmp_path):
     assert f"unrecognized arguments: {bad}" in err
     # preprocess and run still take Beam options (they are not typos); train takes none.
     assert ("Apache Beam" in err) == (argv[0] in ("preprocess", "run"))
+    # A refused command leaves nothing behind: no --out folder, no log.txt.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_usage_error_keeps_an_existing_out_folder_and_its_log(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "log.txt").write_text("an earlier run's log\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(out), "--examples", "e", "--bogus"])
+    assert (out / "log.txt").read_text().startswith("an earlier run's log")
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "new" / "deeper"), "--help"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
 # ----------------------------------------------------------------------------------------- OS faults
