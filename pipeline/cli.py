@@ -154,6 +154,9 @@ def _dispatch(parser, args, extra, argv) -> int:
                               force_release=args.force_release, command=" ".join(["vugan", *argv]),
                               debug=bool(getattr(args, "debug", False)))
         return 0 if args.dry_run or result.ok else 1
+    if args.command == "audit" and getattr(args, "run", None) is not None:
+        module.defaults_in_run(args)  # audit is no step of a run: --run names its inputs and its --out
+        args.run = None
     options = module.options_from_args(args, extra) if hasattr(module, "options_from_args") else {}
     config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config
     if getattr(args, "run", None) is not None:
@@ -166,7 +169,9 @@ def _dispatch(parser, args, extra, argv) -> int:
     inputs = {name: getattr(args, name) for name in module.SPEC.inputs if getattr(args, name) is not None}
     if getattr(args, "dry_run", False):
         print(json.dumps({"component": args.command, "out": str(args.out),
-                          "inputs": {k: str(v) for k, v in inputs.items()}, "config": config.to_dict()},
+                          "inputs": {k: str(v) for k, v in inputs.items()},
+                          "options": {k: v if isinstance(v, (list, bool, int, float, type(None))) else str(v)
+                                      for k, v in options.items()}, "config": config.to_dict()},
                          indent=2))
         return 0
     manifest = module.SPEC.run(config, inputs, args.out, options=options)

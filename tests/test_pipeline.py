@@ -3,6 +3,7 @@ release gate on copies of that run folder."""
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 
 import pytest
@@ -110,6 +111,21 @@ def test_run_debug_is_passed_on_to_every_component(tiny, tmp_path):
     assert len(commands) == len(ORDER) and all(" --debug" in c for c in commands), proc.stdout
     proc = vugan("run", "--run", str(run_dir), "--force", "--dry-run")
     assert not any("--debug" in line for line in proc.stdout.splitlines() if "pipeline.cli" in line)
+
+
+def test_audit_inside_a_run_takes_the_runs_examples_and_synthetic_set(tiny, tmp_path):
+    run_dir = copy_run(tiny[0], tmp_path)
+    proc = vugan("audit", "--run", str(run_dir), "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads(proc.stdout)
+    assert plan["out"] == str(run_dir / "audit") and plan["inputs"] == {"examples": str(run_dir / "preprocess")}
+    assert plan["options"] == {"synthetic": str(run_dir / "synthesize")}
+    saved = tomllib.loads((run_dir / "config.toml").read_text())
+    assert plan["config"]["evaluator"]["grid_units"] == saved["evaluator"]["grid_units"]
+    shutil.rmtree(run_dir / "synthesize")
+    proc = vugan("audit", "--run", str(run_dir))
+    assert proc.returncode == 2 and not (run_dir / "audit").exists()
+    assert f"{run_dir / 'synthesize'} (--synthetic) does not exist" in proc.stderr, proc.stderr
 
 
 def test_evaluator_change_reruns_the_evaluator_alone(tiny, tmp_path):
