@@ -27,6 +27,8 @@ class EvaluatorConfig:
     nn_block_size: int = F(default=1024, metadata={
         "range": (16, 65536), "help": "rows per block of nearest-neighbour distance computations (bounds memory)"})
     kid_block_size: int = F(default=1000, metadata={"range": (8, 100000), "help": "largest KID block"})
+    fidelity_bootstrap: int = F(default=200, metadata={
+        "range": (0, 100000), "help": "patient-bootstrap resamples of every FD ratio's 95% interval (0: no interval)"})
     swd_projections: int = F(default=256, metadata={"range": (1, 100000),
                                                     "help": "random directions of the sliced Wasserstein distance"})
     msssim_pairs: int = F(default=500, metadata={"range": (1, 10**6), "help": "MS-SSIM pairs sampled per class"})

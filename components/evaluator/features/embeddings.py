@@ -31,6 +31,7 @@ class Embedder:
     fn: Callable[[np.ndarray], np.ndarray]  # images [n, H, W, K] in [-1, 1] -> features [n, D]
     batch_size: int = 256
     provenance: dict = dataclasses.field(default_factory=dict)  # weights file, sha256, input size ...
+    standardise: bool = False  # z-score features with the real train split's mean and spread before distances
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of all ``images``, computed ``batch_size`` at a time (bounded memory)."""
@@ -111,3 +112,17 @@ def pixel_embedder(batch_size: int = 1024) -> Embedder:
     return Embedder(key="pixel", distance_name="FD-pixel", kernel_name="KD-pixel",
                     description="the crop itself, all slices, flattened (values in [-1, 1])",
                     fn=lambda images: images.reshape(len(images), -1), batch_size=batch_size)
+
+
+def radiomics_embedder(batch_size: int = 256) -> Embedder:
+    """Network-free radiomics features (quality/radiomics.py); the Fréchet distance on them is the FRD."""
+    from components.evaluator.quality import radiomics
+
+    return Embedder(
+        key="radiomics", distance_name="FRD", kernel_name="KD-radiomics",
+        description=(f"{len(radiomics.FEATURE_NAMES)} radiomics features per unit (first order, sharpness, GLCM, "
+                     f"GLRLM on {radiomics.LEVELS} fixed grey levels, all slices), z-scored with the real train "
+                     f"split's mean and spread; no network"),
+        fn=radiomics.radiomics_features, batch_size=batch_size, standardise=True,
+        provenance={"features": ", ".join(radiomics.FEATURE_NAMES), "grey_levels": radiomics.LEVELS,
+                    "standardised_on": "real train split"})
