@@ -11,8 +11,8 @@ draws, so "FD(holdout, train)" is inflated and every ratio over it flatters the 
     that already has patients (e.g. real held-out units scored as if synthetic, the calibration control) keeps
     them: both sides are cut to the same number of patients, then to the same units per class;
   * intervals come from a PATIENT bootstrap: the reference, real and synthetic sides are each resampled by
-    (pseudo-)patient with replacement and the ratio recomputed; the 95% interval is the 2.5th and 97.5th
-    percentile of those ratios.
+    (pseudo-)patient with replacement and the ratio recomputed; the 95% interval is the bias-corrected
+    percentile interval of those ratios (percentile_interval).
 
 Pure numpy; every draw comes from the generator passed in, so a fixed seed gives the same numbers anywhere.
 """
@@ -125,13 +125,27 @@ def bootstrap_ratios(ref: Side, real: Side, syn: Side, distance: Callable[[np.nd
     return {c: np.asarray(v) for c, v in out.items()}
 
 
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
-    """[lo, hi] percentile interval; None with fewer than 20 values (too few to place 2.5% tails)."""
+def percentile_interval(values: np.ndarray, level: float = 0.95, estimate: float | None = None) -> list[float] | None:
+    """[lo, hi] bootstrap interval; None with fewer than 20 values (too few to place 2.5% tails).
+
+    Without ``estimate``: the plain percentile interval. With it: Efron's bias-corrected (BC) percentile interval,
+    because a ratio of two distances is biased under resampling (a resample with a patient drawn twice is less
+    varied, so both distances grow, unequally): the percentiles are moved by z0 = Phi^-1(share of resamples
+    below the estimate), so the interval is centred on the estimate's position in the bootstrap distribution.
+    """
+    from scipy.special import ndtr, ndtri
+
     values = np.asarray(values, np.float64)
     if len(values) < 20:
         return None
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(values, [tail, 100 - tail])
+    tail = (1 - level) / 2
+    q_lo, q_hi = tail, 1 - tail
+    if estimate is not None:
+        below = ((values < estimate).sum() + 0.5 * (values == estimate).sum()) / len(values)
+        z0 = ndtri(np.clip(below, 1 / (len(values) + 1), len(values) / (len(values) + 1)))
+        z = ndtri(q_hi)
+        q_lo, q_hi = float(ndtr(2 * z0 - z)), float(ndtr(2 * z0 + z))
+    lo, hi = np.quantile(values, [q_lo, q_hi])
     return [float(lo), float(hi)]
 
 
