@@ -274,6 +274,10 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
                 "reference_study": REFERENCE_STUDY}
         util["tstr_balanced_accuracy"] = util["tstr"]["balanced_accuracy"]
         util["trtr_balanced_accuracy"] = util["trtr"]["balanced_accuracy"]
+        util["learning_curve"] = tstr_learning_curve(train, synthetic, test, cfg.tstr_size_multiples, settings, seed)
+        equal = next((p for p in util["learning_curve"] if p["multiple"] == 1.0 and p.get("scores")), None)
+        util["tstr_equal_size"] = equal and {**equal["scores"], "train_units": equal["units"]}
+        util["tstr_equal_size_balanced_accuracy"] = equal and equal["scores"]["balanced_accuracy"]
     if tuple(class_names) == REGIONS:
         domain_clf = trtr
     else:
@@ -341,6 +345,33 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
         "fidelity": fid, "diversity": div, "utility": util,
     }
     return EvaluationOutcome(metrics=metrics, domain=domain, synthetic=synthetic)
+
+
+def tstr_learning_curve(train: UnitArrays, synthetic: UnitArrays, test: UnitArrays, multiples, settings,
+                        seed: int) -> list[dict]:
+    """TSTR on class-stratified synthetic subsets of ``multiples`` x the real training size (the real split's class
+    counts scaled), so TSTR at 1x is like for like with TRTR: same units per class, same validation share; at
+    larger sizes the gain from quantity alone shows. Each point: multiple, units, scores (or why it is missing)."""
+    train_counts = np.bincount(region_ids(train), minlength=len(REGIONS))
+    syn_regions = region_ids(synthetic)
+    y_test = region_ids(test)
+    rng = np.random.default_rng(seed)
+    points = []
+    for m in multiples:
+        need = np.round(train_counts * float(m)).astype(int)
+        have = np.bincount(syn_regions, minlength=len(REGIONS))
+        if (need > have).any():
+            points.append({"multiple": float(m), "units": int(need.sum()), "scores": None,
+                           "missing": f"needs {int(need.sum())} synthetic units with the training class counts x "
+                                      f"{m:g}; {len(synthetic)} were drawn (evaluator.min_synthetic)"})
+            continue
+        idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(syn_regions == r))[:k]
+                                      for r, k in enumerate(need) if k]))
+        clf = utility.train_classifier(synthetic.images[idx], syn_regions[idx], len(REGIONS), settings, seed)
+        points.append({"multiple": float(m), "units": int(len(idx)),
+                       "scores": {**utility.classification_scores(y_test, clf.predict(test.images), REGIONS),
+                                  **_selection(clf)}})
+    return points
 
 
 def _selection(clf: utility.TrainedClassifier) -> dict:

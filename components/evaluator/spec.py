@@ -41,6 +41,9 @@ class EvaluatorConfig:
     classifier_batch_size: int = F(default=64, metadata={"range": (1, 65536), "help": "classifier batch size"})
     classifier_width: int = F(default=16, metadata={"range": (1, 512),
                                                     "help": "channels of the classifier's first conv"})
+    tstr_size_multiples: tuple[float, ...] = F(default=(1.0, 2.0, 5.0), metadata={
+        "help": "TSTR learning curve: also train on synthetic subsets of these multiples of the real training size "
+                "(1 = like for like with TRTR); a multiple needing more units than were drawn is reported as such"})
     classifier_val_fraction: float = F(default=0.15, metadata={
         "range": (0.0, 0.9),
         "help": "share of the TRAINING source held out for model selection (never the test split)"})
