@@ -149,10 +149,9 @@ def compare_fairly(ref: baselines.Side, real: baselines.Side, syn: baselines.Sid
         m_ref, m_real, m_syn = ((x.labels == c) if c is not None else np.ones(len(x), bool) for x in (ref, real, syn))
         fd_s, kid_s, kid_s_std = _fd_kid(ref.feats[m_ref], syn.feats[m_syn], cfg.kid_block_size, seed)
         fd_b, kid_b, kid_b_std = _fd_kid(ref.feats[m_ref], real.feats[m_real], cfg.kid_block_size, seed)
-        ratios, ratio = boot.get(c, np.zeros(0)), _ratio(fd_s, fd_b)
+        pairs, ratio = boot.get(c, np.zeros((0, 2))), _ratio(fd_s, fd_b)
         return {"fd": fd_s, "fd_baseline": fd_b, "fd_ratio": ratio,
-                "fd_ratio_ci": None if ratio is None else baselines.percentile_interval(ratios, estimate=ratio),
-                "bootstrap_resamples": int(len(ratios)),
+                "fd_ratio_ci": baselines.ratio_interval(pairs, ratio), "bootstrap_resamples": int(len(pairs)),
                 "kid": kid_s, "kid_std": kid_s_std, "kid_baseline": kid_b, "kid_baseline_std": kid_b_std,
                 **baselines.kid_reading(kid_s, kid_s_std, kid_b, kid_b_std),
                 "n": {"reference": int(m_ref.sum()), "real": int(m_real.sum()), "synthetic": int(m_syn.sum()),
