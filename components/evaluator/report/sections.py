@@ -64,9 +64,18 @@ def fidelity_section(metrics: dict) -> ReportSection:
                 for e in fid["embeddings"].values()]
     body += "<h3>Embeddings used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
     figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class")]
-    dom = fid["embeddings"]["domain"]["overall"]
+    head_key = fid.get("fid_ratio_embedding", "vu") if fid.get("fid_ratio_embedding") in fid["embeddings"] else \
+        next(iter(fid["embeddings"]))
+    head = fid["embeddings"][head_key]
+    dom = head["overall"]
+    enc = fid.get("fid_ratio_encoder") or {}
+    if enc.get("sha256"):
+        body = (f'<p class="note">Headline feature network: <b>{html.escape(str(enc["name"]))}</b> (version '
+                f'{html.escape(str(enc["version"]))}, weights sha256 <code>{html.escape(enc["sha256"])}</code>), '
+                f'fixed and shipped with vugan, identical on any machine; the release gate reads its '
+                f'{html.escape(head["distance_name"])} ratio.</p>') + body
     if dom.get("prdc"):
-        figs.append(figures.prdc_bars(dom["prdc"], dom["prdc_baseline"], "FD-domain embedding"))
+        figs.append(figures.prdc_bars(dom["prdc"], dom["prdc_baseline"], f"{head['distance_name']} embedding"))
         prdc_rows = []
         for e in fid["embeddings"].values():
             if e["overall"].get("prdc"):
@@ -80,8 +89,10 @@ def fidelity_section(metrics: dict) -> ReportSection:
         "the real training units in a feature space; <b>lower is better</b>. A raw distance means little on its own, "
         "so each is shown beside the same distance between two groups of <i>real</i> patients (holdout vs train, "
         "same sizes). The <b>ratio</b> is the number to read: about 1 means synthetic units are as close to the "
-        "training data as new real patients are; 2 means twice as far. FID/KID use an ImageNet network; "
-        "FD-domain/KD-domain use a small network trained on these spine crops (not comparable with published FIDs); "
+        "training data as new real patients are; 2 means twice as far. FD-VU/KD-VU (the headline) use vugan's fixed "
+        "vertebral-unit network vu-encoder, the same weights in every run, so they compare across runs and sites; "
+        "FID/KID use an ImageNet network; FD-domain/KD-domain use a small network trained in this run on the real "
+        "test split (not comparable between runs); "
         "SWD-pixel compares raw pixels. Precision and density (higher is better, baseline for scale) say how many "
         "synthetic units fall where real ones are; recall and coverage say how much of the real variety is covered.")
     return ReportSection("fidelity", "Fidelity", explanation, body, tuple(figs))
