@@ -79,8 +79,14 @@ def test_faithful_synthetic_beats_collapsed_on_every_axis(outcomes):
     assert bad["fidelity"]["pixel"]["overall"]["swd_ratio"] > good["fidelity"]["pixel"]["overall"]["swd_ratio"]
     # Collapsed set: low recall/coverage (variety not covered).
     assert b_fd["prdc"]["coverage"] < g_fd["prdc"]["coverage"]
+    # The headline (and the gate's rule) is FD-VU, the fixed vu-encoder; it too tells the collapsed set apart.
+    g_vu, b_vu = good["fidelity"]["embeddings"]["vu"]["overall"], bad["fidelity"]["embeddings"]["vu"]["overall"]
+    assert good["fidelity"]["fid_ratio_embedding"] == "vu"
+    assert g_vu["fd_ratio"] < 3.0 and b_vu["fd_ratio"] > 2 * g_vu["fd_ratio"]
+    assert b_vu["prdc"]["coverage"] < g_vu["prdc"]["coverage"]
+    assert good["fidelity"]["fid_ratio_encoder"]["name"] == "vu-encoder-v1"
     # The gate reads the fair ratio against HOLDOUT patients, with its patient-bootstrap interval.
-    g_ho = good["fidelity"]["embeddings"]["domain"]["against_holdout"]["overall"]
+    g_ho = good["fidelity"]["embeddings"]["vu"]["against_holdout"]["overall"]
     assert good["fidelity"]["fid_ratio"] == g_ho["fd_ratio"] and good["fidelity"]["fid_ratio_reference"] == "holdout"
     assert g_ho["fd_ratio_ci"][0] < g_ho["fd_ratio"] < g_ho["fd_ratio_ci"][1]
     # Both comparators have the same patients and units: pseudo-patients mirror the real comparator's.

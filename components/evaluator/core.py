@@ -4,12 +4,16 @@ Pure in the house-style sense: arrays and config in, dicts and report sections o
 (utility, embeddings, fidelity, diversity, privacy) run through :class:`StageTimer`, which records seconds and
 images of each, so `bench/evaluate.py` and metrics.json report the cost per 1,000 images.
 
-Who is compared with whom (and why):
-  * reference real set = the TRAIN split (what the generator learned from);
-  * real-vs-real baseline = the HOLDOUT split (patients the generator never saw) against train;
-  * synthetic = a class-stratified subsample of the synthetic set with exactly the holdout's class counts, so
-    both sides of every comparison have the same sizes (FD and KID depend on sample size);
-  * utility classifiers are tested on the TEST split, which nothing else looks at.
+Who is compared with whom (and why), in every feature space:
+  * two references: HOLDOUT patients (never seen by the generator; the gate reads this ratio, so copying the
+    training data cannot pass for fidelity) and TRAIN patients (where a ratio clearly below 1 flags copying);
+  * the real comparator is the other real split; the synthetic units are grouped into pseudo-patients that mirror
+    its patients' class lists, so both comparators have the same patients and units per class (FD and KID depend
+    on both); patient-bootstrap 95% intervals on every ratio (quality/baselines.py);
+  * utility classifiers are tested on the TEST split; TSTR at the real training size is like for like with TRTR;
+  * feature spaces: the fixed vu-encoder ("FD-VU", the headline and the gate's fidelity rule; never trained on any
+    split of this run), Inception when weights are given, and optionally (evaluator.domain_encoder) the
+    evaluator-trained "domain" CNN, trained on the TEST split so it never embeds the members it learned from.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
-from components.evaluator.features.embeddings import Embedder, domain_embedder, pixel_embedder, radiomics_embedder
+from components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
+                                                      radiomics_embedder, vu_embedder)
 from components.schema import REGIONS, UnitArrays, unit_region
 
 # Context only: a different (ankylosing spondylitis, T1) dataset, see shared/docs/reference-study.md.
@@ -238,21 +243,22 @@ def pixel_swd(units: dict[str, np.ndarray], labels: dict[str, np.ndarray], class
 @dataclasses.dataclass
 class EvaluationOutcome:
     metrics: dict  # everything that goes into metrics.json except "privacy"
-    domain: Embedder  # the domain encoder, handed to the privacy evaluator
+    domain: Embedder | None  # the domain encoder (trained on TEST), reusable by the privacy evaluator; None if off
     synthetic: UnitArrays
 
 
 def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, synthetic: UnitArrays,
                    class_names: tuple[str, ...], cfg, inception: Embedder | None = None,
                    inception_skip_reason: str = "", timer: StageTimer | None = None,
-                   extra_embedders: tuple[Embedder, ...] = ()) -> EvaluationOutcome:
+                   vu: Embedder | None = None) -> EvaluationOutcome:
     """Fidelity, diversity and utility of ``synthetic`` against the real splits.
 
     Args:
       cfg: EvaluatorConfig. inception: an Embedder, or None with ``inception_skip_reason`` saying why.
-      extra_embedders: further fixed feature spaces (e.g. the VU encoder), each compared like the others.
+      vu: the headline embedder; None loads the shipped vu-encoder (its sha256 checked against its card).
     """
     timer = timer or StageTimer()
+    vu = vu or vu_embedder(batch_size=cfg.batch_size)
     seed = cfg.seed
     settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
                                           width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
@@ -277,13 +283,8 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
         equal = next((p for p in util["learning_curve"] if p["multiple"] == 1.0 and p.get("scores")), None)
         util["tstr_equal_size"] = equal and {**equal["scores"], "train_units": equal["units"]}
         util["tstr_equal_size_balanced_accuracy"] = equal and equal["scores"]["balanced_accuracy"]
-    if tuple(class_names) == REGIONS:
-        domain_clf = trtr
-    else:
-        with timer.stage("domain_encoder", len(train)):
-            domain_clf = utility.train_classifier(train.images, train.class_ids, len(class_names), settings, seed,
-                                                  groups=train.patients.astype(str))
-    domain = domain_embedder(domain_clf, batch_size=cfg.batch_size)
+    # Optional second opinion, trained on the TEST split: it never embeds units it was trained on.
+    domain = privacy_encoder(test, class_names, cfg, timer, stage="domain_encoder") if cfg.domain_encoder else None
 
     sets = {"train": train, "holdout": holdout, "synthetic": synthetic}
     labels = {k: v.class_ids for k, v in sets.items()}
@@ -291,7 +292,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     sub = matched_subsample(synthetic.class_ids, holdout.class_ids, np.random.default_rng(seed))
     selection = fair_selection(labels, groups, seed)
     used = synthetic_units_used(selection)  # only the synthetic units compared are embedded
-    embedders = [e for e in (inception, *extra_embedders, domain, radiomics_embedder(cfg.batch_size)) if e is not None]
+    embedders = [e for e in (vu, inception, domain, radiomics_embedder(cfg.batch_size)) if e is not None]
     fid: dict = {"embeddings": {}, "skipped": {}}
     if inception is None:
         fid["skipped"]["inception"] = inception_skip_reason or "no Inception weights configured"
@@ -320,6 +321,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
                 "fid_ratio_against_train": fid["embeddings"][headline]["overall"]["fd_ratio"],
                 "fid_ratio_against_train_ci": fid["embeddings"][headline]["overall"]["fd_ratio_ci"],
                 "possible_copying": fid["embeddings"][headline]["copying"]["flagged"]})
+    fid["fid_ratio_encoder"] = {k: vu.provenance.get(k) for k in ("name", "version", "sha256")}
     frd = fid["embeddings"]["radiomics"]["against_holdout"]["overall"]
     fid["frd_ratio"], fid["frd_ratio_ci"] = frd["fd_ratio"], frd["fd_ratio_ci"]
     fid["comparison"] = (
@@ -378,14 +380,15 @@ def _selection(clf: utility.TrainedClassifier) -> dict:
             "train_units": clf.train_size, "val_units": clf.val_size}
 
 
-def privacy_encoder(test: UnitArrays, class_names: tuple[str, ...], cfg, timer: StageTimer | None = None) -> Embedder:
+def privacy_encoder(test: UnitArrays, class_names: tuple[str, ...], cfg, timer: StageTimer | None = None,
+                    stage: str = "privacy_encoder") -> Embedder:
     """The encoder of the embedding-space attacks: trained on the TEST split, patients that are neither members,
     nor candidates, nor the DOMIAS reference, so it never saw the members it is used to find (the TRTR classifier,
     trained on the members themselves, would embed them better than anyone else and bias the attacks)."""
     settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
                                           width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
     timer = timer or StageTimer()
-    with timer.stage("privacy_encoder", len(test)):
+    with timer.stage(stage, len(test)):
         clf = utility.train_classifier(test.images, test.class_ids, len(class_names), settings, cfg.seed,
                                        groups=test.patients.astype(str))
     return domain_embedder(clf, batch_size=cfg.batch_size, trained_on="real TEST split (never the members)")

@@ -155,7 +155,9 @@ def execute(ctx: ExecContext) -> ExecResult:
                                   inception=inception, inception_skip_reason=skip_reason, timer=timer)
     metrics = outcome.metrics
     metrics["synthetic"].update({"generator": variant, "model_steps": bundle.info.get("steps")})
-    encoder = core.privacy_encoder(splits["test"], class_names, cfg, timer)
+    # The domain encoder is trained on the TEST split, exactly as the attacks need: reuse it when it was trained.
+    encoder = outcome.domain if outcome.domain is not None else core.privacy_encoder(splits["test"], class_names,
+                                                                                     cfg, timer)
     priv, judged, release = judge_release(ctx, splits, candidate, candidate_dir, encoder, bundle, release,
                                           scfg.release_filter, timer, privacy)
     metrics["privacy"] = priv.metrics
@@ -190,7 +192,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     return ExecResult(
         summary=summary,
         counts={"synthetic": len(synthetic), "candidate": len(judged), **{s: len(u) for s, u in splits.items()}},
-        properties={"verdict": verdict, "fid_ratio_domain": fid["fid_ratio"],
+        properties={"verdict": verdict, "fid_ratio": fid["fid_ratio"], "fid_ratio_embedding": fid["fid_ratio_embedding"],
+                    "fidelity_encoder": fid["fid_ratio_encoder"],
                     "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
                     "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
                     "ms_ssim": metrics["diversity"]["ms_ssim"]})

@@ -22,6 +22,10 @@ class EvaluatorConfig:
     inception_input_size: int = F(default=299, metadata={
         "range": (75, 512), "help": "square input size of InceptionV3 (299 as published; 75 is the minimum)"})
     inception_batch_size: int = F(default=64, metadata={"range": (1, 4096), "help": "images per Inception batch"})
+    domain_encoder: bool = F(default=True, metadata={
+        "help": "also report FD-domain/KD-domain on a small CNN trained in this run on the real TEST split (never "
+                "on the units it embeds; reused by the privacy attacks); its numbers depend on the machine, the "
+                "headline FD-VU does not"})
     prdc_k: int = F(default=5, metadata={"range": (1, 100),
                                          "help": "k of the k-NN balls in precision/recall/density/coverage"})
     nn_block_size: int = F(default=1024, metadata={

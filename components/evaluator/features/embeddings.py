@@ -1,11 +1,16 @@
 """Feature extractors ("embeddings") the fidelity and privacy metrics run on; the metric math never depends on
 which one is used.
 
-Three are provided:
+Four are provided:
+  * ``vu``: the project's fixed, versioned VU feature network ``vu-encoder-v1`` (features/vu_encoder.py, weights
+    and card in models/vu_encoder/), trained once on public data, run in exact integer arithmetic so that its
+    features are identical on any machine and thread count; its sha256 is checked at load. Distances on it are
+    called FD-VU/KD-VU and are the HEADLINE fidelity numbers (the release gate's fidelity rule reads FD-VU).
   * ``inception``: ImageNet InceptionV3 from keras.applications, built with ``weights=None`` and loaded from a
     LOCAL weights file (its sha256 recorded); nothing is ever downloaded. Distances on it are called FID/KID.
-  * ``domain``: the penultimate layer of a small CNN trained on the real train split (see utility.py); named
-    "FD-domain"/"KD-domain" because it is not comparable with any published FID.
+  * ``domain`` (optional, evaluator.domain_encoder): the penultimate layer of a small CNN the evaluator trains in
+    every run on the real TEST split (never on the units it embeds; see utility.py); named "FD-domain"/"KD-domain".
+    It depends on the machine's thread scheduling, so its numbers are not comparable between runs.
   * ``pixel``: the flattened crop itself (used for the sliced Wasserstein distance).
 
 How a K-slice grayscale crop becomes an ImageNet network's input (one documented way): take the CENTRE slice
@@ -24,7 +29,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Embedder:
-    key: str  # "inception", "domain", "pixel"
+    key: str  # "vu", "inception", "domain", "pixel"
     distance_name: str  # how a Fréchet distance on these features is called in the report: "FID", "FD-domain"
     kernel_name: str  # likewise for the kernel distance: "KID", "KD-domain"
     description: str  # one sentence for metrics.json and the report
@@ -89,6 +94,40 @@ def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_si
         fn=fn, batch_size=batch_size,
         provenance={"weights_file": str(path.resolve()), "weights_sha256": digest, "input_size": input_size,
                     "input_mapping": "centre slice (K//2) x3 channels, bilinear antialiased resize, [-1, 1]"})
+
+
+def vu_embedder(batch_size: int = 256, weights_path: str | Path | None = None,
+                card_path: str | Path | None = None) -> Embedder:
+    """The shipped vu-encoder (default: models/vu_encoder/vu-encoder-v1.*), its sha256 checked against its card.
+
+    Raises:
+      vu_encoder.EncoderWeightsError: the weights file or card is missing, or the checksum differs (names the file).
+    """
+    from components.evaluator.features import vu_encoder as vu
+
+    weights = Path(weights_path) if weights_path else vu.WEIGHTS_FILE
+    card_file = Path(card_path) if card_path else vu.CARD_FILE
+    encoder, card = vu.load_encoder(weights, card_file)
+    probe = card.get("held_out_patients_linear_probe_balanced_accuracy", {})
+    return Embedder(
+        key="vu", distance_name="FD-VU", kernel_name="KD-VU",
+        description=(f"{card['name']}: {encoder.dim}-d features of the project's fixed VU network (pooled mean and "
+                     f"std of four conv stages, all slices; self-supervised + reconstruction trained on public "
+                     f"phantom and ../shared/data scans), exact integer arithmetic: identical on any machine"),
+        fn=encoder.features, batch_size=batch_size,
+        provenance={"name": card["name"], "version": card["version"], "sha256": card["sha256"],
+                    "weights_file": _repo_relative(weights), "dim": encoder.dim,
+                    "input_spec": "any crop resampled to 64x64x9 (linear), quantised to round(127 x)",
+                    "trained_on": "phantom cohort (seed 1001) + ../shared/data/spine-mri-cohort (in-sample)",
+                    "held_out_region_accuracy": probe.get("region"), "held_out_level_accuracy": probe.get("level")})
+
+
+def _repo_relative(path: Path) -> str:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
 
 
 def domain_embedder(classifier, batch_size: int = 256, trained_on: str = "real train split") -> Embedder:

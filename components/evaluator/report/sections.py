@@ -95,6 +95,12 @@ def fidelity_section(metrics: dict) -> ReportSection:
     if head.get("prdc"):
         figs.append(figures.prdc_bars(head["prdc"], head["prdc_baseline"],
                                       fid["embeddings"][fid["fid_ratio_embedding"]]["distance_name"] + " space"))
+    enc = fid.get("fid_ratio_encoder") or {}
+    if enc.get("sha256"):
+        body = (f'<p class="note">Headline feature network: <b>{html.escape(str(enc["name"]))}</b> (version '
+                f'{html.escape(str(enc["version"]))}, weights sha256 <code>{html.escape(enc["sha256"])}</code>), '
+                f'fixed and shipped with vugan, identical on any machine; the release gate reads its ratio against '
+                f'holdout patients.</p>') + body
         prdc_rows = []
         for e in fid["embeddings"].values():
             o = e["against_holdout"]["overall"]
@@ -113,8 +119,11 @@ def fidelity_section(metrics: dict) -> ReportSection:
         "<b>holdout</b> patients (never seen by the generator: the fair test) or the generator's own "
         "<b>training</b> patients, where a ratio clearly <b>below</b> 1 is a warning sign of copying, not a good "
         "result. The bracket is a 95% interval from resampling patients: with few patients it is wide, and a "
-        "ratio whose interval holds 1 cannot be told apart from real data. FRD uses textbook radiomics features "
-        "(no neural network), so fidelity does not hang on one network. Kernel distances are shown as a "
+        "ratio whose interval holds 1 cannot be told apart from real data. FD-VU/KD-VU (the headline) use vugan's fixed "
+        "vertebral-unit network vu-encoder, the same weights in every run, so they compare across runs and sites; "
+        "FRD uses textbook radiomics features (no neural network), so fidelity does not hang on one network; "
+        "FD-domain uses a small network trained in this run on the real test split (not comparable between runs); "
+        "FID/KID use an ImageNet network. Kernel distances are shown as a "
         "difference with its standard error when the real baseline is too close to zero for a ratio.")
     return ReportSection("fidelity", "Fidelity", explanation, body, tuple(figs))
 

@@ -1,0 +1,201 @@
+"""vu-encoder: the project's fixed, versioned VU feature network, run in exact integer arithmetic.
+
+Why integer arithmetic: the headline fidelity numbers (FD-VU, KD-VU, PRDC) must be identical for identical
+inputs on any machine and any thread count. Floating-point convolutions are not: BLAS and oneDNN split their sums
+differently by core count and CPU, and the last bits differ. Here every tensor between the input and the pooled
+features holds INTEGERS stored in float64, and every sum of products stays far below 2**53 (checked when the
+weights load), so each sum is exact whatever order a BLAS library adds it in. The only non-integer steps are
+single IEEE operations on exact values (a multiply by a constant, a division, a square root), which are correctly
+rounded and so the same on every IEEE machine; the output lies on a fixed grid (1/64 of a feature's real-data
+standard deviation). Result: bit-identical features, by construction, not by luck of the scheduler.
+
+The network (trained once by models/vu_encoder/train.py; weights in models/vu_encoder/):
+  input   any crop [n, H, W, K] in [-1, 1] -> resampled to the fixed input spec (INPUT_SPEC) by separable
+          linear interpolation on an integer grid, quantised to 255 levels;
+  stages  STAGE_CHANNELS convolutions, 3x3, stride 2, one pixel of zero padding, ReLU (64 -> 32 -> 16 -> 8 -> 4);
+  pooled  per stage and channel the spatial mean and standard deviation (texture energy at four scales);
+  output  standardised with the training data's statistics and projected on its first principal axes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+NAME = "vu-encoder"
+VERSION = "v1"
+INPUT_SPEC = {"height": 64, "width": 64, "slices": 9, "value_range": [-1.0, 1.0], "input_levels": 127}
+STAGE_CHANNELS = (24, 48, 64, 96)
+ACTIVATION_MAX = 4095  # activations are integers in [0, 4095] (12 bits)
+WEIGHT_MAX = 2047  # weights are integers in [-2047, 2047] (12 bits)
+FEATURE_GRID = 64  # output features are multiples of 1/64
+EXACT_LIMIT = 2.0 ** 53  # float64 holds every integer below this exactly
+
+MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "vu_encoder"
+WEIGHTS_FILE = MODEL_DIR / f"{NAME}-{VERSION}.npz"
+CARD_FILE = MODEL_DIR / f"{NAME}-{VERSION}.json"
+
+
+class EncoderWeightsError(ValueError):
+    """The encoder's weights file is missing, altered or not the version its card describes."""
+
+
+# ----------------------------------------------------------------------------------------------- input
+
+def _axis_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation taps (half-pixel centres, edge clamped): out[j] = (w0 x[i0] + w1 x[i1]) / 256 with
+    integer weights w0 + w1 = 256, so interpolating integers gives integers (times 256), exactly."""
+    if n_in == n_out:
+        idx = np.arange(n_out)
+        return idx, idx, np.full(n_out, 256, np.int64)
+    pos = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    pos = np.clip(pos, 0.0, n_in - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w0 = np.rint((1.0 - (pos - i0)) * 256).astype(np.int64)
+    return i0, i1, w0
+
+
+def _resample_axis(q: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    """Integer array along ``axis`` -> ``n_out`` samples, result scaled by 256 (exact integers)."""
+    i0, i1, w0 = _axis_taps(q.shape[axis], n_out)
+    shape = [1] * q.ndim
+    shape[axis] = n_out
+    w0 = w0.reshape(shape).astype(np.float64)
+    return np.take(q, i0, axis=axis) * w0 + np.take(q, i1, axis=axis) * (256.0 - w0)
+
+
+def quantised_input(images: np.ndarray) -> np.ndarray:
+    """[n, H, W, K] in [-1, 1] -> integers in [-127, 127], float64 [n, 64, 64, 9] (the fixed input spec).
+
+    Crops of another size or slice count are resampled by linear interpolation (half-pixel centres) in H, W and
+    the slice axis, on the integer grid, so the result is exact; a crop of the spec's size passes unchanged.
+    """
+    x = np.asarray(images)
+    if x.ndim != 4:
+        raise ValueError(f"{NAME}: expected images [n, H, W, K], got shape {x.shape}")
+    levels = INPUT_SPEC["input_levels"]
+    q = np.rint(np.clip(np.nan_to_num(x.astype(np.float64), nan=-1.0), -1.0, 1.0) * levels)
+    target = (INPUT_SPEC["height"], INPUT_SPEC["width"], INPUT_SPEC["slices"])
+    if q.shape[1:] == target:
+        return q
+    scale = 1.0
+    for axis, n_out in zip((1, 2, 3), target):
+        if q.shape[axis] != n_out:
+            q = _resample_axis(q, axis, n_out)
+            scale *= 256.0
+    return np.rint(q / scale)  # scale is a power of two: the division is exact, rint is deterministic
+
+
+# ----------------------------------------------------------------------------------------------- network
+
+def _patches(x: np.ndarray) -> np.ndarray:
+    """[n, H, W, C] -> [n, H/2, W/2, 9 C]: 3x3 windows at stride 2 after one pixel of zero padding, ordered
+    (row, column, channel) like a Keras kernel [3, 3, C, C'] reshaped to [9 C, C']."""
+    n, h, w, c = x.shape
+    p = np.zeros((n, h + 2, w + 2, c), x.dtype)
+    p[:, 1:-1, 1:-1] = x
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    cols = [p[:, dy:dy + 2 * ho:2, dx:dx + 2 * wo:2] for dy in range(3) for dx in range(3)]
+    return np.concatenate(cols, axis=-1)
+
+
+class VuEncoder:
+    """The integer network of one weights file; ``features(images)`` -> float64 [n, D] on the 1/64 grid."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict):
+        self.meta = meta
+        self.kernels = [arrays[f"kernel{i}"].astype(np.float64) for i in range(len(STAGE_CHANNELS))]
+        self.biases = [arrays[f"bias{i}"].astype(np.float64) for i in range(len(STAGE_CHANNELS))]
+        self.requant = [float(v) for v in arrays["requant"]]  # acc * requant -> next activation integers
+        self.act_scale = [float(v) for v in arrays["act_scale"]]  # activation integers per float unit
+        self.feat_mean = arrays["feat_mean"].astype(np.float64)
+        self.feat_std = arrays["feat_std"].astype(np.float64)
+        self.projection = arrays["projection"].astype(np.float64)  # integers, 1/1024 units
+        self.dim = int(self.projection.shape[1])
+        self._check_exact()
+
+    def _check_exact(self) -> None:
+        """Every sum of products must stay an exact float64 integer; refuse weights that could overflow it."""
+        in_max = float(INPUT_SPEC["input_levels"])
+        for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
+            if not (np.all(k == np.rint(k)) and np.all(b == np.rint(b))):
+                raise EncoderWeightsError(f"{NAME}: stage {i} weights are not integers")
+            bound = np.abs(k).sum(0).max() * in_max + np.abs(b).max()
+            if bound >= EXACT_LIMIT:
+                raise EncoderWeightsError(f"{NAME}: stage {i} sums could reach {bound:.3g} >= 2**53 (inexact)")
+            in_max = float(ACTIVATION_MAX)
+        zmax = 16 * FEATURE_GRID
+        if np.abs(self.projection).sum(0).max() * zmax >= EXACT_LIMIT:
+            raise EncoderWeightsError(f"{NAME}: the projection's sums could leave the exact range")
+
+    def stage_activations(self, q: np.ndarray) -> list[np.ndarray]:
+        """Integer activations of every stage for quantised input ``q`` (see :func:`quantised_input`)."""
+        acts, x = [], q
+        for k, b, m in zip(self.kernels, self.biases, self.requant):
+            cols = _patches(x)
+            acc = cols.reshape(-1, cols.shape[-1]) @ k + b  # exact: integers, |sum| < 2**53
+            x = np.clip(np.rint(np.maximum(acc, 0.0) * m), 0, ACTIVATION_MAX).reshape(cols.shape[:-1] + (k.shape[1],))
+            acts.append(x)
+        return acts
+
+    def pooled(self, images: np.ndarray) -> np.ndarray:
+        """Per stage and channel: spatial mean and standard deviation, in float-network units [n, 2 sum(C)]."""
+        out = []
+        for a, scale in zip(self.stage_activations(quantised_input(images)), self.act_scale):
+            n_pos = a.shape[1] * a.shape[2]
+            s = a.sum(axis=(1, 2))  # exact integer sums
+            sq = (a * a).sum(axis=(1, 2))
+            mean = s / n_pos
+            var = np.maximum(sq - s * s / n_pos, 0.0) / n_pos
+            out += [mean / scale, np.sqrt(var) / scale]
+        return np.concatenate(out, axis=1)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        z = (self.pooled(images) - self.feat_mean) / self.feat_std
+        zq = np.clip(np.rint(z * FEATURE_GRID), -16 * FEATURE_GRID, 16 * FEATURE_GRID)
+        return np.rint(zq @ self.projection / 1024.0) / FEATURE_GRID  # exact integers / powers of two
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def sha256_file(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(card_path: str | Path = CARD_FILE) -> dict:
+    path = Path(card_path)
+    if not path.is_file():
+        raise EncoderWeightsError(f"{NAME}: model card {path} does not exist; it ships with the project "
+                                  f"(models/vu_encoder/), restore it from the repository")
+    return json.loads(path.read_text())
+
+
+def load_encoder(weights_path: str | Path = WEIGHTS_FILE, card_path: str | Path = CARD_FILE) -> tuple[VuEncoder, dict]:
+    """The encoder and its card, after checking the weights file's sha256 against the card.
+
+    Raises:
+      EncoderWeightsError: the file is missing or its sha256 differs from the card's (names the file).
+    """
+    path = Path(weights_path)
+    card = read_card(card_path)
+    if not path.is_file():
+        raise EncoderWeightsError(f"{NAME}: weights file {path} does not exist; it ships with the project "
+                                  f"(models/vu_encoder/), restore it from the repository")
+    digest = sha256_file(path)
+    if digest != card["sha256"]:
+        raise EncoderWeightsError(
+            f"{NAME}: weights file {path} has sha256 {digest}, but its card {Path(card_path)} says "
+            f"{card['sha256']}: the file was altered or belongs to another version; restore both from the "
+            f"repository (or retrain with models/vu_encoder/train.py, which writes a new card)")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    return VuEncoder(arrays, meta), card
