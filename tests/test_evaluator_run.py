@@ -73,7 +73,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     import hashlib
 
     assert inc["provenance"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert inc["distance_name"] == "FID"
+    assert inc["distance_name"] == "FD-InceptionV3" and "not the standard FID network" in inc["description"]
     assert metrics["fidelity"]["embeddings"]["domain"]["distance_name"] == "FD-domain"
     for emb in ("inception", "domain"):
         o = metrics["fidelity"]["embeddings"][emb]["overall"]

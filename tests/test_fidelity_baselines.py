@@ -156,3 +156,16 @@ def test_spectrum_shares_of_a_checkerboard_and_a_flat_unit():
     assert radiomics.spectrum(stripes)[0][:2] == pytest.approx((0.0, 1.0), abs=1e-6)
 
 
+
+
+def test_inception_sees_every_slice_as_three_rgb_triplets():
+    from components.evaluator.features.embeddings import slice_triplets, triplets_rgb
+
+    assert slice_triplets(9).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert slice_triplets(3).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]  # one slice per triplet
+    units = np.stack([np.full((4, 4, 9), 0.1 * k, np.float32) for k in range(2)])
+    units = units + (np.arange(9, dtype=np.float32) / 100)[None, None, None, :]  # slice s has value u/10 + s/100
+    rgb = triplets_rgb(units, 4)
+    assert rgb.shape == (6, 4, 4, 3)
+    assert rgb[4, 0, 0].tolist() == pytest.approx([0.13, 0.14, 0.15])  # unit 1, second triplet
+    assert rgb[2, 0, 0].tolist() == pytest.approx([0.06, 0.07, 0.08])  # unit 0, last (edge) triplet

@@ -7,15 +7,19 @@ Four are provided:
     features are identical on any machine and thread count; its sha256 is checked at load. Distances on it are
     called FD-VU/KD-VU and are the HEADLINE fidelity numbers (the release gate's fidelity rule reads FD-VU).
   * ``inception``: ImageNet InceptionV3 from keras.applications, built with ``weights=None`` and loaded from a
-    LOCAL weights file (its sha256 recorded); nothing is ever downloaded. Distances on it are called FID/KID.
+    LOCAL weights file (its sha256 recorded); nothing is ever downloaded. Distances on it are called
+    FD-InceptionV3/KD-InceptionV3 ("Keras ImageNet InceptionV3 features"): keras' ImageNet weights are not the
+    graph published FIDs use, so the numbers are not FIDs.
   * ``domain`` (optional, evaluator.domain_encoder): the penultimate layer of a small CNN the evaluator trains in
     every run on the real TEST split (never on the units it embeds; see utility.py); named "FD-domain"/"KD-domain".
     It depends on the machine's thread scheduling, so its numbers are not comparable between runs.
   * ``pixel``: the flattened crop itself (used for the sliced Wasserstein distance).
 
-How a K-slice grayscale crop becomes an ImageNet network's input (one documented way): take the CENTRE slice
-(index K // 2), repeat it to 3 channels, resize bilinearly (with antialiasing) to the network's square input
-size, and keep values in [-1, 1], which is exactly the range keras' InceptionV3 ``preprocess_input`` produces.
+How a K-slice grayscale crop becomes an ImageNet network's input: ALL slices, as three RGB triplets (slice_triplets:
+nine slices spread evenly over the K, so the edge slices, where the reference study's artefacts were, are seen),
+each resized bilinearly (with antialiasing) to the network's square input size, values kept in [-1, 1] (the range
+keras' InceptionV3 ``preprocess_input`` produces); the unit's feature is the mean of its three triplets' pooled
+features. The network runs compiled (one tf.function, fixed batch shape).
 """
 from __future__ import annotations
 
@@ -45,14 +49,21 @@ class Embedder:
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def centre_slice_rgb(images: np.ndarray, size: int) -> np.ndarray:
-    """[n, H, W, K] in [-1, 1] -> [n, size, size, 3] in [-1, 1]: centre slice, repeated, resized."""
+def slice_triplets(k: int) -> np.ndarray:
+    """[3, 3] slice indices: nine slices spread evenly over 0..k-1 (repeated when k < 9), in order, as three RGB
+    triplets; for k = 9 that is (0, 1, 2), (3, 4, 5), (6, 7, 8)."""
+    return np.round(np.linspace(0, k - 1, 9)).astype(int).reshape(3, 3)
+
+
+def triplets_rgb(images: np.ndarray, size: int) -> np.ndarray:
+    """[n, H, W, K] in [-1, 1] -> [3n, size, size, 3] in [-1, 1]: unit i's triplets are rows 3i, 3i+1, 3i+2."""
     import tensorflow as tf
 
-    k = images.shape[-1]
-    centre = images[..., k // 2:k // 2 + 1]
-    resized = tf.image.resize(tf.constant(centre, tf.float32), (size, size), method="bilinear", antialias=True)
-    return tf.clip_by_value(tf.repeat(resized, 3, axis=-1), -1.0, 1.0).numpy()
+    n, h, w, k = images.shape
+    rgb = images[..., slice_triplets(k).ravel()].reshape(n, h, w, 3, 3)  # [n, H, W, triplet, channel]
+    rgb = np.moveaxis(rgb, 3, 1).reshape(3 * n, h, w, 3)
+    resized = tf.image.resize(tf.constant(rgb, tf.float32), (size, size), method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, -1.0, 1.0).numpy()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -83,17 +94,26 @@ def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_si
     net = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
                                          input_shape=(input_size, input_size, 3))
     net.load_weights(str(path))
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
 
     def fn(images: np.ndarray) -> np.ndarray:
-        return net(centre_slice_rgb(images, input_size), training=False).numpy()
+        x = triplets_rgb(images, input_size)
+        short = -len(x) % (3 * batch_size)  # pad to the one traced shape; a retrace costs seconds
+        padded = np.concatenate([x, np.zeros((short, *x.shape[1:]), np.float32)]) if short else x
+        feats = forward(tf.constant(padded)).numpy()[:len(x)]
+        return feats.reshape(len(images), 3, -1).mean(1)
 
     return Embedder(
-        key="inception", distance_name="FID", kernel_name="KID",
-        description=(f"ImageNet InceptionV3 pool features (2048-d) of the centre slice repeated to 3 channels, "
-                     f"resized to {input_size}x{input_size}"),
+        key="inception", distance_name="FD-InceptionV3", kernel_name="KD-InceptionV3",
+        description=(f"Keras ImageNet InceptionV3 features (2048-d pool, mean over three RGB triplets of all "
+                     f"slices, each resized to {input_size}x{input_size}); not the standard FID network, so not "
+                     f"comparable with published FIDs"),
         fn=fn, batch_size=batch_size,
         provenance={"weights_file": str(path.resolve()), "weights_sha256": digest, "input_size": input_size,
-                    "input_mapping": "centre slice (K//2) x3 channels, bilinear antialiased resize, [-1, 1]"})
+                    "input_mapping": "nine slices spread over K as three RGB triplets, bilinear antialiased "
+                                     "resize, [-1, 1], features averaged over the triplets; compiled"})
 
 
 def vu_embedder(batch_size: int = 256, weights_path: str | Path | None = None,
