@@ -65,7 +65,8 @@ def inception_or_skip(cfg):
     """(Embedder, "") when a weights file is configured, else (None, reason)."""
     if not cfg.inception_weights:
         return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
-                      "(none can be downloaded offline), so FID and KID were not computed")
+                      "(none can be downloaded offline), so the Keras ImageNet InceptionV3 distances "
+                      "(FD-InceptionV3, KD-InceptionV3) were not computed")
     from components.evaluator.features.embeddings import inception_embedder
 
     return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,

@@ -16,7 +16,8 @@ class EvaluatorConfig:
     batch_size: int = F(default=256, metadata={"range": (1, 65536),
                                                "help": "images per batch for generation and feature extraction"})
     inception_weights: str = F(default="", metadata={
-        "help": "local InceptionV3 include_top=False weights file; empty: Inception metrics (FID/KID) are SKIPPED"})
+        "help": "local InceptionV3 include_top=False weights file; empty: the Keras ImageNet InceptionV3 "
+                "distances (FD/KD-InceptionV3) are SKIPPED"})
     inception_sha256: str = F(default="", metadata={
         "help": "expected sha256 of inception_weights; empty: not checked (the digest is recorded either way)"})
     inception_input_size: int = F(default=299, metadata={

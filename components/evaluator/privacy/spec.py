@@ -73,7 +73,8 @@ class PrivacyConfig:
     min_ct: float = F(default=-3.0, metadata={
         "range": (None, 0.0), "help": "smallest allowed C_T z-score (strongly negative = data copying)"})
     max_fid_ratio: float = F(default=5.0, metadata={
-        "range": (0.0, None), "help": "largest allowed FD(synthetic, real) / FD(real, real) on the fixed vu-encoder embedding (FD-VU); "
+        "range": (0.0, None), "help": "largest allowed FD-VU ratio against HOLDOUT patients: FD(synthetic, holdout) / "
+                                      "FD(train patients, holdout), equal patients and units (quality/baselines.py); "
                                       "0 = off"})
     min_tstr_balanced_accuracy: float = F(default=0.5, metadata={
         "range": (0.0, 1.0), "help": "smallest allowed train-synthetic-test-real balanced accuracy; 0 = off"})

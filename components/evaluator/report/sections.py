@@ -123,7 +123,8 @@ def fidelity_section(metrics: dict) -> ReportSection:
         "vertebral-unit network vu-encoder, the same weights in every run, so they compare across runs and sites; "
         "FRD uses textbook radiomics features (no neural network), so fidelity does not hang on one network; "
         "FD-domain uses a small network trained in this run on the real test split (not comparable between runs); "
-        "FID/KID use an ImageNet network. Kernel distances are shown as a "
+        "FD-InceptionV3 uses keras' ImageNet InceptionV3 (not the standard FID network, so not a published FID). "
+        "Kernel distances are shown as a "
         "difference with its standard error when the real baseline is too close to zero for a ratio.")
     return ReportSection("fidelity", "Fidelity", explanation, body, tuple(figs))
 
