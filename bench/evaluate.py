@@ -68,7 +68,7 @@ def feature_stages(train, holdout, test, synthetic, cfg, repeats: int) -> list[t
                                                           groups=test.patients.astype(str)))
         runs.setdefault(("domain (before)", "train encoder", len(test)), []).append(sec)
         for key, make in (("domain (before)", lambda: domain_embedder(clf, batch_size=cfg.batch_size)),
-                          ("vu-encoder-v1 (after)", lambda: vu_embedder(batch_size=cfg.batch_size))):
+                          ("vu-encoder-v1 (after)", lambda: vu_embedder())):
             emb, sec = timed(make)
             if key.startswith("vu"):
                 runs.setdefault((key, "load + sha256 check", 0), []).append(sec)
