@@ -236,20 +236,19 @@ def _whitening(z: np.ndarray, dims: int) -> tuple[np.ndarray, float]:
 
 
 def fit_output(arrays: dict, x_train: np.ndarray, dim: int) -> tuple[dict, float]:
-    """On the training patients: standardisation and whitening of the texture energies (all 10 axes) and of the
-    pooled conv features (first ``dim`` principal axes), and the statistics of the units' intensity mean and std."""
+    """On the training patients: standardisation and whitening of the texture energies with the intensity features
+    (all 17 axes together) and of the pooled conv features (first ``dim`` principal axes)."""
     dummy = dict(arrays, feat_mean=np.zeros(1), feat_std=np.ones(1), projection=np.zeros((1, dim)),
-                 intensity_mean=np.zeros(2), intensity_std=np.ones(2), texture_mean=np.zeros(1),
-                 texture_std=np.ones(1), texture_projection=np.zeros((1, vu.TEXTURE_DIM)))
+                 texture_mean=np.zeros(1), texture_std=np.ones(1),
+                 texture_projection=np.zeros((1, vu.APPEARANCE_DIM)))
     enc = vu.VuEncoder(dummy, {})
     parts = [enc.pooled(x_train[s:s + 64]) for s in range(0, len(x_train), 64)]
-    pooled, intensity, texture = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    pooled, _, texture = (np.concatenate([p[i] for p in parts]) for i in range(3))
     mean, std = pooled.mean(0), pooled.std(0) + 1e-6
     projection, explained = _whitening((pooled - mean) / std, dim)
     t_mean, t_std = texture.mean(0), texture.std(0) + 1e-9
-    t_projection, _ = _whitening((texture - t_mean) / t_std, vu.TEXTURE_DIM)
+    t_projection, _ = _whitening((texture - t_mean) / t_std, vu.APPEARANCE_DIM)
     return dict(arrays, feat_mean=mean, feat_std=std, projection=projection,
-                intensity_mean=intensity.mean(0), intensity_std=intensity.std(0) + 1e-6,
                 texture_mean=t_mean, texture_std=t_std, texture_projection=t_projection), explained
 
 
@@ -304,7 +303,7 @@ def main(argv=None) -> int:
     arrays, explained = fit_output(arrays, data["images"][tr], args.dim)
     meta = {"name": vu.NAME, "version": vu.VERSION, "input_spec": vu.INPUT_SPEC, "norm_grid": vu.NORM_GRID,
             "stage_channels": list(vu.STAGE_CHANNELS), "structure_dims": args.dim,
-            "dim": vu.TEXTURE_DIM + 2 + args.dim}
+            "dim": vu.APPEARANCE_DIM + args.dim}
     arrays["meta"] = np.array(json.dumps(meta))
 
     out = Path(args.out)
@@ -343,8 +342,10 @@ def main(argv=None) -> int:
                          "normalisation": "each unit z-scored (1/32 grid) before the first stage",
                          "texture": "fixed derivative filters on the standardised unit, 3 pyramid levels: mean "
                                     "|d/dy|, |d/dx|, |Laplacian| per level and mean |d/dslice| (10)",
-                         "output": f"{vu.TEXTURE_DIM + 2 + args.dim} features: the 10 texture energies whitened, "
-                                   f"the unit's intensity mean and std standardised, and {args.dim} whitened "
+                         "intensity": "the unit's mean, std, 5/50/95 % quantiles and shares of voxels at either "
+                                      "end of the window (7)",
+                         "output": f"{vu.APPEARANCE_DIM + args.dim} features: the 10 texture energies and 7 "
+                                   f"intensity features whitened together, and {args.dim} whitened "
                                    f"principal axes of the standardised pooled conv features ({explained:.1%} of "
                                    f"their variance); whitening and standardisation fitted on the training "
                                    f"patients; on a 1/{vu.FEATURE_GRID} grid",

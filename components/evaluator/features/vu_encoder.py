@@ -19,9 +19,9 @@ The network (trained once by models/vu_encoder/train.py; weights in models/vu_en
   pooled  per stage and channel the spatial mean and standard deviation (texture energy at four scales);
   texture a fixed derivative filter bank on the standardised unit at three pyramid levels (2x2 box sums):
           mean |d/dy|, mean |d/dx| and mean |Laplacian| per level, and mean |d/dslice|: 10 texture energies;
-  output  [texture energies, WHITENED on real data (10); the unit's intensity mean and std, standardised (2);
-          the pooled conv features standardised and projected on the training data's first principal axes,
-          whitened (STRUCTURE dims)]. Whitening gives every direction of real variation unit variance, so an
+  intens  the unit's intensity mean, std, 5/50/95 % quantiles and shares of voxels at either end of the window (7);
+  output  [texture energies and intensity features together, WHITENED on real data (17); the pooled conv features
+          standardised and projected on the training data's first principal axes, whitened (structure dims)]. Whitening gives every direction of real variation unit variance, so an
           artefact counts in every direction it moves a unit, not only along the few directions in which real
           patients differ most (contrast, size): blur, checkerboards and missing bodies move units far along
           directions in which real units hardly vary at all.
@@ -138,12 +138,10 @@ class VuEncoder:
         self.feat_mean = arrays["feat_mean"].astype(np.float64)
         self.feat_std = arrays["feat_std"].astype(np.float64)
         self.projection = arrays["projection"].astype(np.float64)  # integers, 1/1024 units
-        self.intensity_mean = arrays["intensity_mean"].astype(np.float64)  # [2]: of the unit mean and std
-        self.intensity_std = arrays["intensity_std"].astype(np.float64)
-        self.texture_mean = arrays["texture_mean"].astype(np.float64)  # [TEXTURE_DIM]
+        self.texture_mean = arrays["texture_mean"].astype(np.float64)  # [APPEARANCE_DIM]: texture + intensity
         self.texture_std = arrays["texture_std"].astype(np.float64)
         self.texture_projection = arrays["texture_projection"].astype(np.float64)  # integers, 1/1024 units
-        self.dim = TEXTURE_DIM + 2 + int(self.projection.shape[1])
+        self.dim = int(self.texture_projection.shape[1]) + int(self.projection.shape[1])
         self._check_exact()
 
     def _check_exact(self) -> None:
@@ -173,9 +171,10 @@ class VuEncoder:
 
     def pooled(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(per stage and channel the spatial mean and std, in float-network units [n, 2 sum(C)],
-        the unit's intensity mean and std [n, 2], the texture energies [n, TEXTURE_DIM])."""
-        z, mean, std = normalised_input(quantised_input(images))
-        texture = texture_energies(z)
+        the unit's intensity mean and std [n, 2], texture energies and intensity features [n, APPEARANCE_DIM])."""
+        q = quantised_input(images)
+        z, mean, std = normalised_input(q)
+        texture = np.concatenate([texture_energies(z), intensity_features(q, mean, std)], axis=1)
         out = []
         for a, scale in zip(self.stage_activations(z), self.act_scale):
             n_pos = a.shape[1] * a.shape[2]
@@ -187,11 +186,9 @@ class VuEncoder:
         return np.concatenate(out, axis=1), np.stack([mean, std], axis=1), texture
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """[n, dim]: whitened texture energies, standardised intensity, whitened conv structure (docstring)."""
-        pooled, intensity, texture = self.pooled(images)
-        zi = (intensity - self.intensity_mean) / self.intensity_std
-        return np.concatenate([_project((texture - self.texture_mean) / self.texture_std, self.texture_projection),
-                               np.rint(zi * FEATURE_GRID) / FEATURE_GRID,
+        """[n, dim]: whitened texture + intensity features, whitened conv structure (module docstring)."""
+        pooled, _, appearance = self.pooled(images)
+        return np.concatenate([_project((appearance - self.texture_mean) / self.texture_std, self.texture_projection),
                                _project((pooled - self.feat_mean) / self.feat_std, self.projection)], axis=1)
 
 
@@ -202,6 +199,20 @@ def _project(z: np.ndarray, projection: np.ndarray) -> np.ndarray:
 
 
 TEXTURE_DIM = 10
+INTENSITY_DIM = 7
+APPEARANCE_DIM = TEXTURE_DIM + INTENSITY_DIM
+
+
+def intensity_features(q: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """[n, 7]: mean, std, the 5/50/95 % quantiles (exact order statistics of the integers) and the shares of
+    voxels within 2 levels of either end of the [-1, 1] window, in input units."""
+    flat = q.reshape(len(q), -1)
+    n_vox = flat.shape[1]
+    ranks = [int(round(p * (n_vox - 1))) for p in (0.05, 0.5, 0.95)]
+    quantiles = np.partition(flat, ranks, axis=1)[:, ranks] / INPUT_SPEC["input_levels"]
+    edge = INPUT_SPEC["input_levels"] - 2
+    low, high = (flat <= -edge).sum(1) / n_vox, (flat >= edge).sum(1) / n_vox
+    return np.column_stack([mean, std, quantiles, low, high])
 
 
 def texture_energies(z: np.ndarray) -> np.ndarray:
