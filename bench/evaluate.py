@@ -69,7 +69,7 @@ def feature_stages(train, holdout, test, synthetic, cfg, repeats: int) -> list[t
                                                           groups=test.patients.astype(str)))
         runs.setdefault(("domain (before)", "train encoder", len(test)), []).append(sec)
         for key, make in (("domain (before)", lambda: domain_embedder(clf, batch_size=cfg.batch_size)),
-                          ("vu-encoder-v1 (after)", lambda: vu_embedder(batch_size=cfg.batch_size))):
+                          ("vu-encoder-v1 (after)", lambda: vu_embedder())):
             emb, sec = timed(make)
             if key.startswith("vu"):
                 runs.setdefault((key, "load + sha256 check", 0), []).append(sec)
@@ -116,11 +116,11 @@ def main(argv=None) -> int:
     for enc, stage, n, sec in rows:
         per = f"{1000 * sec / n:.2f}" if n else "-"
         print(f"{enc:<24}{stage:<22}{n:>8}{sec:>10.2f}{per:>17}")
-    per_unit = {(e, s): sec / n for e, s, n, sec in rows if n}
-    before = sum(v for (e, _), v in per_unit.items() if e.startswith("domain"))
-    after = sum(v for (e, _), v in per_unit.items() if e.startswith("vu"))
-    print(f"feature space total, s / 1000 units: before {1000 * before:.2f}, after {1000 * after:.2f} "
-          f"(after / before {after / before:.2f})")
+    n_embed = max(n for _, _, n, _ in rows)
+    before = sum(sec for e, _, _, sec in rows if e.startswith("domain"))
+    after = sum(sec for e, _, _, sec in rows if e.startswith("vu"))
+    print(f"feature space, all stages: before {before:.1f} s, after {after:.1f} s ({1000 * before / n_embed:.2f} vs "
+          f"{1000 * after / n_embed:.2f} s per 1,000 embedded units; after / before {after / before:.2f})")
 
     if not args.no_whole:
         inception = None

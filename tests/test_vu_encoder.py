@@ -55,12 +55,15 @@ def test_features_are_exact_grid_values_independent_of_batching():
     assert np.array_equal(together, one_by_one)  # no batch-dependent reduction anywhere
     assert np.array_equal(together * vu.FEATURE_GRID, np.rint(together * vu.FEATURE_GRID))
     # Every stage's activations are integers: sums of integer products, exact in float64 in any order.
-    acts = enc.stage_activations(vu.quantised_input(x))
+    z, mean, std = vu.normalised_input(vu.quantised_input(x))
+    assert np.array_equal(z, np.rint(z)) and np.abs(z).max() <= 127
+    assert np.allclose(mean, x.mean((1, 2, 3)), atol=0.01) and np.allclose(std, x.std((1, 2, 3)), atol=0.01)
+    acts = enc.stage_activations(z)
     assert [a.shape[1:] for a in acts] == [(32, 32, 24), (16, 16, 48), (8, 8, 64), (4, 4, 96)]
     for a in acts:
         assert np.array_equal(a, np.rint(a)) and a.min() >= 0 and a.max() <= vu.ACTIVATION_MAX
     # The same convolution summed in a scrambled order gives the same integers (what makes threads irrelevant).
-    cols = vu._patches(vu.quantised_input(x[:2]))
+    cols = vu._patches(z[:2])
     flat = cols.reshape(-1, cols.shape[-1])
     order = rng.permutation(flat.shape[1])
     assert np.array_equal(flat @ enc.kernels[0], flat[:, order] @ enc.kernels[0][order])

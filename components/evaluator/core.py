@@ -258,7 +258,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
       vu: the headline embedder; None loads the shipped vu-encoder (its sha256 checked against its card).
     """
     timer = timer or StageTimer()
-    vu = vu or vu_embedder(batch_size=cfg.batch_size)
+    vu = vu or vu_embedder()  # batches of 64: fastest in numpy here, and the result never depends on the batch
     seed = cfg.seed
     settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
                                           width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)

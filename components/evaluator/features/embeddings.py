@@ -116,7 +116,7 @@ def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_si
                                      "resize, [-1, 1], features averaged over the triplets; compiled"})
 
 
-def vu_embedder(batch_size: int = 256, weights_path: str | Path | None = None,
+def vu_embedder(batch_size: int = 64, weights_path: str | Path | None = None,
                 card_path: str | Path | None = None) -> Embedder:
     """The shipped vu-encoder (default: models/vu_encoder/vu-encoder-v1.*), its sha256 checked against its card.
 
@@ -131,9 +131,10 @@ def vu_embedder(batch_size: int = 256, weights_path: str | Path | None = None,
     probe = card.get("held_out_patients_linear_probe_balanced_accuracy", {})
     return Embedder(
         key="vu", distance_name="FD-VU", kernel_name="KD-VU",
-        description=(f"{card['name']}: {encoder.dim}-d features of the project's fixed VU network (pooled mean and "
-                     f"std of four conv stages, all slices; self-supervised + reconstruction trained on public "
-                     f"phantom and ../shared/data scans), exact integer arithmetic: identical on any machine"),
+        description=(f"{card['name']}: {encoder.dim}-d features of the project's fixed VU network, all slices of "
+                     f"each z-scored unit: whitened multi-scale texture energies, intensity mean/std and whitened "
+                     f"pooled conv features (self-supervised + reconstruction trained on public phantom and "
+                     f"../shared/data scans); exact integer arithmetic: identical on any machine"),
         fn=encoder.features, batch_size=batch_size,
         provenance={"name": card["name"], "version": card["version"], "sha256": card["sha256"],
                     "weights_file": _repo_relative(weights), "dim": encoder.dim,

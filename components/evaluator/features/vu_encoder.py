@@ -12,9 +12,19 @@ standard deviation). Result: bit-identical features, by construction, not by luc
 The network (trained once by models/vu_encoder/train.py; weights in models/vu_encoder/):
   input   any crop [n, H, W, K] in [-1, 1] -> resampled to the fixed input spec (INPUT_SPEC) by separable
           linear interpolation on an integer grid, quantised to 255 levels;
+  normal  each unit standardised to zero mean and unit standard deviation (z-score, 1/32 grid): the network sees
+          structure and texture, not the scanner's contrast, which varies far more between real patients and
+          sequences than any artefact does and would otherwise dominate every distance;
   stages  STAGE_CHANNELS convolutions, 3x3, stride 2, one pixel of zero padding, ReLU (64 -> 32 -> 16 -> 8 -> 4);
   pooled  per stage and channel the spatial mean and standard deviation (texture energy at four scales);
-  output  standardised with the training data's statistics and projected on its first principal axes.
+  texture a fixed derivative filter bank on the standardised unit at three pyramid levels (2x2 box sums):
+          mean |d/dy|, mean |d/dx| and mean |Laplacian| per level, and mean |d/dslice|: 10 texture energies;
+  intens  the unit's intensity mean, std, 5/50/95 % quantiles and shares of voxels at either end of the window (7);
+  output  [texture energies and intensity features together, WHITENED on real data (17); the pooled conv features
+          standardised and projected on the training data's first principal axes, whitened (structure dims)]. Whitening gives every direction of real variation unit variance, so an
+          artefact counts in every direction it moves a unit, not only along the few directions in which real
+          patients differ most (contrast, size): blur, checkerboards and missing bodies move units far along
+          directions in which real units hardly vary at all.
 """
 from __future__ import annotations
 
@@ -30,6 +40,7 @@ STAGE_CHANNELS = (24, 48, 64, 96)
 ACTIVATION_MAX = 4095  # activations are integers in [0, 4095] (12 bits)
 WEIGHT_MAX = 2047  # weights are integers in [-2047, 2047] (12 bits)
 FEATURE_GRID = 64  # output features are multiples of 1/64
+NORM_GRID = 32  # the standardised input is a multiple of 1/32 of the unit's standard deviation, clipped at +-127
 EXACT_LIMIT = 2.0 ** 53  # float64 holds every integer below this exactly
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "vu_encoder"
@@ -88,6 +99,20 @@ def quantised_input(images: np.ndarray) -> np.ndarray:
     return np.rint(q / scale)  # scale is a power of two: the division is exact, rint is deterministic
 
 
+def normalised_input(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantised units -> (z-scored integers in [-127, 127] on a 1/NORM_GRID grid, unit mean, unit std), the
+    last two in input units ([-1, 1]). Integer sums are exact; every other step is one IEEE operation."""
+    n_vox = q.shape[1] * q.shape[2] * q.shape[3]
+    s = q.sum(axis=(1, 2, 3))
+    sq = (q * q).sum(axis=(1, 2, 3))
+    mean = s / n_vox
+    std = np.sqrt(np.maximum(sq - s * s / n_vox, 0.0) / n_vox)
+    safe = np.maximum(std, 1.0)[:, None, None, None]  # a constant unit (std < 1 level) stays all zeros
+    z = np.clip(np.rint((q - mean[:, None, None, None]) / safe * NORM_GRID), -127, 127)
+    levels = float(INPUT_SPEC["input_levels"])
+    return z, mean / levels, std / levels
+
+
 # ----------------------------------------------------------------------------------------------- network
 
 def _patches(x: np.ndarray) -> np.ndarray:
@@ -113,12 +138,15 @@ class VuEncoder:
         self.feat_mean = arrays["feat_mean"].astype(np.float64)
         self.feat_std = arrays["feat_std"].astype(np.float64)
         self.projection = arrays["projection"].astype(np.float64)  # integers, 1/1024 units
-        self.dim = int(self.projection.shape[1])
+        self.texture_mean = arrays["texture_mean"].astype(np.float64)  # [APPEARANCE_DIM]: texture + intensity
+        self.texture_std = arrays["texture_std"].astype(np.float64)
+        self.texture_projection = arrays["texture_projection"].astype(np.float64)  # integers, 1/1024 units
+        self.dim = int(self.texture_projection.shape[1]) + int(self.projection.shape[1])
         self._check_exact()
 
     def _check_exact(self) -> None:
         """Every sum of products must stay an exact float64 integer; refuse weights that could overflow it."""
-        in_max = float(INPUT_SPEC["input_levels"])
+        in_max = 127.0  # |normalised input| <= 127
         for i, (k, b) in enumerate(zip(self.kernels, self.biases)):
             if not (np.all(k == np.rint(k)) and np.all(b == np.rint(b))):
                 raise EncoderWeightsError(f"{NAME}: stage {i} weights are not integers")
@@ -127,8 +155,9 @@ class VuEncoder:
                 raise EncoderWeightsError(f"{NAME}: stage {i} sums could reach {bound:.3g} >= 2**53 (inexact)")
             in_max = float(ACTIVATION_MAX)
         zmax = 16 * FEATURE_GRID
-        if np.abs(self.projection).sum(0).max() * zmax >= EXACT_LIMIT:
-            raise EncoderWeightsError(f"{NAME}: the projection's sums could leave the exact range")
+        for proj in (self.projection, self.texture_projection):
+            if not np.all(proj == np.rint(proj)) or np.abs(proj).sum(0).max() * zmax >= EXACT_LIMIT:
+                raise EncoderWeightsError(f"{NAME}: a projection is not integer or its sums could be inexact")
 
     def stage_activations(self, q: np.ndarray) -> list[np.ndarray]:
         """Integer activations of every stage for quantised input ``q`` (see :func:`quantised_input`)."""
@@ -140,22 +169,69 @@ class VuEncoder:
             acts.append(x)
         return acts
 
-    def pooled(self, images: np.ndarray) -> np.ndarray:
-        """Per stage and channel: spatial mean and standard deviation, in float-network units [n, 2 sum(C)]."""
+    def pooled(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(per stage and channel the spatial mean and std, in float-network units [n, 2 sum(C)],
+        the unit's intensity mean and std [n, 2], texture energies and intensity features [n, APPEARANCE_DIM])."""
+        q = quantised_input(images)
+        z, mean, std = normalised_input(q)
+        texture = np.concatenate([texture_energies(z), intensity_features(q, mean, std)], axis=1)
         out = []
-        for a, scale in zip(self.stage_activations(quantised_input(images)), self.act_scale):
+        for a, scale in zip(self.stage_activations(z), self.act_scale):
             n_pos = a.shape[1] * a.shape[2]
             s = a.sum(axis=(1, 2))  # exact integer sums
             sq = (a * a).sum(axis=(1, 2))
-            mean = s / n_pos
+            m = s / n_pos
             var = np.maximum(sq - s * s / n_pos, 0.0) / n_pos
-            out += [mean / scale, np.sqrt(var) / scale]
-        return np.concatenate(out, axis=1)
+            out += [m / scale, np.sqrt(var) / scale]
+        return np.concatenate(out, axis=1), np.stack([mean, std], axis=1), texture
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        z = (self.pooled(images) - self.feat_mean) / self.feat_std
-        zq = np.clip(np.rint(z * FEATURE_GRID), -16 * FEATURE_GRID, 16 * FEATURE_GRID)
-        return np.rint(zq @ self.projection / 1024.0) / FEATURE_GRID  # exact integers / powers of two
+        """[n, dim]: whitened texture + intensity features, whitened conv structure (module docstring)."""
+        pooled, _, appearance = self.pooled(images)
+        return np.concatenate([_project((appearance - self.texture_mean) / self.texture_std, self.texture_projection),
+                               _project((pooled - self.feat_mean) / self.feat_std, self.projection)], axis=1)
+
+
+def _project(z: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Standardised features on the 1/FEATURE_GRID grid times an integer projection (1/1024 units): exact."""
+    zq = np.clip(np.rint(z * FEATURE_GRID), -16 * FEATURE_GRID, 16 * FEATURE_GRID)
+    return np.rint(zq @ projection / 1024.0) / FEATURE_GRID  # exact integers / powers of two
+
+
+TEXTURE_DIM = 10
+INTENSITY_DIM = 7
+APPEARANCE_DIM = TEXTURE_DIM + INTENSITY_DIM
+
+
+def intensity_features(q: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """[n, 7]: mean, std, the 5/50/95 % quantiles (exact order statistics of the integers) and the shares of
+    voxels within 2 levels of either end of the [-1, 1] window, in input units."""
+    flat = q.reshape(len(q), -1)
+    n_vox = flat.shape[1]
+    ranks = [int(round(p * (n_vox - 1))) for p in (0.05, 0.5, 0.95)]
+    quantiles = np.partition(flat, ranks, axis=1)[:, ranks] / INPUT_SPEC["input_levels"]
+    edge = INPUT_SPEC["input_levels"] - 2
+    low, high = (flat <= -edge).sum(1) / n_vox, (flat >= edge).sum(1) / n_vox
+    return np.column_stack([mean, std, quantiles, low, high])
+
+
+def texture_energies(z: np.ndarray) -> np.ndarray:
+    """[n, 10] mean absolute responses of fixed derivative filters on the standardised unit ``z`` (integers):
+    per pyramid level (2x2 box sums, three levels) |d/dy|, |d/dx|, |4-neighbour Laplacian|, then |d/dslice|.
+    All in units of the unit's standard deviation; integer sums (exact), one division each."""
+    out, x, scale = [], z, 1.0
+    for _ in range(3):
+        gy = np.abs(np.diff(x, axis=1)).sum(axis=(1, 2, 3)) / (x[:, 1:].size / len(x))
+        gx = np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3)) / (x[:, :, 1:].size / len(x))
+        lap = (4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:])
+        la = np.abs(lap).sum(axis=(1, 2, 3)) / (lap[0].size)
+        out += [gy / scale, gx / scale, la / scale]
+        n, h, w, k = x.shape
+        x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, k).sum(axis=(2, 4))
+        scale *= 4.0  # box sums: values grow 4x per level (a power of two: the division is exact)
+    gk = np.abs(np.diff(z, axis=3)).sum(axis=(1, 2, 3)) / (z[:, :, :, 1:].size / len(z))
+    out.append(gk)
+    return np.stack(out, axis=1) / NORM_GRID
 
 
 # ----------------------------------------------------------------------------------------------- loading
