@@ -81,7 +81,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     sha = vu_encoder.read_card()["sha256"]
     vu = metrics["fidelity"]["embeddings"]["vu"]
     assert vu["distance_name"] == "FD-VU" and vu["provenance"]["sha256"] == sha
-    assert metrics["fidelity"]["fid_ratio"] == vu["overall"]["fd_ratio"]
+    assert metrics["fidelity"]["fid_ratio"] == vu["against_holdout"]["overall"]["fd_ratio"]  # the gate: vs holdout
     assert metrics["fidelity"]["fid_ratio_encoder"] == {"name": "vu-encoder-v1", "version": "v1", "sha256": sha}
     assert manifest["properties"]["fidelity_encoder"]["sha256"] == sha
     assert "vu-encoder-v1" in (out / "report.html").read_text() and sha in (out / "report.html").read_text()
