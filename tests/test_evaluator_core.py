@@ -79,7 +79,22 @@ def test_faithful_synthetic_beats_collapsed_on_every_axis(outcomes):
     assert bad["fidelity"]["pixel"]["overall"]["swd_ratio"] > good["fidelity"]["pixel"]["overall"]["swd_ratio"]
     # Collapsed set: low recall/coverage (variety not covered).
     assert b_fd["prdc"]["coverage"] < g_fd["prdc"]["coverage"]
-    assert good["fidelity"]["fid_ratio"] == g_fd["fd_ratio"]
+    # The headline (and the gate's rule) is FD-VU, the fixed vu-encoder; it too tells the collapsed set apart.
+    g_vu, b_vu = good["fidelity"]["embeddings"]["vu"]["overall"], bad["fidelity"]["embeddings"]["vu"]["overall"]
+    assert good["fidelity"]["fid_ratio_embedding"] == "vu"
+    assert g_vu["fd_ratio"] < 3.0 and b_vu["fd_ratio"] > 2 * g_vu["fd_ratio"]
+    assert b_vu["prdc"]["coverage"] < g_vu["prdc"]["coverage"]
+    assert good["fidelity"]["fid_ratio_encoder"]["name"] == "vu-encoder-v1"
+    # The gate reads the fair ratio against HOLDOUT patients, with its patient-bootstrap interval.
+    g_ho = good["fidelity"]["embeddings"]["vu"]["against_holdout"]["overall"]
+    assert good["fidelity"]["fid_ratio"] == g_ho["fd_ratio"] and good["fidelity"]["fid_ratio_reference"] == "holdout"
+    assert g_ho["fd_ratio_ci"][0] < g_ho["fd_ratio"] < g_ho["fd_ratio_ci"][1]
+    # Both comparators have the same patients and units: pseudo-patients mirror the real comparator's.
+    for o in (g_fd, g_ho):
+        assert o["n"]["synthetic"] == o["n"]["real"] and o["n"]["synthetic_patients"] == o["n"]["real_patients"]
+    # The network-free FRD sees the collapse too.
+    g_frd, b_frd = (m["fidelity"]["embeddings"]["radiomics"]["against_holdout"]["overall"] for m in (good, bad))
+    assert b_frd["fd_ratio"] > 2 * g_frd["fd_ratio"] and good["fidelity"]["frd_ratio"] == g_frd["fd_ratio"]
     # Inception was not configured: reported as skipped, never replaced.
     assert "inception" in good["fidelity"]["skipped"] and "inception" not in good["fidelity"]["embeddings"]
 
@@ -95,7 +110,7 @@ def test_faithful_synthetic_beats_collapsed_on_every_axis(outcomes):
     # Per-class numbers exist for every class, with their own baselines.
     for name in schema.REGIONS:
         pc = good["fidelity"]["embeddings"]["domain"]["per_class"][name]
-        assert pc["fd_baseline"] > 0 and pc["n"]["synthetic"] == pc["n"]["holdout"] == 12
+        assert pc["fd_baseline"] > 0 and pc["n"]["synthetic"] == pc["n"]["real"] == 12
 
 
 def test_matched_subsample_copies_holdout_class_counts():

@@ -73,9 +73,20 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     import hashlib
 
     assert inc["provenance"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert inc["distance_name"] == "FID"
+    assert inc["distance_name"] == "FD-InceptionV3" and "not the standard FID network" in inc["description"]
     assert metrics["fidelity"]["embeddings"]["domain"]["distance_name"] == "FD-domain"
-    for emb in ("inception", "domain"):
+    # The headline space is the shipped vu-encoder, named with version and sha256 in metrics, artifact and report.
+    from components.evaluator.features import vu_encoder
+
+    sha = vu_encoder.read_card()["sha256"]
+    vu = metrics["fidelity"]["embeddings"]["vu"]
+    assert vu["distance_name"] == "FD-VU" and vu["provenance"]["sha256"] == sha
+    assert metrics["fidelity"]["fid_ratio"] == vu["against_holdout"]["overall"]["fd_ratio"]  # the gate: vs holdout
+    assert metrics["fidelity"]["fid_ratio_encoder"] == {"name": "vu-encoder-v1", "version": "v1", "sha256": sha}
+    assert manifest["properties"]["fidelity_encoder"]["sha256"] == sha
+    assert "vu-encoder-v1" in (out / "report.html").read_text() and sha in (out / "report.html").read_text()
+    assert "domain_encoder" in metrics["timings"] and "privacy_encoder" not in metrics["timings"]  # trained once
+    for emb in ("vu", "inception", "domain"):
         o = metrics["fidelity"]["embeddings"][emb]["overall"]
         assert o["fd"] > 0 and o["fd_baseline"] > 0 and o["fd_ratio"] == pytest.approx(o["fd"] / o["fd_baseline"])
     # An untrained generator makes noise: far from real data, and the gate must not pass it.

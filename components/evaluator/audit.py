@@ -143,7 +143,9 @@ def execute(ctx: ExecContext) -> ExecResult:
     metrics = outcome.metrics
     metrics["synthetic"].update({"generator": "unknown (audited set)", "source": str(ctx.options["synthetic"]),
                                  "format": kind, "sha256": _digest(synthetic)})
-    encoder = core.privacy_encoder(splits["test"], class_names, cfg, timer)
+    # The domain encoder is trained on the TEST split, exactly as the attacks need: reuse it when it was trained.
+    encoder = outcome.domain if outcome.domain is not None else core.privacy_encoder(splits["test"], class_names,
+                                                                                     cfg, timer)
     with timer.stage("privacy", len(splits["train"]) + len(splits["holdout"]) + len(synthetic)):
         priv = evaluate_privacy(splits["train"], splits["holdout"], synthetic, None, encoder, pcfg, cfg.seed)
     metrics["privacy"] = priv.metrics

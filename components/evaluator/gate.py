@@ -129,7 +129,7 @@ def _dp_release(dp: dict, cfg: PrivacyConfig) -> tuple[bool, str]:
 
 def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
     ok, reasons = True, []
-    for key, thr, op, label in [(cfg.fid_ratio_key, cfg.max_fid_ratio, "<=", "FID / real-real baseline"),
+    for key, thr, op, label in [(cfg.fid_ratio_key, cfg.max_fid_ratio, "<=", "FD-VU ratio against holdout patients"),
                                 (cfg.tstr_key, cfg.min_tstr_balanced_accuracy, ">=", "TSTR balanced accuracy")]:
         if thr <= 0:
             reasons.append(f"OFF: {label} not checked (threshold 0)")

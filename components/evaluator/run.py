@@ -65,7 +65,8 @@ def inception_or_skip(cfg):
     """(Embedder, "") when a weights file is configured, else (None, reason)."""
     if not cfg.inception_weights:
         return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
-                      "(none can be downloaded offline), so FID and KID were not computed")
+                      "(none can be downloaded offline), so the Keras ImageNet InceptionV3 distances "
+                      "(FD-InceptionV3, KD-InceptionV3) were not computed")
     from components.evaluator.features.embeddings import inception_embedder
 
     return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,
@@ -155,7 +156,9 @@ def execute(ctx: ExecContext) -> ExecResult:
                                   inception=inception, inception_skip_reason=skip_reason, timer=timer)
     metrics = outcome.metrics
     metrics["synthetic"].update({"generator": variant, "model_steps": bundle.info.get("steps")})
-    encoder = core.privacy_encoder(splits["test"], class_names, cfg, timer)
+    # The domain encoder is trained on the TEST split, exactly as the attacks need: reuse it when it was trained.
+    encoder = outcome.domain if outcome.domain is not None else core.privacy_encoder(splits["test"], class_names,
+                                                                                     cfg, timer)
     priv, judged, release = judge_release(ctx, splits, candidate, candidate_dir, encoder, bundle, release,
                                           scfg.release_filter, timer, privacy)
     metrics["privacy"] = priv.metrics
@@ -190,7 +193,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     return ExecResult(
         summary=summary,
         counts={"synthetic": len(synthetic), "candidate": len(judged), **{s: len(u) for s, u in splits.items()}},
-        properties={"verdict": verdict, "fid_ratio_domain": fid["fid_ratio"],
+        properties={"verdict": verdict, "fid_ratio": fid["fid_ratio"], "fid_ratio_embedding": fid["fid_ratio_embedding"],
+                    "fidelity_encoder": fid["fid_ratio_encoder"],
                     "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
                     "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
                     "ms_ssim": metrics["diversity"]["ms_ssim"]})

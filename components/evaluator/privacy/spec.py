@@ -73,10 +73,12 @@ class PrivacyConfig:
     min_ct: float = F(default=-3.0, metadata={
         "range": (None, 0.0), "help": "smallest allowed C_T z-score (strongly negative = data copying)"})
     max_fid_ratio: float = F(default=5.0, metadata={
-        "range": (0.0, None), "help": "largest allowed FID(synthetic, real) / FID(real, real) on the domain embedding; 0 = off"})
+        "range": (0.0, None), "help": "largest allowed FD-VU ratio against HOLDOUT patients: FD(synthetic, holdout) / "
+                                      "FD(train patients, holdout), equal patients and units (quality/baselines.py); "
+                                      "0 = off"})
     min_tstr_balanced_accuracy: float = F(default=0.5, metadata={
         "range": (0.0, 1.0), "help": "smallest allowed train-synthetic-test-real balanced accuracy; 0 = off"})
-    fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={"help": "dotted path of the FID ratio in metrics.json"})
+    fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={"help": "dotted path of the FD ratio the gate reads in metrics.json (FD-VU)"})
     tstr_key: str = F(default="utility.tstr_balanced_accuracy", metadata={
         "help": "dotted path of the TSTR balanced accuracy in metrics.json"})
 

@@ -102,17 +102,19 @@ def mean_pairwise_ms_ssim(images: np.ndarray, labels: np.ndarray, settings: MsSs
 
 def diversity_report(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray,
                      class_names: tuple[str, ...], settings: MsSsimSettings, margin: float,
-                     seed: int, real_patients: np.ndarray | None = None) -> dict:
+                     seed: int, real_patients: np.ndarray | None = None,
+                     fake_patients: np.ndarray | None = None) -> dict:
     """MS-SSIM per class and overall (mean over classes present in both) for real and synthetic units.
 
     With ``real_patients`` the real pairs are cross-patient only (synthetic units are independent draws, so
-    every synthetic pair already is): the two sides are then compared like for like.
+    every synthetic pair already is): the two sides are then compared like for like. ``fake_patients`` does the
+    same for a "synthetic" set that has patients (real units scored as if synthetic, in the calibration).
 
     ``mode_collapse_warning`` is True when synthetic exceeds real by more than ``margin`` overall or in any
     class; the classes at fault are listed.
     """
     real_ms = mean_pairwise_ms_ssim(real, real_labels, settings, seed, groups=real_patients)
-    fake_ms = mean_pairwise_ms_ssim(fake, fake_labels, settings, seed + 1)
+    fake_ms = mean_pairwise_ms_ssim(fake, fake_labels, settings, seed + 1, groups=fake_patients)
     per_class, flagged = {}, []
     for c, name in enumerate(class_names):
         r, f = real_ms.get(c), fake_ms.get(c)

@@ -64,8 +64,11 @@ def ratio_bars(per_class: dict[str, dict[str, dict]], overall: dict[str, float |
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) * len(per_class) + 2), 3.2))
     width = 0.8 / max(len(per_class), 1)
     for j, (emb, values) in enumerate(per_class.items()):
-        ys = [values[n].get("fd_ratio") or np.nan for n in names]
-        ax.bar(np.arange(len(names)) + j * width, ys, width, label=f"{emb} (overall {_fmt(overall.get(emb))})")
+        ys = np.array([values[n].get("fd_ratio") or np.nan for n in names], float)
+        cis = [values[n].get("fd_ratio_ci") or (np.nan, np.nan) for n in names]
+        err = np.array([[y - lo for y, (lo, _) in zip(ys, cis)], [hi - y for y, (_, hi) in zip(ys, cis)]])
+        ax.bar(np.arange(len(names)) + j * width, ys, width, yerr=np.maximum(np.nan_to_num(err), 0), capsize=2,
+               label=f"{emb} (overall {_fmt(overall.get(emb))})")
     ax.axhline(1.0, color="k", lw=1, ls="--")
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(names)) + width * (len(per_class) - 1) / 2, names, rotation=45, ha="right",
@@ -73,9 +76,10 @@ def ratio_bars(per_class: dict[str, dict[str, dict]], overall: dict[str, float |
     ax.set_ylabel("synthetic / real-vs-real")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=10)
-    return Figure("fd_ratio", title, "Each bar is a class's Fréchet distance between synthetic and real training "
-                  "units divided by the same distance between two groups of real patients; 1 (dashed) means "
-                  "synthetic units are as close to the training data as new real patients are; lower is better.",
+    return Figure("fd_ratio", title, "Each bar is a class's Fréchet distance between synthetic units and the "
+                  "reference patients divided by the same distance for as many real patients; 1 (dashed) means "
+                  "synthetic units are as close as new real patients are; lower is better down to 1. Whiskers: "
+                  "95% patient-bootstrap intervals.",
                   _png(fig))
 
 
@@ -116,23 +120,27 @@ def msssim_bars(per_class: dict[str, dict]) -> Figure:
 def utility_bars(util: dict) -> Figure:
     plt = _plt()
     ref = util["reference_study"]
-    labels = ["TRTR (ours)", "TSTR (ours)", "TRTR (ref. study)", "TSTR (ref. study)"]
-    ba = [util["trtr"]["balanced_accuracy"], util["tstr"]["balanced_accuracy"],
+    equal = util.get("tstr_equal_size") or {}
+    labels = ["TRTR (ours)", "TSTR 1x (ours)", "TSTR all (ours)", "TRTR (ref. study)", "TSTR (ref. study)"]
+    ba = [util["trtr"]["balanced_accuracy"], equal.get("balanced_accuracy", np.nan), util["tstr"]["balanced_accuracy"],
           ref["trtr"]["balanced_accuracy"], ref["tstr"]["balanced_accuracy"]]
-    auc = [util["trtr"]["macro_auc"], util["tstr"]["macro_auc"], ref["trtr"]["macro_auc"], ref["tstr"]["macro_auc"]]
-    fig, ax = plt.subplots(figsize=(6.0, 3.0))
-    x = np.arange(4)
-    ax.bar(x - 0.2, ba, 0.4, label="balanced accuracy", color=["C0", "C1", "0.7", "0.8"])
+    auc = [util["trtr"]["macro_auc"], equal.get("macro_auc"), util["tstr"]["macro_auc"], ref["trtr"]["macro_auc"],
+           ref["tstr"]["macro_auc"]]
+    fig, ax = plt.subplots(figsize=(7.0, 3.0))
+    x = np.arange(5)
+    colours = ["C0", "C1", "C2", "0.7", "0.8"]
+    ax.bar(x - 0.2, ba, 0.4, label="balanced accuracy", color=colours)
     ax.bar(x + 0.2, [a if a is not None else np.nan for a in auc], 0.4, label="macro AUC",
-           color=["C0", "C1", "0.7", "0.8"], hatch="//", edgecolor="w")
+           color=colours, hatch="//", edgecolor="w")
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Region classifier on the real test split", fontsize=10)
     return Figure("utility", "Train on synthetic, test on real",
-                  "Left pair: our classifier trained on real (TRTR) and on synthetic (TSTR) units, scored on "
-                  "real test patients (plain bars: balanced accuracy, hatched: macro AUC). Grey: the reference "
-                  "study's numbers on a different dataset, for context only. Closer TSTR to TRTR is better.",
+                  "Our classifier trained on real (TRTR), on as many synthetic units as TRTR had (TSTR 1x: "
+                  "like for like) and on all synthetic units drawn (TSTR all), scored on real test patients "
+                  "(plain bars: balanced accuracy, hatched: macro AUC). Grey: the reference study's numbers on a "
+                  "different dataset, for context only. Compare TSTR 1x with TRTR.",
                   _png(fig))
 
 

@@ -11,10 +11,10 @@ _HEADLINE_NAME = re.compile(r"fid|kid|auc|accuracy|acc\b|epsilon|precision|recal
 # absent are skipped, so a changed layout degrades to the name search in select_headline.
 KNOWN_HEADLINES = (
     "fidelity.fid_ratio",
-    "fidelity.embeddings.domain.overall.fd_ratio",
-    "fidelity.embeddings.domain.overall.kid_ratio",
-    "fidelity.embeddings.domain.overall.prdc.precision",
-    "fidelity.embeddings.domain.overall.prdc.recall",
+    "fidelity.embeddings.vu.overall.fd_ratio",
+    "fidelity.embeddings.vu.overall.kid_ratio",
+    "fidelity.embeddings.vu.overall.prdc.precision",
+    "fidelity.embeddings.vu.overall.prdc.recall",
     "diversity.ms_ssim.real",
     "diversity.ms_ssim.synthetic",
     "utility.tstr_balanced_accuracy",

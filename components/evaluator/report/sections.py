@@ -36,54 +36,96 @@ def overview_section(metrics: dict, grids: figures.Figure) -> ReportSection:
                          "look like the real ones of the same class.", body, (grids,))
 
 
+def _ratio_ci(o: dict) -> str:
+    r, ci = o.get("fd_ratio"), o.get("fd_ratio_ci")
+    if r is None:
+        return "n/a"
+    return f"{fmt(r, 2)} [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]" if ci else fmt(r, 2)
+
+
+def _kid_cell(o: dict) -> str:
+    if o.get("kid_ratio") is not None:
+        return f"ratio {fmt(o['kid_ratio'], 2)}"
+    if o.get("kid_difference") is None:
+        return "n/a"
+    se = o.get("kid_difference_se")
+    return f"difference {fmt(o['kid_difference'])}" + ("" if se is None else f" ± {fmt(se)}")
+
+
 def fidelity_section(metrics: dict) -> ReportSection:
     fid = metrics["fidelity"]
     rows, per_class_ratios, overall = [], {}, {}
     for key, e in fid["embeddings"].items():
-        o = e["overall"]
-        rows.append([e["distance_name"], o["fd"], o["fd_baseline"], o["fd_ratio"]])
-        rows.append([e["kernel_name"], _pm(o["kid"], o["kid_std"]), _pm(o["kid_baseline"], o["kid_baseline_std"]),
-                     o["kid_ratio"]])
-        per_class_ratios[e["distance_name"]] = e["per_class"]
-        overall[e["distance_name"]] = o["fd_ratio"]
+        ho, tr = e["against_holdout"]["overall"], e["overall"]
+        n = ho["n"]
+        rows.append([e["distance_name"], _ratio_ci(ho), _ratio_ci(tr), _kid_cell(ho),
+                     f"{n['synthetic']} / {n['real']} units, {n['synthetic_patients']} / {n['real_patients']} "
+                     f"patients vs {n['reference_patients']} reference patients"])
+        per_class_ratios[e["distance_name"]] = e["against_holdout"]["per_class"]
+        overall[e["distance_name"]] = ho["fd_ratio"]
+    body = table(["space", "ratio against HOLDOUT patients [95% interval]",
+                  "ratio against TRAIN patients [95% interval]", f"kernel distance (against holdout)",
+                  "sizes (synthetic / real comparator)"], rows)
+    rule = (f'<p class="note">The release gate reads the ratio against holdout in the {html.escape(str(fid["fid_ratio_embedding"]))} '
+            f'space: {fmt(fid["fid_ratio"], 2)}.</p>')
+    if fid.get("possible_copying"):
+        rule += ('<p class="warning">POSSIBLE COPYING: against the generator\'s own training patients the synthetic '
+                 'units are clearly closer than new real patients are (interval below 1). Read the privacy '
+                 'sections.</p>')
+    body += rule
     px = fid["pixel"]["overall"]
-    rows.append(["SWD-pixel", px["swd"], px["swd_baseline"], px["swd_ratio"]])
-    body = table(["metric", "synthetic vs train", "holdout vs train (real baseline)", "ratio"], rows)
+    body += (f'<p class="note">SWD-pixel (raw pixels, synthetic vs train beside holdout vs train): '
+             f'{fmt(px["swd"])} vs {fmt(px["swd_baseline"])}, ratio {fmt(px["swd_ratio"], 2)}.</p>')
     for key, reason in fid["skipped"].items():
-        body += f'<p class="skipped">SKIPPED: {html.escape(key)} metrics (FID, KID): {html.escape(reason)}</p>'
+        body += f'<p class="skipped">SKIPPED: {html.escape(key)} metrics: {html.escape(reason)}</p>'
     class_rows = []
     for key, e in fid["embeddings"].items():
-        for name, v in e["per_class"].items():
-            class_rows.append([name, e["distance_name"], v["fd"], v["fd_baseline"], v["fd_ratio"],
-                               _pm(v["kid"], v["kid_std"]), v["kid_baseline"], v["n"]["synthetic"]])
+        for name, v in e["against_holdout"]["per_class"].items():
+            class_rows.append([name, e["distance_name"], _ratio_ci(v), _ratio_ci(e["per_class"][name]),
+                               (v.get("n") or {}).get("synthetic")])
     body += "<h3>Per class</h3>" + table(
-        ["class", "space", "FD synthetic", "FD baseline", "ratio", "KD synthetic", "KD baseline", "n synthetic"],
+        ["class", "space", "ratio against holdout [95%]", "ratio against train [95%]", "n synthetic"],
         class_rows, "compact")
     emb_rows = [[e["distance_name"], html.escape(e["description"]),
                  html.escape(", ".join(f"{k}: {v}" for k, v in e["provenance"].items()))]
                 for e in fid["embeddings"].values()]
-    body += "<h3>Embeddings used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
-    figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class")]
-    dom = fid["embeddings"]["domain"]["overall"]
-    if dom.get("prdc"):
-        figs.append(figures.prdc_bars(dom["prdc"], dom["prdc_baseline"], "FD-domain embedding"))
+    body += "<h3>Feature spaces used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
+    figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class (against holdout)")]
+    head = fid["embeddings"][fid["fid_ratio_embedding"]]["against_holdout"]["overall"]
+    if head.get("prdc"):
+        figs.append(figures.prdc_bars(head["prdc"], head["prdc_baseline"],
+                                      fid["embeddings"][fid["fid_ratio_embedding"]]["distance_name"] + " space"))
+    enc = fid.get("fid_ratio_encoder") or {}
+    if enc.get("sha256"):
+        body = (f'<p class="note">Headline feature network: <b>{html.escape(str(enc["name"]))}</b> (version '
+                f'{html.escape(str(enc["version"]))}, weights sha256 <code>{html.escape(enc["sha256"])}</code>), '
+                f'fixed and shipped with vugan, identical on any machine; the release gate reads its ratio against '
+                f'holdout patients.</p>') + body
         prdc_rows = []
         for e in fid["embeddings"].values():
-            if e["overall"].get("prdc"):
+            o = e["against_holdout"]["overall"]
+            if o.get("prdc"):
                 for k in ("precision", "recall", "density", "coverage"):
-                    prdc_rows.append([f"{k} ({e['distance_name']} space)", e["overall"]["prdc"][k],
-                                      e["overall"]["prdc_baseline"][k]])
-        body += "<h3>Precision, recall, density, coverage</h3>" + table(
-            ["metric", "synthetic vs train", "holdout vs train"], prdc_rows, "compact")
+                    prdc_rows.append([f"{k} ({e['distance_name']} space)", o["prdc"][k], o["prdc_baseline"][k]])
+        body += "<h3>Precision, recall, density, coverage (against holdout)</h3>" + table(
+            ["metric", "synthetic", "real patients (baseline)"], prdc_rows, "compact")
     explanation = (
-        "<b>Fidelity: do synthetic units look like real ones?</b> Each distance compares the synthetic units with "
-        "the real training units in a feature space; <b>lower is better</b>. A raw distance means little on its own, "
-        "so each is shown beside the same distance between two groups of <i>real</i> patients (holdout vs train, "
-        "same sizes). The <b>ratio</b> is the number to read: about 1 means synthetic units are as close to the "
-        "training data as new real patients are; 2 means twice as far. FID/KID use an ImageNet network; "
-        "FD-domain/KD-domain use a small network trained on these spine crops (not comparable with published FIDs); "
-        "SWD-pixel compares raw pixels. Precision and density (higher is better, baseline for scale) say how many "
-        "synthetic units fall where real ones are; recall and coverage say how much of the real variety is covered.")
+        "<b>Fidelity: do synthetic units look like real ones?</b> A distance between two sets of units is measured "
+        "in a feature space; <b>lower is better</b>. A raw distance means little on its own, so each is divided by "
+        "the same distance for <i>real</i> patients: the <b>ratio</b> is the number to read. About 1 means the "
+        "synthetic units are as close to the reference patients as other real patients are; 5 means five times "
+        "as far. Both sides are compared fairly: the synthetic units are grouped into as many pseudo-patients as "
+        "the real side has patients, with the same units of each class. The reference is either the "
+        "<b>holdout</b> patients (never seen by the generator: the fair test) or the generator's own "
+        "<b>training</b> patients, where a ratio clearly <b>below</b> 1 is a warning sign of copying, not a good "
+        "result. The bracket is a 95% interval from resampling patients: with few patients it is wide, and a "
+        "ratio whose interval holds 1 cannot be told apart from real data. FD-VU/KD-VU (the headline) use vugan's fixed "
+        "vertebral-unit network vu-encoder, the same weights in every run, so they compare across runs and sites; "
+        "FRD uses textbook radiomics features (no neural network), so fidelity does not hang on one network; "
+        "FD-domain uses a small network trained in this run on the real test split (not comparable between runs); "
+        "FD-InceptionV3 uses keras' ImageNet InceptionV3 (not the standard FID network, so not a published FID). "
+        "Kernel distances are shown as a "
+        "difference with its standard error when the real baseline is too close to zero for a ratio.")
     return ReportSection("fidelity", "Fidelity", explanation, body, tuple(figs))
 
 
@@ -116,15 +158,29 @@ def utility_section(metrics: dict) -> ReportSection:
     u = metrics["utility"]
     ref = u["reference_study"]
     rows = []
-    for key, label in (("trtr", "trained on real train (TRTR)"), ("tstr", "trained on synthetic (TSTR)")):
+    for key, label in (("trtr", "trained on real train (TRTR)"),
+                       ("tstr", f"trained on synthetic, configured size ({u['tstr'].get('train_units', 0) + u['tstr'].get('val_units', 0)} units)")):
         v = u[key]
         rows.append([label, v["balanced_accuracy"], v["macro_auc"],
                      " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
     for key, label in (("trtr", "reference study, real (different dataset)"),
                        ("tstr", "reference study, synthetic (different dataset)")):
         rows.append([f"<i>{label}</i>", ref[key]["balanced_accuracy"], ref[key]["macro_auc"], "", ""])
+    trtr_units = u["trtr"].get("train_units", 0) + u["trtr"].get("val_units", 0)
+    for p in u.get("learning_curve") or []:
+        label = f"trained on synthetic, {p['multiple']:g}x the real training size ({p['units']} units)"
+        if p.get("scores"):
+            v = p["scores"]
+            rows.insert(len(rows) - 2, [label + (" <b>like for like</b>" if p["multiple"] == 1.0 else ""),
+                                        v["balanced_accuracy"], v["macro_auc"],
+                                        " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
+        else:
+            rows.insert(len(rows) - 2, [label, "not run", html.escape(p.get("missing", "")), "", ""])
     body = table(["classifier", "balanced accuracy", "macro AUC",
                   "AUC per class (" + " / ".join(u["classes"]) + ")", "chosen epoch"], rows)
+    body += (f'<p class="note">TRTR learns from {trtr_units} real units. Compare TRTR with TSTR at 1x (the same '
+             f'number of units per class): a TSTR above TRTR only at larger sizes is a data-quantity effect, not '
+             f'better data.</p>')
     body += (f'<p class="note">Tested on {u["tstr"]["test_size"]} real test units. Model selection: '
              f'{html.escape(u["model_selection"])}. Reference: {html.escape(ref["source"])}. Classes absent from '
              f'the test split have no AUC (n/a).</p>')

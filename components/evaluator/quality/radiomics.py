@@ -1,0 +1,229 @@
+"""Network-free radiomics features of a vertebral unit, for the Fréchet Radiomic Distance (FRD).
+
+Why our own: the ``frd-score`` package (1.0.1) does not install with our pins (README "Packages": it needs
+pyradiomics, whose wheels are built against numpy<2 / Python <= 3.11). The features follow the IBSI / pyradiomics
+definitions on a FIXED bin grid, so two sets are binned identically (a bin WIDTH, not a per-image range, as
+radiomics advises for intensity-normalised images):
+
+  * first order (all voxels of the unit, every slice): mean, standard deviation, skewness, excess kurtosis,
+    10th/50th/90th percentile, interquartile range, mean absolute deviation, histogram entropy and uniformity;
+  * sharpness: mean and standard deviation of the in-plane gradient magnitude, variance of the in-plane
+    Laplacian, mean absolute difference between neighbouring slices, and the first two of those on the two EDGE
+    slices alone (the reference study's artefacts were at the edge slices);
+  * GLCM (grey-level co-occurrence, 16 levels, distance 1, the four in-plane directions, symmetric, counts pooled
+    over slices and directions): contrast, dissimilarity, homogeneity (inverse difference), angular second moment,
+    entropy, correlation;
+  * GLRLM (grey-level run lengths, 16 levels, rows and columns pooled): short- and long-run emphasis, grey-level
+    and run-length non-uniformity (normalised), run percentage;
+  * Fourier texture: the share of in-plane power in a high and a mid spatial-frequency band (all slices, and the
+    high band on the edge slices) and gradient / standard deviation. These do not depend on a unit's contrast, so
+    they vary little between real patients, and they are what blur and the GAN's checkerboard change most.
+
+Every function is pure numpy and deterministic (same input bytes, same features, on any machine). The distance
+itself is fidelity.frechet_distance on the features z-scored with the REAL TRAIN split's mean and spread
+(one scaling for every set of a comparison).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LEVELS = 16
+HIST_BINS = 32
+GLCM_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): right, down, down-right, down-left
+
+FEATURE_NAMES = (
+    "mean", "std", "skewness", "kurtosis", "p10", "p50", "p90", "iqr", "mad", "entropy", "uniformity",
+    "grad_mean", "grad_std", "laplacian_var", "slice_diff", "edge_grad_mean", "edge_laplacian_var",
+    "glcm_contrast", "glcm_dissimilarity", "glcm_homogeneity", "glcm_asm", "glcm_entropy", "glcm_correlation",
+    "glrlm_sre", "glrlm_lre", "glrlm_gln", "glrlm_rln", "glrlm_rp",
+    "spectrum_high", "spectrum_mid", "spectrum_high_edge", "gradient_over_std",
+)
+# Bands of the in-plane power spectrum, radius in cycles per pixel (0.5 = Nyquist on an axis): the HIGH band holds a 2-4 px
+# checkerboard and fine noise, the MID band fine anatomy; blur empties both.
+HIGH_BAND = (0.2, 1.0)  # up to the corner of the spectrum (0.707 cycles/px)
+MID_BAND = (0.08, 0.2)
+
+
+def quantise(images: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """Values in [-1, 1] -> integer levels 0..levels-1 on a fixed grid of bin width 2 / levels."""
+    q = np.floor((np.clip(images, -1.0, 1.0) + 1.0) * (levels / 2.0)).astype(np.int16)
+    return np.minimum(q, levels - 1)
+
+
+# ----------------------------------------------------------------------------------------------- first order
+
+def first_order(images: np.ndarray) -> np.ndarray:
+    """[n, ...] -> [n, 11]: mean, std, skewness, kurtosis, p10, p50, p90, IQR, MAD, entropy, uniformity.
+
+    std is the population standard deviation; skewness and kurtosis are the moment ratios m3 / m2^1.5 and
+    m4 / m2^2 - 3 (0 for a constant image); entropy (bits) and uniformity are of a HIST_BINS-bin histogram
+    over [-1, 1].
+    """
+    x = np.asarray(images, np.float32).reshape(len(images), -1)
+    mean = x.mean(1, dtype=np.float64)
+    c = x - mean[:, None].astype(np.float32)
+    c2 = c * c
+    m2, m3, m4 = (c2.mean(1, dtype=np.float64), (c2 * c).mean(1, dtype=np.float64),
+                  (c2 * c2).mean(1, dtype=np.float64))
+    safe = np.where(m2 > 1e-12, m2, 1.0)
+    skew = np.where(m2 > 1e-12, m3 / safe ** 1.5, 0.0)
+    kurt = np.where(m2 > 1e-12, m4 / safe ** 2 - 3.0, 0.0)
+    p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90], axis=1).astype(np.float64)
+    mad = np.abs(c).mean(1, dtype=np.float64)
+    p = _row_histograms(quantise(x, HIST_BINS), HIST_BINS) / x.shape[1]
+    entropy = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(1)
+    uniformity = (p ** 2).sum(1)
+    return np.stack([mean, np.sqrt(m2), skew, kurt, p10, p50, p90, p75 - p25, mad, entropy, uniformity], 1)
+
+
+def _row_histograms(values: np.ndarray, bins: int) -> np.ndarray:
+    """[n, m] integers in 0..bins-1 -> [n, bins] counts per row (one bincount, no Python loop)."""
+    n = len(values)
+    flat = (np.arange(n)[:, None] * bins + values).ravel()
+    return np.bincount(flat, minlength=n * bins).reshape(n, bins).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------- sharpness
+
+def sharpness(images: np.ndarray) -> np.ndarray:
+    """[n, H, W, K] -> [n, 6]: gradient mean/std, Laplacian variance, neighbouring-slice difference, and the
+    gradient mean and Laplacian variance of the two edge slices (first and last). Blur lowers all of them;
+    a high-frequency checkerboard raises the Laplacian variance far above any real unit's."""
+    x = np.asarray(images, np.float32)
+    gy = np.diff(x, axis=1)[:, :, :-1, :]
+    gx = np.diff(x, axis=2)[:, :-1, :, :]
+    grad = np.sqrt(gx ** 2 + gy ** 2)  # [n, H-1, W-1, K]
+    lap = (x[:, 1:-1, 1:-1] * -4.0 + x[:, :-2, 1:-1] + x[:, 2:, 1:-1] + x[:, 1:-1, :-2] + x[:, 1:-1, 2:])
+    n = len(x)
+    slice_diff = np.abs(np.diff(x, axis=3)).reshape(n, -1).mean(1, dtype=np.float64) if x.shape[3] > 1 else np.zeros(n)
+    edge = [0, x.shape[3] - 1]
+    flat = lambda a: a.reshape(n, -1)  # noqa: E731
+    return np.stack([flat(grad).mean(1, dtype=np.float64), flat(grad).std(1, dtype=np.float64),
+                     flat(lap).var(1, dtype=np.float64), slice_diff,
+                     flat(grad[..., edge]).mean(1, dtype=np.float64), flat(lap[..., edge]).var(1, dtype=np.float64)],
+                    1)
+
+
+def spectrum(images: np.ndarray) -> np.ndarray:
+    """[n, H, W, K] -> [n, 4]: share of each slice's in-plane power (mean removed) in HIGH_BAND and MID_BAND,
+    averaged over slices; the HIGH share of the two edge slices; and the mean gradient magnitude over the
+    standard deviation (a sharpness that does not depend on the unit's contrast). Shares are contrast-free, so they
+    vary little between real patients and much under blur or a periodic texture."""
+    x = np.asarray(images, np.float32)
+    n, h, w, k = x.shape
+    centred = x - x.mean((1, 2), keepdims=True)
+    power = np.abs(np.fft.rfft2(centred, axes=(1, 2))) ** 2  # [n, h, w//2+1, k]
+    fy = np.abs(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    radius = np.sqrt(fy ** 2 + fx ** 2)
+    total = power.sum((1, 2)) + 1e-12  # [n, k]
+
+    def share(band, slices=slice(None)):
+        mask = ((radius > band[0]) & (radius <= band[1]))[None, :, :, None]
+        return ((power * mask).sum((1, 2)) / total)[:, slices].mean(1, dtype=np.float64)
+
+    gy = np.diff(x, axis=1)[:, :, :-1, :]
+    gx = np.diff(x, axis=2)[:, :-1, :, :]
+    grad = np.sqrt(gx ** 2 + gy ** 2).reshape(n, -1).mean(1, dtype=np.float64)
+    std = x.reshape(n, -1).std(1, dtype=np.float64)
+    return np.stack([share(HIGH_BAND), share(MID_BAND), share(HIGH_BAND, [0, k - 1]),
+                     grad / np.maximum(std, 1e-6)], 1)
+
+
+# ----------------------------------------------------------------------------------------------- GLCM
+
+def glcm(levels_img: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """[n, H, W, K] integer levels -> [n, levels, levels] symmetric co-occurrence probabilities, counts pooled
+    over GLCM_OFFSETS and all slices (each pair counted in both orders)."""
+    q = np.asarray(levels_img, np.int64)
+    n, h, w, _ = q.shape
+    counts = np.zeros((n, levels * levels))
+    for dy, dx in GLCM_OFFSETS:
+        x0, x1 = max(0, -dx), w - max(0, dx)  # columns x with x + dx inside the image
+        a = q[:, :h - dy, x0:x1]
+        b = q[:, dy:, x0 + dx:x1 + dx]
+        unit = np.repeat(np.arange(n), a[0].size)
+        pair = (a * levels + b).reshape(-1)
+        pair_t = (b * levels + a).reshape(-1)
+        counts += np.bincount(unit * levels * levels + pair, minlength=n * levels * levels).reshape(n, -1)
+        counts += np.bincount(unit * levels * levels + pair_t, minlength=n * levels * levels).reshape(n, -1)
+    counts = counts.reshape(n, levels, levels)
+    return counts / np.maximum(counts.sum((1, 2), keepdims=True), 1.0)
+
+
+def glcm_features(p: np.ndarray) -> np.ndarray:
+    """[n, L, L] co-occurrence probabilities -> [n, 6]: contrast, dissimilarity, homogeneity, ASM, entropy,
+    correlation (0 where a unit has a single grey level)."""
+    levels = p.shape[1]
+    i, j = np.meshgrid(np.arange(levels), np.arange(levels), indexing="ij")
+    d = np.abs(i - j)
+    contrast = (p * d ** 2).sum((1, 2))
+    dissimilarity = (p * d).sum((1, 2))
+    homogeneity = (p / (1.0 + d)).sum((1, 2))
+    asm = (p ** 2).sum((1, 2))
+    entropy = -(p * np.log2(np.where(p > 0, p, 1.0))).sum((1, 2))
+    mu = (p * i).sum((1, 2))  # symmetric: the same for rows and columns
+    var = (p * (i - mu[:, None, None]) ** 2).sum((1, 2))
+    cov = (p * (i - mu[:, None, None]) * (j - mu[:, None, None])).sum((1, 2))
+    correlation = np.where(var > 1e-12, cov / np.where(var > 1e-12, var, 1.0), 0.0)
+    return np.stack([contrast, dissimilarity, homogeneity, asm, entropy, correlation], 1)
+
+
+# ----------------------------------------------------------------------------------------------- GLRLM
+
+def run_lengths(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal values along each row of ``rows`` [R, W]: (row index, level, length) of every run."""
+    r, w = rows.shape
+    change = np.ones((r, w), bool)
+    np.not_equal(rows[:, 1:], rows[:, :-1], out=change[:, 1:])
+    flat_start = np.flatnonzero(change)
+    # A run never crosses a row end: the next row always starts a new run.
+    lengths = np.diff(flat_start, append=r * w)
+    return flat_start // w, rows.ravel()[flat_start], lengths
+
+
+def glrlm_features(levels_img: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """[n, H, W, K] integer levels -> [n, 5]: SRE, LRE, GLN and RLN (both normalised by the run count squared),
+    run percentage; runs along rows and along columns of every slice, pooled."""
+    q = np.asarray(levels_img, np.int16)
+    n, h, w, k = q.shape
+    out = np.zeros((n, 5))
+    n_runs = np.zeros(n)
+    sre, lre = np.zeros(n), np.zeros(n)
+    by_level = np.zeros((n, levels))
+    by_length = np.zeros((n, max(h, w) + 1))
+    for slab in (q.transpose(0, 3, 1, 2).reshape(n * k * h, w), q.transpose(0, 3, 2, 1).reshape(n * k * w, h)):
+        row, level, length = run_lengths(slab)
+        unit = row // (len(slab) // n)
+        level = level.astype(np.int64)
+        n_runs += np.bincount(unit, minlength=n)
+        sre += np.bincount(unit, 1.0 / length ** 2, minlength=n)
+        lre += np.bincount(unit, length.astype(np.float64) ** 2, minlength=n)
+        by_level += np.bincount(unit * levels + level, minlength=n * levels).reshape(n, levels)
+        width = by_length.shape[1]
+        by_length += np.bincount(unit * width + length, minlength=n * width).reshape(n, width)
+    out[:, 0] = sre / n_runs
+    out[:, 1] = lre / n_runs
+    out[:, 2] = (by_level ** 2).sum(1) / n_runs ** 2
+    out[:, 3] = (by_length ** 2).sum(1) / n_runs ** 2
+    out[:, 4] = n_runs / (2.0 * h * w * k)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- all
+
+def radiomics_features(images: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """[n, H, W, K] in [-1, 1] -> [n, len(FEATURE_NAMES)] float64 features (unstandardised)."""
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"radiomics_features: expected [n, H, W, K] units, got shape {x.shape}")
+    q = quantise(x, levels)
+    return np.concatenate([first_order(x), sharpness(x), glcm_features(glcm(q, levels)),
+                           glrlm_features(q, levels), spectrum(x)], 1)
+
+
+def standardiser(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of the reference features; a feature constant in the reference gets scale 1."""
+    ref = np.asarray(reference, np.float64)
+    scale = ref.std(0)
+    return ref.mean(0), np.where(scale > 1e-12, scale, 1.0)
