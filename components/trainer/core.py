@@ -43,7 +43,7 @@ def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
                             d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
                             spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
                             d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
-                            head_init=cfg.head_init)
+                            head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual)
 
 
 def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan: DPPlan | None = None) -> ACGAN:

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from models import dp, losses
-from models.acgan import MinibatchStdDev
+from models.acgan import MinibatchStdDev, conditional_logits
 from models.augment import diff_augment
 from models.ema import effective_decay, ema_update
 
@@ -91,7 +91,11 @@ class ACGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
-    def discriminate_pair(self, real, fake, training=True, aug=None, r1: bool = False):
+    def _d(self, images, class_ids, training):
+        """D's (real/fake logit for ``class_ids``, class logits): with a projection term the logit is conditional."""
+        return conditional_logits(self.discriminator(images, training=training), class_ids)
+
+    def discriminate_pair(self, real, fake, labels, fake_labels, training=True, aug=None, r1: bool = False):
         """D on the (augmented) real and fake batch -> (DiscriminatorOutputs, R1 input gradients of the real half
         or None).
 
@@ -109,10 +113,10 @@ class ACGAN(keras.Model):
             with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
                 if r1:
                     r1_tape.watch(real_in)
-                real_logits, real_cls = self.discriminator(real_in, training=training)
+                real_logits, real_cls = self._d(real_in, labels, training)
                 real_sum = tf.reduce_sum(real_logits)  # inside the tape: the gradient's target
             grads = r1_tape.gradient(real_sum, real_in) if r1 else None
-            fake_logits, fake_cls = self.discriminator(fake_in, training=training)
+            fake_logits, fake_cls = self._d(fake_in, fake_labels, training)
             return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls), grads
         n = tf.shape(real)[0]
         both = self._augment(tf.concat([real, fake], axis=0),
@@ -120,7 +124,7 @@ class ACGAN(keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
             if r1:
                 r1_tape.watch(both)
-            logits, cls_logits = self.discriminator(both, training=training)
+            logits, cls_logits = self._d(both, tf.concat([labels, fake_labels], axis=0), training)
             real_sum = tf.reduce_sum(logits[:n])
         # No layer couples examples here, so the real logits' gradient lives in the real rows only.
         grads = r1_tape.gradient(real_sum, both)[:n] if r1 else None
@@ -194,7 +198,8 @@ class ACGAN(keras.Model):
         if fake is None:
             fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
-            d_out, r1_grads = self.discriminate_pair(real, fake, aug=batch.get("aug"), r1=self.r1_gamma > 0)
+            d_out, r1_grads = self.discriminate_pair(real, fake, labels, fake_labels, aug=batch.get("aug"),
+                                                      r1=self.r1_gamma > 0)
             d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
             if r1_grads is not None:
@@ -349,7 +354,7 @@ class ACGAN(keras.Model):
 
     def _generator_loss(self, fake_g, g_labels, aug_u):
         """G's loss on its images (D held fixed) and the G-phase scalars."""
-        g_logits, g_cls_logits = self.discriminator(self._augment(fake_g, aug_u), training=True)
+        g_logits, g_cls_logits = self._d(self._augment(fake_g, aug_u), g_labels, True)
         if self.adversarial_loss == "hinge":
             g_adv = losses.hinge_generator_loss(g_logits, global_batch_size=self.global_batch_size)
         else:
