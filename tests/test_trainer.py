@@ -215,7 +215,8 @@ def test_reuse_fakes_trains_g_on_the_d_phase_fakes(examples, tmp_path):
 
 
 def test_projection_and_residual_train_and_the_white_box_attack_reads_the_conditional_logit(examples, tmp_path):
-    """trainer.projection + trainer.residual (with hinge, R1, spectral norm on every layer): a short real run; the
+    """trainer.projection + trainer.residual (with hinge, R1, mode seeking, spectral norm on every layer): a short
+    real run; the
     bundle's D has the projection output, discriminate(class_ids=...) and the evaluator's white-box scores give the
     class-conditional logit, and the projection embedding was trained (moved from its initial value)."""
     import keras
@@ -228,12 +229,13 @@ def test_projection_and_residual_train_and_the_white_box_attack_reads_the_condit
                                     "trainer.spectral_norm=true", "trainer.spectral_norm_heads=true",
                                     "trainer.adversarial_loss='hinge'", "trainer.r1_gamma=1.0",
                                     "trainer.g_upsample='resize'", "trainer.generator_batch_norm=true",
-                                    "trainer.diffaugment='translation,cutout'"])
+                                    "trainer.diffaugment='translation,cutout'", "trainer.mode_seeking=1.0"])
     out = tmp_path / "model"
     SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
     rows = read_stats(out / "stats.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
-    assert all(np.isfinite(r[k]) for r in rows for k in ("d_loss", "g_loss", "r1_penalty"))
+    assert all(np.isfinite(r[k]) for r in rows for k in ("d_loss", "g_loss", "r1_penalty", "g_mode_seeking"))
+    assert max(r["g_mode_seeking"] for r in rows) > 0  # same-class pairs were found and paid for
     bundle = load_model_bundle(out)
     assert len(bundle.discriminator.outputs) == 3
     assert any(layer.name.startswith("res_add_") for layer in bundle.discriminator.layers)

@@ -58,8 +58,10 @@ class ACGAN(keras.Model):
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
                  dp_settings: DPSettings | None = None, d_steps: int = 1, class_loss: str = "cross_entropy",
                  class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False,
-                 adversarial_loss: str = "bce", r1_gamma: float = 0.0, reuse_fakes: bool = False):
+                 adversarial_loss: str = "bce", r1_gamma: float = 0.0, reuse_fakes: bool = False,
+                 mode_seeking: float = 0.0):
         super().__init__(name="acgan")
+        self.mode_seeking = mode_seeking
         self.reuse_fakes = reuse_fakes
         self.adversarial_loss = adversarial_loss
         self.r1_gamma = r1_gamma
@@ -186,7 +188,8 @@ class ACGAN(keras.Model):
             with tape.stop_recording():  # the D phase is no part of G's gradient
                 d_scalars = self._discriminator_step(batch, fake=tf.stop_gradient(fake))
             aug = batch.get("aug")
-            g_loss, g_scalars = self._generator_loss(fake, fake_labels, None if aug is None else aug[:, 2])
+            g_loss, g_scalars = self._generator_loss(fake, fake_labels, None if aug is None else aug[:, 2],
+                                                     batch["z_d"])
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
         return {**d_scalars, **g_scalars}
@@ -347,13 +350,14 @@ class ACGAN(keras.Model):
         aug = batch.get("aug")
         with tf.GradientTape() as tape:
             fake_g = self.generator([batch["z_g"][:rows], g_labels], training=True)
-            g_loss, scalars = self._generator_loss(fake_g, g_labels, None if aug is None else aug[:rows, 2])
+            g_loss, scalars = self._generator_loss(fake_g, g_labels, None if aug is None else aug[:rows, 2],
+                                                   batch["z_g"][:rows])
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
         return scalars
 
-    def _generator_loss(self, fake_g, g_labels, aug_u):
-        """G's loss on its images (D held fixed) and the G-phase scalars."""
+    def _generator_loss(self, fake_g, g_labels, aug_u, noise):
+        """G's loss on its images (D held fixed) and the G-phase scalars; ``noise`` made ``fake_g``."""
         g_logits, g_cls_logits = self._d(self._augment(fake_g, aug_u), g_labels, True)
         if self.adversarial_loss == "hinge":
             g_adv = losses.hinge_generator_loss(g_logits, global_batch_size=self.global_batch_size)
@@ -361,8 +365,13 @@ class ACGAN(keras.Model):
             g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
         g_cls = self._class_loss(g_cls_logits, g_labels)
         g_loss = g_adv + self.aux_weight * g_cls
+        extra = {}
+        if self.mode_seeking > 0:  # on G's own images, before augmentation: it is G's diversity that is rewarded
+            extra["g_mode_seeking"] = losses.mode_seeking_loss(fake_g, noise, g_labels,
+                                                               global_batch_size=self.global_batch_size)
+            g_loss += self.mode_seeking * extra["g_mode_seeking"]
         return g_loss, {
-            "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls,
+            "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls, **extra,
             # The auxiliary head's accuracy on the generator's (G-phase) images.
             "cls_acc_fake": self._rate(tf.equal(tf.argmax(g_cls_logits, -1, tf.int32), g_labels)),
         }

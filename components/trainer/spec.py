@@ -58,6 +58,9 @@ class TrainerConfig:
         "help": "bce: the study's non-saturating GAN loss; hinge: max(0, 1 -+ D) for D, -D for G"})
     r1_gamma: float = F(default=0.0, metadata={
         "range": (0.0, 1e4), "help": "R1 penalty gamma/2 |grad_x D(x)|^2 on D's (augmented) real input; 0 = off"})
+    mode_seeking: float = F(default=0.0, metadata={
+        "range": (0.0, 100.0), "help": "lambda of the mode-seeking term (MSGAN): G pays 1 / (image distance / noise "
+                                       "distance) for same-class pairs of its batch; 0 = off"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
     class_loss: str = F(default="cross_entropy", metadata={
