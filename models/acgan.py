@@ -6,6 +6,9 @@ optional BatchNorm (off, as in the released weights). Discriminator mirrors it w
 convs from s up to the widest, one conv over the whole base grid down to s features, then two linear heads
 (real/fake logit, class logits). Weights start at N(0, 0.02).
 
+Options beyond the study: spectral norm, resize-conv upsampling, minibatch stddev, residual blocks in both networks,
+and a projection term (a third D output; ``conditional_logits`` turns D's outputs into the class-conditional logit).
+
 At 64x64 the base grid is 4x4 and the widths are 8s-4s-2s-s exactly as in the reference; at 32 or 128 there is
 one stride-2 block fewer or more; a non-square size (64x128) starts from a non-square base grid (4x8).
 Models know nothing about distribution strategies.
