@@ -127,17 +127,25 @@ def test_augment_names_match_the_config_choices():
 
 
 def test_discriminate_pair_concatenates_only_without_batchnorm():
+    """One call on real ++ fake equals two separate calls (without BN); with a projection term each half's logit
+    is conditional on its own classes (real labels, fake labels) in both paths."""
     from components.trainer.gan_model import ACGAN
 
     real, fake = tf.random.normal([3, 16, 16, 1]), tf.random.normal([3, 16, 16, 1])
-    for bn in (False, True):
-        cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn, d_batch_norm=bn)
+    labels, fake_labels = tf.constant([0, 1, 1]), tf.constant([1, 0, 0])
+    for bn, projection in ((False, False), (True, False), (False, True), (True, True)):
+        cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn,
+                               d_batch_norm=bn, projection=projection)
         d = acgan.build_discriminator(cfg)
         gan = ACGAN(acgan.build_generator(cfg), d, num_classes=2, global_batch_size=3)
-        out, _ = gan.discriminate_pair(real, fake, training=True)
-        separate = d(real, training=True)[0], d(fake, training=True)[0]
+        out, _ = gan.discriminate_pair(real, fake, labels, fake_labels, training=True)
+        separate = (acgan.conditional_logits(d(real, training=True), labels)[0],
+                    acgan.conditional_logits(d(fake, training=True), fake_labels)[0])
         np.testing.assert_allclose(out.real_logits.numpy(), separate[0].numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out.fake_logits.numpy(), separate[1].numpy(), rtol=1e-4, atol=1e-5)
+        if projection:  # the class really enters: the other labels give other logits
+            swapped = acgan.conditional_logits(d(real, training=True), fake_labels)[0]
+            assert not np.allclose(swapped.numpy(), separate[0].numpy())
 
 
 def test_reference_config_builds_the_studys_networks_exactly():
