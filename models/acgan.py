@@ -6,6 +6,9 @@ optional BatchNorm (off, as in the released weights). Discriminator mirrors it w
 convs from s up to the widest, one conv over the whole base grid down to s features, then two linear heads
 (real/fake logit, class logits). Weights start at N(0, 0.02).
 
+Options beyond the study: spectral norm, resize-conv upsampling, minibatch stddev, residual blocks in both networks,
+and a projection term (a third D output; ``conditional_logits`` turns D's outputs into the class-conditional logit).
+
 At 64x64 the base grid is 4x4 and the widths are 8s-4s-2s-s exactly as in the reference; at 32 or 128 there is
 one stride-2 block fewer or more; a non-square size (64x128) starts from a non-square base grid (4x8).
 Models know nothing about distribution strategies.
@@ -38,6 +41,13 @@ class ArchConfig:
     d_block_bias: bool = False
     d_feature_activation: bool = True  # LeakyReLU after the last conv (not in the study)
     head_init: str = "normal"  # "normal": N(0, 0.02); "pytorch": nn.Linear's default, U(+-1/sqrt(fan_in))
+    # A projection term beside the auxiliary classifier (Miyato & Koyama 2018, arXiv:1802.05637): D gets a third
+    # output, per-class scores <embed(c), features>, and the conditional real/fake logit for class y is
+    # realfake + scores[:, y] (conditional_logits). The two-output contract stays for every model without it.
+    projection: bool = False
+    # Residual blocks in both networks (pre-activation, SNGAN/BigGAN style: two 3x3 convs + a 1x1 shortcut,
+    # nearest x2 up in G, 2x2 average pool down in D) instead of the study's single 4x4 (de)convs.
+    residual: bool = False
 
     @property
     def n_up(self) -> int:
@@ -179,10 +189,17 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
     conv = dict(use_bias=False, kernel_initializer=_init())
     x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1), cfg.base_grid, strides=1, padding="valid",
                                      name="convt_0", **conv)(x)
-    x = _g_block_end(x, cfg, 0)
-    for i in range(1, cfg.n_up):
-        x = _g_upsample(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
-        x = _g_block_end(x, cfg, i)
+    if cfg.residual:
+        # Pre-activation blocks take convt_0's raw output; BN + ReLU come first inside each block and before the
+        # output layer.
+        for i in range(1, cfg.n_up):
+            x = _g_residual_block(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
+        x = _g_block_end(x, cfg, cfg.n_up)
+    else:
+        x = _g_block_end(x, cfg, 0)
+        for i in range(1, cfg.n_up):
+            x = _g_upsample(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
+            x = _g_block_end(x, cfg, i)
     x = _g_upsample(x, k, cfg, cfg.n_up, conv)
     # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
     images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
@@ -201,7 +218,19 @@ def _g_upsample(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
     return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"convt_{i}", **conv)(x)
 
 
-def _g_block_end(x, cfg: ArchConfig, i: int):
+def _g_residual_block(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
+    """BN? -> ReLU -> nearest x2 -> 3x3 conv -> BN? -> ReLU -> 3x3 conv, plus nearest x2 -> 1x1 conv of the input."""
+    h = _g_block_end(x, cfg, f"{i}a")
+    h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_up_{i}")(h)
+    h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}a", **conv)(h)
+    h = _g_block_end(h, cfg, f"{i}b")
+    h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}b", **conv)(h)
+    skip = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_skip_up_{i}")(x)
+    skip = keras.layers.Conv2D(filters, 1, name=f"res_skip_{i}", **conv)(skip)
+    return keras.layers.Add(name=f"res_add_{i}")([h, skip])
+
+
+def _g_block_end(x, cfg: ArchConfig, i):
     if cfg.batch_norm:
         x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                             name=f"bn_{i}")(x)
@@ -214,7 +243,11 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     Conv = SpectralNormConv2D if cfg.spectral_norm else keras.layers.Conv2D
     conv = dict(use_bias=False, kernel_initializer=_init())
     x = images
-    for i in range(cfg.n_up):
+    for i in range(cfg.n_up if cfg.residual else 0):
+        x = _d_residual_block(x, cfg.width * 2 ** i, Conv, conv, i)
+    if cfg.residual:
+        x = keras.layers.LeakyReLU(0.2, name="lrelu_res")(x)
+    for i in range(0 if cfg.residual else cfg.n_up):
         block = dict(conv)
         if cfg.d_block_bias and i > 0:  # the study's first and last convs have no bias, the others do
             block.update(use_bias=True, bias_initializer=_pytorch_uniform(16 * x.shape[-1]))
@@ -240,4 +273,33 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     Dense = SpectralNormDense if cfg.spectral_norm and cfg.spectral_norm_heads else keras.layers.Dense
     realfake = Dense(1, name="realfake_logits", **dense)(x)
     class_logits = Dense(cfg.num_classes, name="class_logits", **dense)(x)
-    return keras.Model(images, [realfake, class_logits], name="discriminator")
+    outputs = [realfake, class_logits]
+    if cfg.projection:
+        # The class embedding of the projection term: row c of the kernel is embed(c); no bias (realfake has it).
+        outputs.append(Dense(cfg.num_classes, name="projection_scores",
+                             **{**dense, "use_bias": False, "bias_initializer": "zeros"})(x))
+    return keras.Model(images, outputs, name="discriminator")
+
+
+def _d_residual_block(x, filters: int, Conv, conv: dict, i: int):
+    """LReLU -> 3x3 conv -> LReLU -> 3x3 conv -> 2x2 avg pool, plus 1x1 conv -> avg pool of the input; the first
+    block (i = 0) has no activation in front, as it sees the image (SNGAN's optimised first block)."""
+    h = x if i == 0 else keras.layers.LeakyReLU(0.2, name=f"res_lrelu_{i}a")(x)
+    h = Conv(filters, 3, padding="same", name=f"res_conv_{i}a", **conv)(h)
+    h = keras.layers.LeakyReLU(0.2, name=f"res_lrelu_{i}b")(h)
+    h = Conv(filters, 3, padding="same", name=f"res_conv_{i}b", **conv)(h)
+    h = keras.layers.AveragePooling2D(2, name=f"res_pool_{i}")(h)
+    skip = keras.layers.AveragePooling2D(2, name=f"res_skip_pool_{i}")(x)
+    skip = Conv(filters, 1, name=f"res_skip_{i}", **conv)(skip)
+    return keras.layers.Add(name=f"res_add_{i}")([h, skip])
+
+
+def conditional_logits(outputs, class_ids):
+    """(real/fake logit [N, 1] for the given classes, class logits [N, C]) from D's outputs: with a projection
+    term, realfake + scores[:, class_ids]; without one, realfake as it is. Every caller of D goes through this."""
+    realfake, class_logits = outputs[0], outputs[1]
+    if len(outputs) > 2:
+        scores = ops.cast(outputs[2], realfake.dtype)
+        one_hot = ops.one_hot(ops.cast(class_ids, "int32"), ops.shape(scores)[-1], dtype=realfake.dtype)
+        realfake = realfake + ops.sum(scores * one_hot, axis=-1, keepdims=True)
+    return realfake, class_logits

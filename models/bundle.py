@@ -56,12 +56,18 @@ def generate(bundle: ModelBundle, class_ids, seed: int, batch_size: int = 256) -
     return out
 
 
-def discriminate(bundle: ModelBundle, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(realfake_logits [N], class_logits [N, C]) of the discriminator."""
+def discriminate(bundle: ModelBundle, images, batch_size: int = 256,
+                 class_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(realfake_logits [N], class_logits [N, C]) of the discriminator. A discriminator with a projection term
+    (trainer.projection) has a class-conditional logit: pass ``class_ids`` [N] for it, else the unconditional
+    part is returned."""
     images = np.asarray(images, np.float32)
     rf, cls = [], []
     for i in range(0, len(images), batch_size):
-        a, b = bundle.discriminator(images[i:i + batch_size], training=False)
+        outputs = bundle.discriminator(images[i:i + batch_size], training=False)
+        if class_ids is not None:
+            outputs = acgan.conditional_logits(outputs, np.asarray(class_ids, np.int32)[i:i + batch_size])
+        a, b = outputs[0], outputs[1]
         rf.append(np.asarray(a)[:, 0])
         cls.append(np.asarray(b))
     if not rf:

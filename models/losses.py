@@ -181,3 +181,20 @@ def r1_penalty(real_input_grads, *, gamma: float, global_batch_size: int) -> tf.
     g = tf.cast(real_input_grads, tf.float32)
     per_example = tf.reduce_sum(tf.square(g), axis=tf.range(1, tf.rank(g)))
     return 0.5 * gamma * _global_mean(per_example, global_batch_size)
+
+
+def mode_seeking_loss(images, noise, labels, *, global_batch_size: int, eps: float = 1e-5) -> tf.Tensor:
+    """Mode seeking (Mao et al. 2019, MSGAN, arXiv:1903.05628), minimised by G: 1 / (d_I / d_z + eps) per pair of
+    the batch with the SAME class, d_I = mean |G(z1) - G(z2)|, d_z = mean |z1 - z2|. G then pays for mapping two
+    noise vectors of one class to nearly one image (collapse). Pairs are row i and row i + n/2 of this replica's
+    batch; pairs of different classes add 0. The sum over pairs is divided by the global number of pairs
+    (global_batch_size / 2), so replicas' values add up as the other losses do.
+    """
+    x = tf.cast(images, tf.float32)
+    half = tf.shape(x)[0] // 2
+    d_img = tf.reduce_mean(tf.abs(x[:half] - x[half:2 * half]), axis=tf.range(1, tf.rank(x)))
+    z = tf.cast(noise, tf.float32)
+    d_z = tf.reduce_mean(tf.abs(z[:half] - z[half:2 * half]), axis=-1)
+    same = tf.cast(tf.equal(labels[:half], labels[half:2 * half]), tf.float32)
+    per_pair = same / (d_img / d_z + eps)
+    return tf.reduce_sum(per_pair) / (global_batch_size / 2)

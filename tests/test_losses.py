@@ -115,3 +115,19 @@ def test_hinge_losses_by_hand():
 def test_r1_penalty_by_hand():
     grads = tf.constant([[[1.0, 2.0]], [[0.0, 3.0]]])  # squared norms 5 and 9
     assert float(losses.r1_penalty(grads, gamma=2.0, global_batch_size=2)) == pytest.approx(0.5 * 2 * (5 + 9) / 2)
+
+
+def test_mode_seeking_loss_by_hand():
+    """Pairs (0, 2) and (1, 3): only the first has one class. d_I = mean |x0 - x2| = 0.5, d_z = mean |z0 - z2| = 2,
+    so its term is 1 / (0.25 + eps); the other pair adds 0; divided by the global pairs (global batch 8 / 2)."""
+    from models.losses import mode_seeking_loss
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    images[2] += 0.5
+    images[3] += 3.0
+    noise = np.array([[0, 0], [0, 0], [2, -2], [1, 1]], np.float32)
+    labels = tf.constant([1, 0, 1, 2])
+    value = mode_seeking_loss(images, noise, labels, global_batch_size=8, eps=1e-5)
+    assert float(value) == pytest.approx((1 / (0.25 + 1e-5)) / 4, rel=1e-6)
+    # Collapse (same image for both noise vectors) costs far more than diverse images.
+    collapsed = mode_seeking_loss(np.zeros((4, 2, 2, 1), np.float32), noise, labels, global_batch_size=8)
+    assert float(collapsed) > 1000 * float(value)

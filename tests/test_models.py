@@ -127,17 +127,25 @@ def test_augment_names_match_the_config_choices():
 
 
 def test_discriminate_pair_concatenates_only_without_batchnorm():
+    """One call on real ++ fake equals two separate calls (without BN); with a projection term each half's logit
+    is conditional on its own classes (real labels, fake labels) in both paths."""
     from components.trainer.gan_model import ACGAN
 
     real, fake = tf.random.normal([3, 16, 16, 1]), tf.random.normal([3, 16, 16, 1])
-    for bn in (False, True):
-        cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn, d_batch_norm=bn)
+    labels, fake_labels = tf.constant([0, 1, 1]), tf.constant([1, 0, 0])
+    for bn, projection in ((False, False), (True, False), (False, True), (True, True)):
+        cfg = acgan.ArchConfig(image_shape=(16, 16, 1), num_classes=2, noise_dim=4, width=2, batch_norm=bn,
+                               d_batch_norm=bn, projection=projection)
         d = acgan.build_discriminator(cfg)
         gan = ACGAN(acgan.build_generator(cfg), d, num_classes=2, global_batch_size=3)
-        out, _ = gan.discriminate_pair(real, fake, training=True)
-        separate = d(real, training=True)[0], d(fake, training=True)[0]
+        out, _ = gan.discriminate_pair(real, fake, labels, fake_labels, training=True)
+        separate = (acgan.conditional_logits(d(real, training=True), labels)[0],
+                    acgan.conditional_logits(d(fake, training=True), fake_labels)[0])
         np.testing.assert_allclose(out.real_logits.numpy(), separate[0].numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(out.fake_logits.numpy(), separate[1].numpy(), rtol=1e-4, atol=1e-5)
+        if projection:  # the class really enters: the other labels give other logits
+            swapped = acgan.conditional_logits(d(real, training=True), fake_labels)[0]
+            assert not np.allclose(swapped.numpy(), separate[0].numpy())
 
 
 def test_reference_config_builds_the_studys_networks_exactly():
@@ -163,3 +171,44 @@ def test_reference_config_builds_the_studys_networks_exactly():
     assert (cfg.class_weighted_loss, cfg.class_loss, cfg.class_loss_normalization, cfg.fake_labels) == (
         True, "nll_softmax", "weight_sum", "prior")
     assert (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.noise_dim) == (1e-4, 1e-4, 0.5, 0.999, 32, 100)
+
+
+def test_projection_term_is_realfake_plus_the_class_embedding_dot_features():
+    """conditional_logits by hand: realfake + <embed(y), features>, with embed(y) row y of the projection kernel."""
+    import keras
+    base = acgan.ArchConfig(image_shape=(16, 16, 3), num_classes=3, noise_dim=8, width=4)
+    proj = acgan.ArchConfig(image_shape=(16, 16, 3), num_classes=3, noise_dim=8, width=4, projection=True)
+    d, d0 = acgan.build_discriminator(proj), acgan.build_discriminator(base)
+    assert d.count_params() == d0.count_params() + 3 * 4  # one embedding row of width s per class, no bias
+    x = tf.random.normal([5, 16, 16, 3])
+    y = np.array([0, 1, 2, 2, 1], np.int32)
+    out = d(x)
+    assert len(out) == 3 and tuple(out[2].shape) == (5, 3) and len(d0(x)) == 2
+    features = keras.Model(d.inputs, d.get_layer("features").output)(x).numpy()
+    embed = d.get_layer("projection_scores").kernel.numpy()  # [s, C]
+    rf, cls = acgan.conditional_logits(out, y)
+    expected = out[0].numpy()[:, 0] + np.einsum("ns,sn->n", features, embed[:, y])
+    np.testing.assert_allclose(np.asarray(rf)[:, 0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(cls), out[1].numpy())
+    other = acgan.conditional_logits(out, (y + 1) % 3)[0]
+    assert not np.allclose(np.asarray(other), np.asarray(rf))  # the class changes the logit
+    # Without a projection term the logit is D's realfake output as it is.
+    out0 = d0(x)
+    np.testing.assert_array_equal(np.asarray(acgan.conditional_logits(out0, y)[0]), out0[0].numpy())
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (32, 64, 1)])
+def test_residual_networks_keep_the_shapes_and_add_skip_paths(shape):
+    cfg = acgan.ArchConfig(image_shape=shape, num_classes=3, noise_dim=8, width=4, residual=True,
+                           spectral_norm=True, batch_norm=True, g_upsample="resize", projection=True)
+    g, d = acgan.build_generator(cfg), acgan.build_discriminator(cfg)
+    x = g([tf.random.normal([2, 8]), tf.constant([0, 2])], training=True)
+    assert tuple(x.shape) == (2, *shape)
+    rf, cls, scores = d(x, training=True)
+    assert tuple(rf.shape) == (2, 1) and tuple(cls.shape) == (2, 3) and tuple(scores.shape) == (2, 3)
+    # n_up - 1 upsampling blocks in G, n_up downsampling blocks in D, each with a 1x1 shortcut.
+    n_up = cfg.n_up
+    assert sum(layer.name.startswith("res_add_") for layer in g.layers) == n_up - 1
+    assert sum(layer.name.startswith("res_add_") for layer in d.layers) == n_up
+    assert isinstance(d.get_layer("res_skip_0"), acgan.SpectralNormConv2D)
+    assert tuple(d.get_layer(f"res_add_{n_up - 1}").output.shape[1:3]) == cfg.base_grid

@@ -212,3 +212,52 @@ def test_reuse_fakes_trains_g_on_the_d_phase_fakes(examples, tmp_path):
     assert runs[True][0]["g_loss"] != runs[False][0]["g_loss"]
     g = [load_model_bundle(tmp_path / f"reuse{i}", ema=False).generator.get_weights() for i in (0, 1)]
     assert any(not np.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(*g))
+
+
+def test_projection_and_residual_train_and_the_white_box_attack_reads_the_conditional_logit(examples, tmp_path):
+    """trainer.projection + trainer.residual (with hinge, R1, mode seeking, spectral norm on every layer): a short
+    real run; the
+    bundle's D has the projection output, discriminate(class_ids=...) and the evaluator's white-box scores give the
+    class-conditional logit, and the projection embedding was trained (moved from its initial value)."""
+    import keras
+
+    from components.evaluator.privacy.model_attacks import discriminator_scores
+    from models import acgan
+
+    cfg = load_config(None, TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=3",
+                                    "trainer.checkpoint_every=3", "trainer.projection=true", "trainer.residual=true",
+                                    "trainer.spectral_norm=true", "trainer.spectral_norm_heads=true",
+                                    "trainer.adversarial_loss='hinge'", "trainer.r1_gamma=1.0",
+                                    "trainer.g_upsample='resize'", "trainer.generator_batch_norm=true",
+                                    "trainer.diffaugment='translation,cutout'", "trainer.mode_seeking=1.0"])
+    out = tmp_path / "model"
+    SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
+    rows = read_stats(out / "stats.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("d_loss", "g_loss", "r1_penalty", "g_mode_seeking"))
+    assert max(r["g_mode_seeking"] for r in rows) > 0  # same-class pairs were found and paid for
+    bundle = load_model_bundle(out)
+    assert len(bundle.discriminator.outputs) == 3
+    assert any(layer.name.startswith("res_add_") for layer in bundle.discriminator.layers)
+    images, y = generate(bundle, [0, 1, 2, 2], seed=0), np.array([0, 1, 2, 2])
+    rf_uncond, cls = discriminate(bundle, images)
+    rf, cls_c = discriminate(bundle, images, class_ids=y)
+    scores = np.asarray(bundle.discriminator(images, training=False)[2])
+    np.testing.assert_allclose(rf, rf_uncond + scores[np.arange(4), y], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cls, cls_c)
+    logit, _, _ = discriminator_scores(bundle.discriminator, images, y, batch=3)
+    np.testing.assert_allclose(logit, rf, rtol=1e-5, atol=1e-6)
+    arch = json.loads((out / "model_info.json").read_text())["arch"]
+    assert arch["projection"] is True and arch["residual"] is True
+    arch = acgan.ArchConfig(**{**arch, "image_shape": tuple(arch["image_shape"])})
+    keras.utils.set_random_seed(cfg.trainer.seed)  # as build_gan: seed, then G, then D: the run's initial weights
+    acgan.build_generator(arch)
+    start = acgan.build_discriminator(arch)
+    moved = np.abs(bundle.discriminator.get_layer("projection_scores").kernel.numpy()
+                   - start.get_layer("projection_scores").kernel.numpy()).max()
+    assert moved > 1e-4
+
+
+def test_projection_is_refused_under_dp():
+    with pytest.raises(ValueError, match="projection"):
+        load_config(None, ["trainer.dp=true", "trainer.projection=true"]).trainer.validate()

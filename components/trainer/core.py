@@ -43,7 +43,7 @@ def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
                             d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
                             spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
                             d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
-                            head_init=cfg.head_init)
+                            head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual)
 
 
 def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan: DPPlan | None = None) -> ACGAN:
@@ -60,7 +60,7 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 d_steps=cfg.d_steps, class_loss=cfg.class_loss,
                 class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
                 adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma,
-                reuse_fakes=cfg.reuse_fakes)
+                reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.

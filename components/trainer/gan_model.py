@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from models import dp, losses
-from models.acgan import MinibatchStdDev
+from models.acgan import MinibatchStdDev, conditional_logits
 from models.augment import diff_augment
 from models.ema import effective_decay, ema_update
 
@@ -58,8 +58,10 @@ class ACGAN(keras.Model):
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
                  dp_settings: DPSettings | None = None, d_steps: int = 1, class_loss: str = "cross_entropy",
                  class_loss_normalization: str = "batch", fake_labels_from_prior: bool = False,
-                 adversarial_loss: str = "bce", r1_gamma: float = 0.0, reuse_fakes: bool = False):
+                 adversarial_loss: str = "bce", r1_gamma: float = 0.0, reuse_fakes: bool = False,
+                 mode_seeking: float = 0.0):
         super().__init__(name="acgan")
+        self.mode_seeking = mode_seeking
         self.reuse_fakes = reuse_fakes
         self.adversarial_loss = adversarial_loss
         self.r1_gamma = r1_gamma
@@ -91,7 +93,11 @@ class ACGAN(keras.Model):
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
 
-    def discriminate_pair(self, real, fake, training=True, aug=None, r1: bool = False):
+    def _d(self, images, class_ids, training):
+        """D's (real/fake logit for ``class_ids``, class logits): with a projection term the logit is conditional."""
+        return conditional_logits(self.discriminator(images, training=training), class_ids)
+
+    def discriminate_pair(self, real, fake, labels, fake_labels, training=True, aug=None, r1: bool = False):
         """D on the (augmented) real and fake batch -> (DiscriminatorOutputs, R1 input gradients of the real half
         or None).
 
@@ -109,10 +115,10 @@ class ACGAN(keras.Model):
             with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
                 if r1:
                     r1_tape.watch(real_in)
-                real_logits, real_cls = self.discriminator(real_in, training=training)
+                real_logits, real_cls = self._d(real_in, labels, training)
                 real_sum = tf.reduce_sum(real_logits)  # inside the tape: the gradient's target
             grads = r1_tape.gradient(real_sum, real_in) if r1 else None
-            fake_logits, fake_cls = self.discriminator(fake_in, training=training)
+            fake_logits, fake_cls = self._d(fake_in, fake_labels, training)
             return DiscriminatorOutputs(real_logits, fake_logits, real_cls, fake_cls), grads
         n = tf.shape(real)[0]
         both = self._augment(tf.concat([real, fake], axis=0),
@@ -120,7 +126,7 @@ class ACGAN(keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) if r1 else contextlib.nullcontext() as r1_tape:
             if r1:
                 r1_tape.watch(both)
-            logits, cls_logits = self.discriminator(both, training=training)
+            logits, cls_logits = self._d(both, tf.concat([labels, fake_labels], axis=0), training)
             real_sum = tf.reduce_sum(logits[:n])
         # No layer couples examples here, so the real logits' gradient lives in the real rows only.
         grads = r1_tape.gradient(real_sum, both)[:n] if r1 else None
@@ -182,7 +188,8 @@ class ACGAN(keras.Model):
             with tape.stop_recording():  # the D phase is no part of G's gradient
                 d_scalars = self._discriminator_step(batch, fake=tf.stop_gradient(fake))
             aug = batch.get("aug")
-            g_loss, g_scalars = self._generator_loss(fake, fake_labels, None if aug is None else aug[:, 2])
+            g_loss, g_scalars = self._generator_loss(fake, fake_labels, None if aug is None else aug[:, 2],
+                                                     batch["z_d"])
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
         return {**d_scalars, **g_scalars}
@@ -194,7 +201,8 @@ class ACGAN(keras.Model):
         if fake is None:
             fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
-            d_out, r1_grads = self.discriminate_pair(real, fake, aug=batch.get("aug"), r1=self.r1_gamma > 0)
+            d_out, r1_grads = self.discriminate_pair(real, fake, labels, fake_labels, aug=batch.get("aug"),
+                                                      r1=self.r1_gamma > 0)
             d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
             if r1_grads is not None:
@@ -342,22 +350,28 @@ class ACGAN(keras.Model):
         aug = batch.get("aug")
         with tf.GradientTape() as tape:
             fake_g = self.generator([batch["z_g"][:rows], g_labels], training=True)
-            g_loss, scalars = self._generator_loss(fake_g, g_labels, None if aug is None else aug[:rows, 2])
+            g_loss, scalars = self._generator_loss(fake_g, g_labels, None if aug is None else aug[:rows, 2],
+                                                   batch["z_g"][:rows])
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
         return scalars
 
-    def _generator_loss(self, fake_g, g_labels, aug_u):
-        """G's loss on its images (D held fixed) and the G-phase scalars."""
-        g_logits, g_cls_logits = self.discriminator(self._augment(fake_g, aug_u), training=True)
+    def _generator_loss(self, fake_g, g_labels, aug_u, noise):
+        """G's loss on its images (D held fixed) and the G-phase scalars; ``noise`` made ``fake_g``."""
+        g_logits, g_cls_logits = self._d(self._augment(fake_g, aug_u), g_labels, True)
         if self.adversarial_loss == "hinge":
             g_adv = losses.hinge_generator_loss(g_logits, global_batch_size=self.global_batch_size)
         else:
             g_adv = losses.modified_generator_loss(g_logits, global_batch_size=self.global_batch_size)
         g_cls = self._class_loss(g_cls_logits, g_labels)
         g_loss = g_adv + self.aux_weight * g_cls
+        extra = {}
+        if self.mode_seeking > 0:  # on G's own images, before augmentation: it is G's diversity that is rewarded
+            extra["g_mode_seeking"] = losses.mode_seeking_loss(fake_g, noise, g_labels,
+                                                               global_batch_size=self.global_batch_size)
+            g_loss += self.mode_seeking * extra["g_mode_seeking"]
         return g_loss, {
-            "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls,
+            "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls, **extra,
             # The auxiliary head's accuracy on the generator's (G-phase) images.
             "cls_acc_fake": self._rate(tf.equal(tf.argmax(g_cls_logits, -1, tf.int32), g_labels)),
         }

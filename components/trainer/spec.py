@@ -37,6 +37,12 @@ class TrainerConfig:
                 "checkerboard texture)"})
     minibatch_stddev: bool = F(default=False, metadata={
         "help": "append a minibatch standard-deviation channel before D's last conv (ProGAN; against collapse)"})
+    projection: bool = F(default=False, metadata={
+        "help": "a projection term beside the auxiliary classifier (Miyato & Koyama 2018): D's real/fake logit "
+                "for class y gains <embed(y), features>; not with dp"})
+    residual: bool = F(default=False, metadata={
+        "help": "residual blocks in G and D (two 3x3 convs + 1x1 shortcut; nearest up / average-pool down) "
+                "instead of the study's single 4x4 (de)convolutions"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
@@ -52,6 +58,9 @@ class TrainerConfig:
         "help": "bce: the study's non-saturating GAN loss; hinge: max(0, 1 -+ D) for D, -D for G"})
     r1_gamma: float = F(default=0.0, metadata={
         "range": (0.0, 1e4), "help": "R1 penalty gamma/2 |grad_x D(x)|^2 on D's (augmented) real input; 0 = off"})
+    mode_seeking: float = F(default=0.0, metadata={
+        "range": (0.0, 100.0), "help": "lambda of the mode-seeking term (MSGAN): G pays 1 / (image distance / noise "
+                                       "distance) for same-class pairs of its batch; 0 = off"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
     class_loss: str = F(default="cross_entropy", metadata={
@@ -162,10 +171,12 @@ class TrainerConfig:
     def _validate_dp(self) -> None:
         """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
         for name, value, allowed in (("adversarial_loss", self.adversarial_loss, "bce"),
+                                     ("projection", self.projection, False),
                                      ("r1_gamma", self.r1_gamma, 0.0), ("minibatch_stddev", self.minibatch_stddev, False)):
             if value != allowed:
                 raise ValueError(f"trainer.dp with {name} = {value!r}: the DP discriminator step supports "
-                                 f"{name} = {allowed!r} only (minibatch_stddev couples real examples)")
+                                 f"{name} = {allowed!r} only (minibatch_stddev couples real examples; the DP step calls D "
+                                 f"without the projection term's classes)")
         if self.class_loss != "cross_entropy":
             raise ValueError("trainer.dp with class_loss = 'nll_softmax': the DP discriminator step implements "
                              "cross_entropy only")

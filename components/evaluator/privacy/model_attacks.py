@@ -85,10 +85,15 @@ def discriminator_scores(discriminator, images: np.ndarray, class_ids: np.ndarra
     """(real/fake logit [N], softmax probability of the true class [N], seconds per query)."""
     import tensorflow as tf
 
+    from models.acgan import conditional_logits
+
     start = time.perf_counter()
     logits, probs = [], []
     for lo in range(0, len(images), batch):
-        rf, cls = discriminator(tf.constant(np.asarray(images[lo:lo + batch], np.float32)), training=False)
+        # The logit D was trained with: conditional on the query's class when D has a projection term.
+        rf, cls = conditional_logits(
+            discriminator(tf.constant(np.asarray(images[lo:lo + batch], np.float32)), training=False),
+            np.asarray(class_ids[lo:lo + batch], np.int32))
         p = tf.nn.softmax(tf.cast(cls, tf.float32), axis=-1).numpy()
         logits.append(np.asarray(rf, np.float64).reshape(-1))
         probs.append(p[np.arange(len(p)), np.asarray(class_ids[lo:lo + batch])])
