@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.evaluator.features.embeddings import sha256_file  # noqa: F401 (also used by models/vu_encoder)
+
 NAME = "vu-encoder"
 VERSION = "v1"
 INPUT_SPEC = {"height": 64, "width": 64, "slices": 9, "value_range": [-1.0, 1.0], "input_levels": 127}
@@ -235,16 +237,6 @@ def texture_energies(z: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-
-def sha256_file(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def read_card(card_path: str | Path = CARD_FILE) -> dict:
     path = Path(card_path)
