@@ -83,6 +83,15 @@ class _SpectralNorm:
     non-trainable weight saved with the layer) and the kernel divided by its largest singular value. A subclass
     names its output width ``_sn_width``."""
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_power_vector()
+
+    def _bias_and_activation(self, outputs):
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)  # (width,) broadcasts over the last axis
+        return self.activation(outputs) if self.activation is not None else outputs
+
     def _add_power_vector(self) -> None:
         self.vector_u = self.add_weight(shape=(1, self._sn_width), initializer=keras.initializers.RandomNormal(0, 1),
                                         trainable=False, name="vector_u", aggregation="only_first_replica")
@@ -124,15 +133,9 @@ class SpectralNormConv2D(_SpectralNorm, keras.layers.Conv2D):
     def _sn_width(self) -> int:
         return self.filters
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_power_vector()
-
     def call(self, inputs, training=False):
         outputs = self.convolution_op(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
-        if self.use_bias:
-            outputs = outputs + ops.reshape(self.bias, (1, 1, 1, self.filters))
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="vugan")
@@ -144,15 +147,9 @@ class SpectralNormDense(_SpectralNorm, keras.layers.Dense):
     def _sn_width(self) -> int:
         return self.units
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_power_vector()
-
     def call(self, inputs, training=False):
         outputs = ops.matmul(inputs, ops.cast(self.normalized_kernel(training), inputs.dtype))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="vugan")

@@ -302,36 +302,39 @@ def content_digests(paths: list[str], workers: int = 8) -> dict[str, str]:
     return {norm: digest for (norm, _), digest in zip(to_hash, hashed) if digest}
 
 
+def _image_files(path: str) -> list[str] | None:
+    """The files whose bytes make up an image: the file itself, or a local DICOM folder's files in name order;
+    None for a remote folder (checked by path and scan_id only: listing every object costs too much)."""
+    if readers._is_dir(path):
+        if "://" in path:
+            return None
+        return [os.path.join(path, n) for n in sorted(os.listdir(path)) if os.path.isfile(os.path.join(path, n))]
+    return [path]
+
+
 def _content_size(path: str):
-    """(file count, total bytes) of a file or a local DICOM folder, from metadata; None when unknown (missing,
-    unreadable, or a remote folder, which is checked by path and scan_id only: listing every object costs too
-    much). The reader reports a missing or unreadable image on its own."""
+    """(file count, total bytes) of an image, from metadata; None when unknown (missing, unreadable, a remote
+    folder). The reader reports a missing or unreadable image on its own."""
     try:
-        if readers._is_dir(path):
-            if "://" in path:
-                return None
-            names = [os.path.join(path, n) for n in os.listdir(path)]
-            sizes = [os.path.getsize(n) for n in names if os.path.isfile(n)]
-            return (len(sizes), sum(sizes))
+        files = _image_files(path)
+        if files is None:
+            return None
         if "://" in path:
             import tensorflow as tf
             return (1, int(tf.io.gfile.stat(path).length))
-        return (1, os.path.getsize(path))
+        return (len(files), sum(os.path.getsize(f) for f in files))
     except Exception:  # OSError, tf NotFoundError
         return None
 
 
 def file_digest(path: str) -> str:
-    """sha256 of a file's bytes (a DICOM folder: of its files' bytes in name order), streamed; '' if unreadable."""
+    """sha256 of an image's bytes (a DICOM folder: of its files' bytes in name order), streamed; '' if unreadable
+    or a remote folder."""
     digest = hashlib.sha256()
     try:
-        if readers._is_dir(path):
-            if "://" in path:
-                return ""  # remote folders: path and scan_id checks only (listing every object costs too much)
-            names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
-            files = [os.path.join(path, n) for n in names]
-        else:
-            files = [path]
+        files = _image_files(path)
+        if files is None:
+            return ""
         for f in files:
             if "://" in f:
                 import tensorflow as tf
