@@ -10,6 +10,11 @@ if str(ROOT) not in sys.path:
 from pipeline import tf_env  # noqa: E402
 
 tf_env.configure()  # oneDNN and threads as the vugan command sets them, before any test imports TensorFlow
+# The evaluator caches real-split features under $XDG_CACHE_HOME (components/evaluator/features/cache.py): tests
+# (and the vugan processes they start, which inherit the environment) use a folder of their own, never the user's.
+import tempfile  # noqa: E402
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vugan-test-cache-")
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 

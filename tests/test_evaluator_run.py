@@ -102,6 +102,23 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert headline["utility.tstr_balanced_accuracy"] == metrics["utility"]["tstr_balanced_accuracy"]
 
 
+def test_real_split_features_go_through_the_cache_and_equal_fresh_ones(evaluation):
+    """The fixed embedders' real-split features are cached (conftest points XDG_CACHE_HOME at a test folder); the
+    domain encoder, trained in this run, never is; what the cache holds is what the embedder computes afresh."""
+    from components.evaluator.features import cache
+    from components.evaluator.features.embeddings import vu_embedder
+    from components.schema import load_split
+
+    out, _, _ = evaluation
+    timings = json.loads((out / "metrics.json").read_text())["timings"]
+    for emb in ("vu", "inception", "radiomics"):
+        assert set(timings[f"embed_{emb}"]["real_feature_cache"].values()) <= {"stored", "hit"}, emb
+    assert timings["embed_domain"]["real_feature_cache"] == {"train": "off", "holdout": "off"}
+    train = load_split(str(out.parent / "examples"), "train")
+    feats, status = cache.cached_features(vu_embedder(), train.images, cache.resolve_folder("auto"))
+    assert status == "hit" and np.array_equal(feats, vu_embedder()(train.images))
+
+
 def test_without_inception_weights_fid_is_reported_skipped(tmp_path):
     from components.evaluator.run import inception_or_skip
 

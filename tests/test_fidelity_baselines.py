@@ -156,6 +156,48 @@ def test_spectrum_shares_of_a_checkerboard_and_a_flat_unit():
     assert radiomics.spectrum(stripes)[0][:2] == pytest.approx((0.0, 1.0), abs=1e-6)
 
 
+def test_texture_features_do_not_depend_on_a_units_contrast_but_raw_mean_and_sd_do():
+    rng = np.random.default_rng(3)
+    half = np.repeat([0.0, 1.0], 16 * 16 * 3 // 2)  # two values, equally often: z = +-1 exactly
+    levels = np.stack([rng.permutation(half) for _ in range(2)]).reshape(2, 16, 16, 3)
+    a = (levels - 0.5).astype(np.float32)  # values -0.5 / 0.5
+    b = (0.4 * levels - 0.1).astype(np.float32)  # the same pattern at 0.4x the contrast, shifted
+    fa, fb = radiomics.radiomics_features(a), radiomics.radiomics_features(b)
+    raw = [radiomics.FEATURE_NAMES.index(n) for n in ("mean", "std")]
+    texture = [i for i in range(len(radiomics.FEATURE_NAMES)) if i not in raw]
+    assert fa[:, texture] == pytest.approx(fb[:, texture], abs=1e-5)
+    assert fb[:, raw[1]] == pytest.approx(0.4 * fa[:, raw[1]], rel=1e-5)  # the s.d. keeps the contrast
+    assert np.all(np.abs(radiomics.contrast_normalised(a)) == pytest.approx(1 / radiomics.NORMALISED_SD))
+
+
+def test_band_spectrum_of_stripes_worked_by_hand():
+    yy, xx = np.mgrid[0:16, 0:16]
+    across_x = np.cos(2 * np.pi * xx / 4.0)[None, :, :, None]  # 0.25 cycles/px along x only
+    f = radiomics.band_spectrum(across_x)[0]
+    bands = list(zip(radiomics.BANDS[:-1], radiomics.BANDS[1:]))
+    for (lo, hi), value in zip(bands, f[:len(bands)]):
+        assert value == pytest.approx(0.0 if lo < 0.25 <= hi else math.log(1e-8), abs=1e-6)  # share 1 or 0
+    power = 2 * (16 * 16 / 2) ** 2  # a unit cosine: two conjugate peaks of |256 / 2|^2 each
+    low, mid, high = f[len(bands):]
+    assert (low, mid) == pytest.approx((0.0, 0.0))  # no power there: 1e-8 / 1e-8
+    assert high == pytest.approx(math.log((power + 1e-8) / 1e-8), rel=1e-6)  # all power along x
+    along_y = radiomics.band_spectrum(np.swapaxes(across_x, 1, 2))[0]
+    assert along_y[-1] == pytest.approx(-high, rel=1e-6)  # the same stripes turned: the balance flips sign
+
+
+def test_whitening_makes_the_reference_covariance_the_identity_and_floors_thin_directions():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(500, 3)) @ np.array([[3.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.2]])
+    mean, matrix = radiomics.whitening(base, floor=0.0)
+    white = (base - mean) @ matrix
+    assert np.cov(white, rowvar=False) == pytest.approx(np.eye(3), abs=1e-9)
+    mean, matrix = radiomics.whitening(base, floor=0.05)
+    z = (base - base.mean(0)) / base.std(0)  # z-scored with the population s.d., as standardiser does
+    lam = np.linalg.eigvalsh(np.cov(z, rowvar=False))
+    shrunk = np.linalg.eigvalsh(np.cov((base - mean) @ matrix, rowvar=False))
+    assert np.sort(shrunk) == pytest.approx(np.sort(lam / (lam + 0.05)), abs=1e-9)  # lambda / (lambda + floor)
+
+
 
 
 def test_inception_sees_every_slice_as_three_rgb_triplets():

@@ -85,7 +85,7 @@ def test_any_crop_size_maps_onto_the_input_spec():
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=1", "evaluator.msssim_pairs=10",
         "evaluator.swd_projections=8", "evaluator.prdc_k=3", "evaluator.domain_encoder=true",
-        "privacy.enabled=false"]
+        "privacy.enabled=false", "evaluator.feature_cache=off"]  # each process embeds the real splits itself
 
 
 def test_two_evaluations_one_pinned_to_one_core_give_identical_fd_vu_kd_vu_prdc(tmp_path):

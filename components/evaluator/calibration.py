@@ -92,9 +92,9 @@ def calibrate(train: UnitArrays, holdout: UnitArrays, fresh: UnitArrays, spaces:
         row = {"spaces": {}}
         for name, emb in spaces.items():
             feats = {**real_feats[name], "synthetic": emb(syn.images)}
-            if emb.standardise:
-                mean, scale = radiomics.standardiser(feats["train"])
-                feats = {k: (v - mean) / scale for k, v in feats.items()}
+            if emb.whiten_on_train:
+                mean, matrix = radiomics.whitening(feats["train"])
+                feats = {k: (v - mean) @ matrix for k, v in feats.items()}
             res = core.fidelity_in_space(feats, labels, groups, class_names, cfg, seed)
             row["spaces"][name] = {"against_holdout": _brief(res["against_holdout"]["overall"]),
                                    "against_train": _brief(res["overall"]), "copying": res["copying"]["flagged"]}

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from components.evaluator.features import cache as feature_cache
 from components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
 from components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
                                                       radiomics_embedder, vu_embedder)
@@ -296,14 +297,17 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     fid: dict = {"embeddings": {}, "skipped": {}}
     if inception is None:
         fid["skipped"]["inception"] = inception_skip_reason or "no Inception weights configured"
+    cache_folder = feature_cache.resolve_folder(cfg.feature_cache)
     for emb in embedders:
         n = len(train) + len(holdout) + len(used)
         with timer.stage(f"embed_{emb.key}", n):
-            feats = {"train": emb(train.images), "holdout": emb(holdout.images),
-                     "synthetic": emb(synthetic.images[used])}
-            if emb.standardise:  # one scaling for every set: the real train split's
-                mean, scale = radiomics.standardiser(feats["train"])
-                feats = {k: (v - mean) / scale for k, v in feats.items()}
+            (f_train, s_train), (f_hold, s_hold) = (
+                feature_cache.cached_features(emb, split.images, cache_folder, timer.log) for split in (train, holdout))
+            feats = {"train": f_train, "holdout": f_hold, "synthetic": emb(synthetic.images[used])}
+            if emb.whiten_on_train:  # one transform for every set: the real train split's
+                mean, matrix = radiomics.whitening(feats["train"])
+                feats = {k: (v - mean) @ matrix for k, v in feats.items()}
+        timer.stages[f"embed_{emb.key}"]["real_feature_cache"] = {"train": s_train, "holdout": s_hold}
         with timer.stage(f"fidelity_{emb.key}", n):
             fid["embeddings"][emb.key] = {
                 "distance_name": emb.distance_name, "kernel_name": emb.kernel_name,

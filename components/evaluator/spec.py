@@ -23,6 +23,11 @@ class EvaluatorConfig:
     inception_input_size: int = F(default=299, metadata={
         "range": (75, 512), "help": "square input size of InceptionV3 (299 as published; 75 is the minimum)"})
     inception_batch_size: int = F(default=64, metadata={"range": (1, 4096), "help": "images per Inception batch"})
+    feature_cache: str = F(default="auto", metadata={
+        "help": "folder caching the REAL splits' features of the fixed embedders (VU encoder, Inception, radiomics) by "
+                "content sha256 and embedder identity (features/cache.py): 'auto' = $XDG_CACHE_HOME/vugan/features "
+                "or ~/.cache/vugan/features; '' or 'off' = no cache. It holds features of real units (no "
+                "identifiers): keep it on the machine with the scans"})
     domain_encoder: bool = F(default=True, metadata={
         "help": "also report FD-domain/KD-domain on a small CNN trained in this run on the real TEST split (never "
                 "on the units it embeds; reused by the privacy attacks); its numbers depend on the machine, the "

@@ -40,7 +40,10 @@ class Embedder:
     fn: Callable[[np.ndarray], np.ndarray]  # images [n, H, W, K] in [-1, 1] -> features [n, D]
     batch_size: int = 256
     provenance: dict = dataclasses.field(default_factory=dict)  # weights file, sha256, input size ...
-    standardise: bool = False  # z-score features with the real train split's mean and spread before distances
+    whiten_on_train: bool = False  # whiten features with the real train split (radiomics.whitening) before distances
+    # What makes two embedders' features of the same units equal (weights sha256, version, input mapping): real
+    # splits' features are cached under it (features/cache.py). Empty: never cached (a per-run learned network).
+    cache_identity: str = ""
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of all ``images``, computed ``batch_size`` at a time (bounded memory)."""
@@ -110,7 +113,7 @@ def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_si
         description=(f"Keras ImageNet InceptionV3 features (2048-d pool, mean over three RGB triplets of all "
                      f"slices, each resized to {input_size}x{input_size}); not the standard FID network, so not "
                      f"comparable with published FIDs"),
-        fn=fn, batch_size=batch_size,
+        fn=fn, batch_size=batch_size, cache_identity=f"inception|{digest}|{input_size}|triplets-v1",
         provenance={"weights_file": str(path.resolve()), "weights_sha256": digest, "input_size": input_size,
                     "input_mapping": "nine slices spread over K as three RGB triplets, bilinear antialiased "
                                      "resize, [-1, 1], features averaged over the triplets; compiled"})
@@ -136,6 +139,7 @@ def vu_embedder(batch_size: int = 64, weights_path: str | Path | None = None,
                      f"pooled conv features (self-supervised + reconstruction trained on public phantom and "
                      f"../shared/data scans); exact integer arithmetic: identical on any machine"),
         fn=encoder.features, batch_size=batch_size,
+        cache_identity=f"vu|{card['name']}|{card['version']}|{card['sha256']}",
         provenance={"name": card["name"], "version": card["version"], "sha256": card["sha256"],
                     "weights_file": _repo_relative(weights), "dim": encoder.dim,
                     "input_spec": "any crop resampled to 64x64x9 (linear), quantised to round(127 x)",
@@ -180,9 +184,14 @@ def radiomics_embedder(batch_size: int = 256) -> Embedder:
 
     return Embedder(
         key="radiomics", distance_name="FRD", kernel_name="KD-radiomics",
-        description=(f"{len(radiomics.FEATURE_NAMES)} radiomics features per unit (first order, sharpness, GLCM, "
-                     f"GLRLM on {radiomics.LEVELS} fixed grey levels, all slices), z-scored with the real train "
-                     f"split's mean and spread; no network"),
-        fn=radiomics.radiomics_features, batch_size=batch_size, standardise=True,
-        provenance={"features": ", ".join(radiomics.FEATURE_NAMES), "grey_levels": radiomics.LEVELS,
-                    "standardised_on": "real train split"})
+        description=(f"{len(radiomics.FEATURE_NAMES)} radiomics features per unit ({radiomics.FEATURES_VERSION}: raw "
+                     f"mean and s.d.; first order, sharpness, GLCM and GLRLM on {radiomics.LEVELS} fixed grey levels "
+                     f"and Fourier texture of the contrast-normalised unit; log band powers and x/y balance of the "
+                     f"spectrum; all slices), whitened with the real train split; no network"),
+        fn=radiomics.radiomics_features, batch_size=batch_size, whiten_on_train=True,
+        cache_identity=f"radiomics|{radiomics.FEATURES_VERSION}|{radiomics.LEVELS}",
+        provenance={"features": ", ".join(radiomics.FEATURE_NAMES), "version": radiomics.FEATURES_VERSION,
+                    "grey_levels": radiomics.LEVELS, "contrast_normalisation": f"unit z-score / "
+                    f"{radiomics.NORMALISED_SD:g}, clipped to [-1, 1]",
+                    "whitened_on": f"real train split (z-score, then ZCA with eigenvalue floor "
+                                   f"{radiomics.WHITENING_FLOOR:g})"})

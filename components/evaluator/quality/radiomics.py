@@ -1,12 +1,19 @@
 """Network-free radiomics features of a vertebral unit, for the Fréchet Radiomic Distance (FRD).
 
-Why our own: the ``frd-score`` package (1.0.1) does not install with our pins (README "Packages": it needs
-pyradiomics, whose wheels are built against numpy<2 / Python <= 3.11). The features follow the IBSI / pyradiomics
-definitions on a FIXED bin grid, so two sets are binned identically (a bin WIDTH, not a per-image range, as
-radiomics advises for intensity-normalised images):
+Why our own: the ``frd-score`` package (1.0.1) installs with our pins but its pyradiomics extraction costs
+0.14-0.28 s per unit (docs/evaluation.md): 23-47 minutes for a 10,000-unit evaluation on 2 cores. The features
+follow the IBSI / pyradiomics definitions on a FIXED bin grid, so two sets are binned identically.
 
-  * first order (all voxels of the unit, every slice): mean, standard deviation, skewness, excess kurtosis,
-    10th/50th/90th percentile, interquartile range, mean absolute deviation, histogram entropy and uniformity;
+Contrast first (IBSI's advice for MR, whose intensities have no physical unit): every unit is CONTRAST-NORMALISED
+(z-scored over all its voxels, divided by NORMALISED_SD and clipped to [-1, 1]) before its texture is measured, and
+its raw brightness and contrast are kept as two features of their own. Without this the spread of contrast between
+patients, scanners and sequences moved every texture feature at once and hid blur and the GAN's checkerboard within
+the spread of 5-12 real patients (the generators of configs/demo.toml scored FRD 3.2-3.8 while a person sees at a
+glance that they are not real; docs/evaluation.md).
+
+  * raw: mean and standard deviation of the unit as stored;
+  * first order (normalised unit, every slice): skewness, excess kurtosis, 10th/50th/90th percentile, interquartile
+    range, mean absolute deviation, histogram entropy and uniformity;
   * sharpness: mean and standard deviation of the in-plane gradient magnitude, variance of the in-plane
     Laplacian, mean absolute difference between neighbouring slices, and the first two of those on the two EDGE
     slices alone (the reference study's artefacts were at the edge slices);
@@ -16,20 +23,32 @@ radiomics advises for intensity-normalised images):
   * GLRLM (grey-level run lengths, 16 levels, rows and columns pooled): short- and long-run emphasis, grey-level
     and run-length non-uniformity (normalised), run percentage;
   * Fourier texture: the share of in-plane power in a high and a mid spatial-frequency band (all slices, and the
-    high band on the edge slices) and gradient / standard deviation. These do not depend on a unit's contrast, so
-    they vary little between real patients, and they are what blur and the GAN's checkerboard change most.
+    high band on the edge slices) and gradient / standard deviation;
+  * power spectrum (raw unit): the log share of in-plane power in each of seven radial bands (BANDS) and, in three
+    bands, the log ratio of power along x over power along y (streaks and stripes tilt it; blur empties the high
+    bands; a checkerboard fills them).
 
-Every function is pure numpy and deterministic (same input bytes, same features, on any machine). The distance
-itself is fidelity.frechet_distance on the features z-scored with the REAL TRAIN split's mean and spread
-(one scaling for every set of a comparison).
+Every function is pure numpy and deterministic. The distance is fidelity.frechet_distance on the features WHITENED
+with the real TRAIN split (whitening: z-score, then ZCA by its correlation matrix, one transform for every set of a
+comparison): correlated features (nine first-order statistics all following a unit's intensity profile) would
+otherwise give one direction of real variation many votes and outvote a texture defect.
 """
 from __future__ import annotations
 
 import numpy as np
 
+FEATURES_VERSION = "frd-features-2"  # bump whenever a feature changes: cached features (features/cache.py) key on it
 LEVELS = 16
 HIST_BINS = 32
 GLCM_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))  # (dy, dx): right, down, down-right, down-left
+
+NORMALISED_SD = 3.0  # a contrast-normalised unit spans +-3 standard deviations of its own voxels on [-1, 1]
+# Radial bands of the in-plane power spectrum (cycles per pixel) and the three bands whose x/y balance is measured.
+BANDS = (0.03, 0.06, 0.1, 0.15, 0.22, 0.3, 0.4, 1.0)
+ANISOTROPY_BANDS = ((0.03, 0.1), (0.1, 0.22), (0.22, 1.0))
+# Added to every eigenvalue of the train split's correlation matrix before whitening: directions with less than 5% of
+# one feature's variance (near-collinear combinations, noisy with ~200 units in 42 dimensions) are damped, not blown up.
+WHITENING_FLOOR = 0.05
 
 FEATURE_NAMES = (
     "mean", "std", "skewness", "kurtosis", "p10", "p50", "p90", "iqr", "mad", "entropy", "uniformity",
@@ -37,6 +56,8 @@ FEATURE_NAMES = (
     "glcm_contrast", "glcm_dissimilarity", "glcm_homogeneity", "glcm_asm", "glcm_entropy", "glcm_correlation",
     "glrlm_sre", "glrlm_lre", "glrlm_gln", "glrlm_rln", "glrlm_rp",
     "spectrum_high", "spectrum_mid", "spectrum_high_edge", "gradient_over_std",
+    *(f"log_power_{lo:g}_{hi:g}" for lo, hi in zip(BANDS[:-1], BANDS[1:])),
+    *(f"log_x_over_y_{lo:g}_{hi:g}" for lo, hi in ANISOTROPY_BANDS),
 )
 # Bands of the in-plane power spectrum, radius in cycles per pixel (0.5 = Nyquist on an axis): the HIGH band holds a 2-4 px
 # checkerboard and fine noise, the MID band fine anatomy; blur empties both.
@@ -212,14 +233,59 @@ def glrlm_features(levels_img: np.ndarray, levels: int = LEVELS) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- all
 
+def contrast_normalised(images: np.ndarray) -> np.ndarray:
+    """[n, ...] -> each unit z-scored over all its voxels, / NORMALISED_SD, clipped to [-1, 1] (a constant unit: 0)."""
+    x = np.asarray(images, np.float32)
+    flat = x.reshape(len(x), -1)
+    mean = flat.mean(1, dtype=np.float64).astype(np.float32)
+    std = flat.std(1, dtype=np.float64).astype(np.float32)
+    shape = (len(x),) + (1,) * (x.ndim - 1)
+    z = (x - mean.reshape(shape)) / np.maximum(std, 1e-6).reshape(shape)
+    return np.clip(z / NORMALISED_SD, -1.0, 1.0)
+
+
+def band_spectrum(images: np.ndarray) -> np.ndarray:
+    """[n, H, W, K] -> [n, 10]: log share of each slice's in-plane power (mean removed) in the seven BANDS, and the
+    log ratio of power with |f_x| > |f_y| over power with |f_y| > |f_x| in the three ANISOTROPY_BANDS, averaged over
+    slices. Shares and ratios do not depend on the unit's contrast."""
+    x = np.asarray(images, np.float32)
+    n, h, w, k = x.shape
+    centred = x - x.mean((1, 2), keepdims=True)
+    power = np.abs(np.fft.rfft2(centred, axes=(1, 2))) ** 2  # [n, h, w//2+1, k]
+    fy = np.abs(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    # rfft2 keeps one of each conjugate pair: every column but f_x = 0 (and Nyquist, for even w) stands for two bins.
+    twice = np.full(fx.shape[1], 2.0)
+    twice[0] = 1.0
+    if w % 2 == 0:
+        twice[-1] = 1.0
+    power = power * twice[None, None, :, None]
+    radius = np.sqrt(fy ** 2 + fx ** 2)
+    total = power.sum((1, 2)) + 1e-12  # [n, k]
+
+    def band_power(mask):
+        return (power * mask[None, :, :, None]).sum((1, 2))  # [n, k]
+
+    out = [np.log(band_power((radius > lo) & (radius <= hi)) / total + 1e-8).mean(1, dtype=np.float64)
+           for lo, hi in zip(BANDS[:-1], BANDS[1:])]
+    for lo, hi in ANISOTROPY_BANDS:
+        band = (radius > lo) & (radius <= hi)
+        along_x, along_y = band_power(band & (fx > fy)), band_power(band & (fy > fx))
+        out.append(np.log((along_x + 1e-8) / (along_y + 1e-8)).mean(1, dtype=np.float64))
+    return np.stack(out, 1)
+
+
 def radiomics_features(images: np.ndarray, levels: int = LEVELS) -> np.ndarray:
-    """[n, H, W, K] in [-1, 1] -> [n, len(FEATURE_NAMES)] float64 features (unstandardised)."""
+    """[n, H, W, K] in [-1, 1] -> [n, len(FEATURE_NAMES)] float64 features (not yet whitened): the raw mean and
+    standard deviation, the texture groups on the contrast-normalised unit, the band spectrum of the raw unit."""
     x = np.asarray(images, np.float32)
     if x.ndim != 4:
         raise ValueError(f"radiomics_features: expected [n, H, W, K] units, got shape {x.shape}")
-    q = quantise(x, levels)
-    return np.concatenate([first_order(x), sharpness(x), glcm_features(glcm(q, levels)),
-                           glrlm_features(q, levels), spectrum(x)], 1)
+    u = contrast_normalised(x)
+    q = quantise(u, levels)
+    raw = first_order(x)[:, :2]
+    return np.concatenate([raw, first_order(u)[:, 2:], sharpness(u), glcm_features(glcm(q, levels)),
+                           glrlm_features(q, levels), spectrum(u), band_spectrum(x)], 1)
 
 
 def standardiser(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,3 +293,15 @@ def standardiser(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(reference, np.float64)
     scale = ref.std(0)
     return ref.mean(0), np.where(scale > 1e-12, scale, 1.0)
+
+
+def whitening(reference: np.ndarray, floor: float = WHITENING_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, matrix) such that (features - mean) @ matrix is the reference z-scored and then ZCA-whitened by its
+    correlation matrix C: matrix = diag(1 / scale) @ V diag(1 / sqrt(lambda + floor)) V^T, with C = V diag(lambda) V^T.
+    With floor 0 the reference's covariance becomes the identity; the floor damps directions it barely spans."""
+    mean, scale = standardiser(reference)
+    z = (np.asarray(reference, np.float64) - mean) / scale
+    corr = np.atleast_2d(np.cov(z, rowvar=False)) if len(z) > 1 else np.eye(z.shape[1])
+    lam, vec = np.linalg.eigh(corr)
+    zca = (vec / np.sqrt(np.maximum(lam, 0.0) + floor)) @ vec.T
+    return mean, zca / scale[:, None]
