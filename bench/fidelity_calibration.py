@@ -59,7 +59,7 @@ def markdown(results: dict, rule: float) -> str:
         cells += [fmt_ratio(row["spaces"][s]["against_train"]) for s in spaces]
         cells.append("fires" if row["mode_collapse_warning"] else "quiet")
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nRule: ratio <= {rule:g} (privacy.max_fid_ratio).")
+    lines.append(f"\nRule: ratio <= {rule:g} (privacy.max_fid_ratio for FD-VU, privacy.max_frd_ratio for FRD).")
     return "\n".join(lines)
 
 

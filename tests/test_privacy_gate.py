@@ -1,5 +1,6 @@
 """Release gate (components/evaluator/gate.py): three outcomes with reasons, hand-worked statistics, candidates by
 patient, the strongest attack chosen by evidence; missing metrics fail without crashing."""
+import dataclasses
 import math
 
 import numpy as np
@@ -30,7 +31,8 @@ def _metrics(n=150, aucs=(0.52, 0.49), k_above=(1, 0), copied=0, ct=0.2, dp=None
             "memorisation": {"pixel": {"copied_patients": copied, "n_copies": 2 * copied, "train_patients": 300,
                                        "n_synthetic": 1000, "copy_radius": 3.0, "copy_rule": "rule", "ct": ct}},
             "dp": dp or {"enabled": False}}
-    return {"fidelity": {"fid_ratio": 2.0}, "utility": {"tstr_balanced_accuracy": 0.8}, "privacy": priv}
+    return {"fidelity": {"fid_ratio": 2.0, "frd_ratio": 1.5}, "utility": {"tstr_balanced_accuracy": 0.8},
+            "privacy": priv}
 
 
 def test_hand_worked_statistics():
@@ -93,9 +95,16 @@ def test_quality_rules_and_missing_metrics_fail_without_crashing():
     assert not v.passed and "FAIL: quality metric fidelity.fid_ratio missing" in v.reasons
     v = release_gate({}, CFG)
     assert not v.passed and any("privacy metrics missing" in r for r in v.reasons)
-    off = PrivacyConfig(max_fid_ratio=0.0, min_tstr_balanced_accuracy=0.0)
+    off = PrivacyConfig(max_fid_ratio=0.0, max_frd_ratio=0.0, min_tstr_balanced_accuracy=0.0)
     v = release_gate({"privacy": _metrics()["privacy"]}, off)
-    assert v.passed and sum(r.startswith("OFF") for r in v.reasons) == 2
+    assert v.passed and sum(r.startswith("OFF") for r in v.reasons) == 3
+    # The network-free second opinion counts on its own: FD-VU within the rule, FRD above it, the gate fails.
+    rough = _metrics()
+    rough["fidelity"]["frd_ratio"] = 6.0
+    v = release_gate(rough, CFG)
+    assert not v.passed and "FAIL: FRD ratio against holdout patients (fidelity.frd_ratio) 6.000 <= 5.000" in v.reasons
+    assert "PASS: FD-VU ratio against holdout patients (fidelity.fid_ratio) 2.000 <= 5.000" in v.reasons
+    assert release_gate(rough, dataclasses.replace(CFG, max_frd_ratio=0.0)).passed
     m = _metrics()
     del m["privacy"]["memorisation"]["pixel"]["copied_patients"]
     assert any("copy check missing" in r for r in release_gate(m, CFG).reasons)

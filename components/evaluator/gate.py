@@ -9,7 +9,7 @@ Privacy has three outcomes, each with its reason:
     per-patient AUC >= the stated size would have been found with the stated power;
   * NOT ENOUGH PATIENTS TO TELL: nothing found, but that detectable AUC is above privacy.max_detectable_auc.
 Releasing needs the second, or the third together with a differential-privacy guarantee per patient with
-epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rules (FID ratio, TSTR).
+epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rules (FD-VU ratio, FRD ratio, TSTR).
 """
 from __future__ import annotations
 
@@ -130,6 +130,7 @@ def _dp_release(dp: dict, cfg: PrivacyConfig) -> tuple[bool, str]:
 def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
     ok, reasons = True, []
     for key, thr, op, label in [(cfg.fid_ratio_key, cfg.max_fid_ratio, "<=", "FD-VU ratio against holdout patients"),
+                                (cfg.frd_ratio_key, cfg.max_frd_ratio, "<=", "FRD ratio against holdout patients"),
                                 (cfg.tstr_key, cfg.min_tstr_balanced_accuracy, ">=", "TSTR balanced accuracy")]:
         if thr <= 0:
             reasons.append(f"OFF: {label} not checked (threshold 0)")

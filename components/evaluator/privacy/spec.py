@@ -76,6 +76,12 @@ class PrivacyConfig:
         "range": (0.0, None), "help": "largest allowed FD-VU ratio against HOLDOUT patients: FD(synthetic, holdout) / "
                                       "FD(train patients, holdout), equal patients and units (quality/baselines.py); "
                                       "0 = off"})
+    max_frd_ratio: float = F(default=5.0, metadata={
+        "range": (0.0, None), "help": "largest allowed FRD ratio (network-free radiomics, frd-features-2) against "
+                                      "HOLDOUT patients, the same fair comparison as max_fid_ratio, so fidelity does "
+                                      "not hang on one network; 0 = off"})
+    frd_ratio_key: str = F(default="fidelity.frd_ratio", metadata={
+        "help": "dotted path of the FRD ratio the gate reads in metrics.json"})
     min_tstr_balanced_accuracy: float = F(default=0.5, metadata={
         "range": (0.0, 1.0), "help": "smallest allowed train-synthetic-test-real balanced accuracy; 0 = off"})
     fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={"help": "dotted path of the FD ratio the gate reads in metrics.json (FD-VU)"})

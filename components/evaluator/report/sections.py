@@ -67,7 +67,8 @@ def fidelity_section(metrics: dict) -> ReportSection:
                   "ratio against TRAIN patients [95% interval]", f"kernel distance (against holdout)",
                   "sizes (synthetic / real comparator)"], rows)
     rule = (f'<p class="note">The release gate reads the ratio against holdout in the {html.escape(str(fid["fid_ratio_embedding"]))} '
-            f'space: {fmt(fid["fid_ratio"], 2)}.</p>')
+            f'space: {fmt(fid["fid_ratio"], 2)}, and, as a network-free second opinion, the FRD ratio against '
+            f'holdout: {fmt(fid.get("frd_ratio"), 2)}.</p>')
     if fid.get("possible_copying"):
         rule += ('<p class="warning">POSSIBLE COPYING: against the generator\'s own training patients the synthetic '
                  'units are clearly closer than new real patients are (interval below 1). Read the privacy '
