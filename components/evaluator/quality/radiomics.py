@@ -125,6 +125,26 @@ def sharpness(images: np.ndarray) -> np.ndarray:
                     1)
 
 
+def in_plane_power(images: np.ndarray, count_conjugate_pairs: bool):
+    """Power spectrum of each slice (mean removed) on rfft2's half-plane: (power [n, h, w//2+1, k], |f_y| [h, 1],
+    f_x [1, w//2+1], radius, total power [n, k]). rfft2 keeps one bin of each conjugate pair: with
+    ``count_conjugate_pairs`` every column but f_x = 0 (and Nyquist, for even w) counts twice, so a pattern along x
+    and the same pattern along y get equal power."""
+    x = np.asarray(images, np.float32)
+    h, w = x.shape[1:3]
+    centred = x - x.mean((1, 2), keepdims=True)
+    power = np.abs(np.fft.rfft2(centred, axes=(1, 2))) ** 2
+    fy = np.abs(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    if count_conjugate_pairs:
+        weight = np.full(fx.shape[1], 2.0)
+        weight[0] = 1.0
+        if w % 2 == 0:
+            weight[-1] = 1.0
+        power = power * weight[None, None, :, None]
+    return power, fy, fx, np.sqrt(fy ** 2 + fx ** 2), power.sum((1, 2)) + 1e-12
+
+
 def spectrum(images: np.ndarray) -> np.ndarray:
     """[n, H, W, K] -> [n, 4]: share of each slice's in-plane power (mean removed) in HIGH_BAND and MID_BAND,
     averaged over slices; the HIGH share of the two edge slices; and the mean gradient magnitude over the
@@ -132,12 +152,8 @@ def spectrum(images: np.ndarray) -> np.ndarray:
     vary little between real patients and much under blur or a periodic texture."""
     x = np.asarray(images, np.float32)
     n, h, w, k = x.shape
-    centred = x - x.mean((1, 2), keepdims=True)
-    power = np.abs(np.fft.rfft2(centred, axes=(1, 2))) ** 2  # [n, h, w//2+1, k]
-    fy = np.abs(np.fft.fftfreq(h))[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    radius = np.sqrt(fy ** 2 + fx ** 2)
-    total = power.sum((1, 2)) + 1e-12  # [n, k]
+    # The half-plane as rfft2 gives it, conjugate pairs counted once (as in frd-features-1, whose values it keeps).
+    power, fy, fx, radius, total = in_plane_power(x, count_conjugate_pairs=False)
 
     def share(band, slices=slice(None)):
         mask = ((radius > band[0]) & (radius <= band[1]))[None, :, :, None]
@@ -248,20 +264,7 @@ def band_spectrum(images: np.ndarray) -> np.ndarray:
     """[n, H, W, K] -> [n, 10]: log share of each slice's in-plane power (mean removed) in the seven BANDS, and the
     log ratio of power with |f_x| > |f_y| over power with |f_y| > |f_x| in the three ANISOTROPY_BANDS, averaged over
     slices. Shares and ratios do not depend on the unit's contrast."""
-    x = np.asarray(images, np.float32)
-    n, h, w, k = x.shape
-    centred = x - x.mean((1, 2), keepdims=True)
-    power = np.abs(np.fft.rfft2(centred, axes=(1, 2))) ** 2  # [n, h, w//2+1, k]
-    fy = np.abs(np.fft.fftfreq(h))[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    # rfft2 keeps one of each conjugate pair: every column but f_x = 0 (and Nyquist, for even w) stands for two bins.
-    twice = np.full(fx.shape[1], 2.0)
-    twice[0] = 1.0
-    if w % 2 == 0:
-        twice[-1] = 1.0
-    power = power * twice[None, None, :, None]
-    radius = np.sqrt(fy ** 2 + fx ** 2)
-    total = power.sum((1, 2)) + 1e-12  # [n, k]
+    power, fy, fx, radius, total = in_plane_power(images, count_conjugate_pairs=True)
 
     def band_power(mask):
         return (power * mask[None, :, :, None]).sum((1, 2))  # [n, k]
