@@ -90,7 +90,7 @@ def test_non_finite_float_in_a_toml_file_is_refused(tmp_path):
 
 def test_every_shipped_config_loads_and_validates():
     paths = sorted((ROOT / "configs").glob("*.toml"))
-    assert {p.stem for p in paths} >= {"demo", "tiny", "dataflow", "reference", "h200"}
+    assert {p.stem for p in paths} >= {"demo", "cohort", "tiny", "dataflow", "reference", "h200"}
     for path in paths:
         load_config(path)
     h200 = load_config(ROOT / "configs" / "h200.toml").trainer

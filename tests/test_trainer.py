@@ -261,3 +261,51 @@ def test_projection_and_residual_train_and_the_white_box_attack_reads_the_condit
 def test_projection_is_refused_under_dp():
     with pytest.raises(ValueError, match="projection"):
         load_config(None, ["trainer.dp=true", "trainer.projection=true"]).trainer.validate()
+
+
+def test_cohort_config_trains_a_cohort_lacking_a_class_on_class_balanced_batches(tmp_path):
+    """configs/cohort.toml is configs/demo.toml plus the real-cohort recipe (docs/training.md, third ablation):
+    a cohort with no cervical and few thoracic units trains (cervical prior 0), and its real batches are drawn
+    uniformly over the classes present while the generator's classes keep the training prior."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from components import schema
+    from components.trainer.data import inspect_examples, make_dataset
+
+    cohort, demo = load_config(ROOT / "configs" / "cohort.toml"), load_config(ROOT / "configs" / "demo.toml")
+    changed = {f.name for f in dataclasses.fields(cohort.trainer)
+               if getattr(cohort.trainer, f.name) != getattr(demo.trainer, f.name)}
+    assert changed == {"mode_seeking", "class_balanced", "allow_missing_classes"}
+    assert cohort.trainer.class_balanced and cohort.trainer.allow_missing_classes
+    assert 0 < cohort.trainer.mode_seeking < demo.trainer.mode_seeking
+    for name in ("preprocess", "evaluator", "privacy", "synthesize"):
+        assert getattr(cohort, name) == getattr(demo, name), name
+    # A cohort like the real one: no cervical units, thoracic 2 of 10.
+    root = make_examples_artifact(tmp_path / "ex", n_per_class=8, shape=(16, 16, 3), num_shards=1)
+    path = schema.shard_files(str(root), "train")[0]
+    records = list(tf.data.TFRecordDataset(path, compression_type="GZIP").as_numpy_iterator())
+    thoracic = [r for r in records if schema.decode(r).class_id == 1][:2]
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as w:
+        for r in thoracic + [r for r in records if schema.decode(r).class_id == 2]:
+            w.write(r)
+    cfg = load_config(ROOT / "configs" / "cohort.toml",
+                      TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=100",
+                              "trainer.checkpoint_every=100"])
+    out = tmp_path / "model"
+    assert SPEC.run(cfg, {"examples": root}, out, log=lambda m: None)["counts"]["steps"] == 3
+    info = json.loads((out / "model_info.json").read_text())
+    assert info["class_prior"] == pytest.approx([0.0, 0.2, 0.8])
+    rows = read_stats(out / "stats.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(rows[-1][k]) for k in ("d_loss", "g_loss"))
+    assert "g_mode_seeking" in rows[-1]
+    assert generate(load_model_bundle(out), [1, 2], seed=0).shape == (2, 16, 16, 3)
+    # The batches the trainer draws with this config: thoracic as often as lumbar, never cervical.
+    examples = inspect_examples(root, allow_missing_classes=cfg.trainer.allow_missing_classes)
+    batch = next(iter(make_dataset(examples, global_batch=600, noise_dim=2, seed=0,
+                                   class_balanced=cfg.trainer.class_balanced, shuffle_buffer=10)))
+    counts = np.bincount(batch["labels"].numpy(), minlength=3)
+    assert counts[0] == 0 and all(240 < n < 360 for n in counts[1:]), counts
+    g_counts = np.bincount(batch["g_labels"].numpy(), minlength=3)
+    assert g_counts[0] == 0 and 70 < g_counts[1] < 170, g_counts
