@@ -154,12 +154,14 @@ def main(argv=None) -> int:
     dp_runs = [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
                                            f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
                for s in (float(x) for x in args.noise.split(","))]
-    runs += dp_runs
     if args.public_patients > 0:
         public = train_public_model(out, args, common)
         runs.append(("public only", None))  # the pre-trained model itself: no private data at all
-        runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}"])
-                 for name, overrides in dp_runs]
+        # Each noise level with and then without pre-training, so that a table cut short still pairs them.
+        for name, overrides in dp_runs:
+            runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}"]), (name, overrides)]
+    else:
+        runs += dp_runs
     reusable = reusable_rows(out / "results.json", args) if args.reuse else {}
     rows = []
     for i, (name, overrides) in enumerate(runs):
@@ -171,6 +173,7 @@ def main(argv=None) -> int:
             ev = evaluate_one(args.examples, public, splits, args)
             rows.append({"run": name, "epsilon": None, "delta": None, **ev, "s_per_step": None})
             print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
+            save(out, args, rows)
             continue
         folder = out / f"run{i}-{name.replace(' ', '_').replace('=', '').replace('+', '')}"
         trained = train_one(args.examples, folder, args.config, overrides)
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
         rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
                      "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
         print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
+        save(out, args, rows)  # after every row: a run cut short keeps what it measured (and --reuse takes it)
 
     base = rows[0]["s_per_step"]
     print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
@@ -194,10 +198,14 @@ def main(argv=None) -> int:
               f"{fmt(r['patient_attack'].get('auc')):>13}{cost(r, base, '>9.3f', '>10.2f')}")
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
-    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    save(out, args, rows)
     print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md and each run's class_check.png under {out}")
     return 0
+
+
+def save(out: Path, args, rows: list[dict]) -> None:
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
+    (out / "table.md").write_text(markdown_table(rows) + "\n")
 
 
 # Settings that must match for a row of an earlier invocation to stand in this table.
