@@ -5,6 +5,9 @@ membership attack's AUC (per unit and per patient), and the per-step cost of DP 
 
     .venv/bin/python bench/dp_tradeoff.py                      # builds a 320-patient 32x32 phantom cohort first
     .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 800 --noise 0.5,1.0,2.0 --unit patient
+    .venv/bin/python bench/dp_tradeoff.py --config configs/dp.toml --unit patient --public-patients 96
+        # plus public pre-training: a non-private model on a DISJOINT phantom cohort (another seed) starts every
+        # "pre-trained" DP run (trainer.init_from); epsilon covers only the private cohort
 
 The trainer options come from --config (default configs/demo.toml: generator BatchNorm, EMA, DiffAugment, XLA);
 --steps/--batch/--width and any --set override it for every run alike. DP-SGD needs many privacy units per batch
@@ -62,6 +65,19 @@ def train_one(examples: str, out: Path, config: str | None, overrides: list[str]
     return {"info": info, "seconds_per_step": real_images_per_step / float(np.median(rates))}
 
 
+def train_public_model(out: Path, args, common: list[str]) -> Path:
+    """The public pre-training: a non-private run on a phantom cohort disjoint from the private one (its own
+    patients, another seed), with the same architecture. Reused when it is already there."""
+    examples = build_phantom_cohort(out / "public", args.public_patients, args.image_size, args.seed + 23)
+    folder = out / "public-model"
+    if not (folder / "model_info.json").exists():
+        steps = args.public_steps or args.steps
+        train_one(examples, folder, args.config, common + ["trainer.dp=false", f"trainer.steps={steps}",
+                                                           f"trainer.checkpoint_every={steps}",
+                                                           f"trainer.image_every={steps}"])
+    return folder
+
+
 def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     """FID ratio (domain embedding), TSTR balanced accuracy and the strongest attacks, by the evaluator's core."""
     from components.evaluator import core
@@ -114,6 +130,10 @@ def main(argv=None) -> int:
     p.add_argument("--synthetic", type=int, default=500, help="synthetic units per evaluation (at least)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the attack AUC CIs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--public-patients", type=int, default=0,
+                   help="> 0: also train a non-private model on a disjoint phantom cohort of this many patients "
+                        "(seed + 23) and add a row for it and, per noise level, a DP run started from it")
+    p.add_argument("--public-steps", type=int, default=0, help="steps of the public model (0 = --steps)")
     p.add_argument("--out", default="", help="keep the models here (default: a temporary folder)")
     p.add_argument("--reuse", action="store_true",
                    help="take rows from OUT/results.json whose run and settings match (to add noise levels later)")
@@ -130,10 +150,18 @@ def main(argv=None) -> int:
               f"trainer.noise_dim={args.noise_dim}", f"trainer.seed={args.seed}",
               f"trainer.log_every={max(1, args.steps // 10)}", f"trainer.image_every={args.steps}",
               f"trainer.checkpoint_every={args.steps}", *args.set]
-    runs = [("non-private", common)]
-    runs += [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
-                                         f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
-             for s in (float(x) for x in args.noise.split(","))]
+    runs = [("non-private", common + ["trainer.dp=false"])]
+    dp_runs = [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
+                                           f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
+               for s in (float(x) for x in args.noise.split(","))]
+    if args.public_patients > 0:
+        public = train_public_model(out, args, common)
+        runs.append(("public only", None))  # the pre-trained model itself: no private data at all
+        # Each noise level with and then without pre-training, so that a table cut short still pairs them.
+        for name, overrides in dp_runs:
+            runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}"]), (name, overrides)]
+    else:
+        runs += dp_runs
     reusable = reusable_rows(out / "results.json", args) if args.reuse else {}
     rows = []
     for i, (name, overrides) in enumerate(runs):
@@ -141,13 +169,20 @@ def main(argv=None) -> int:
             rows.append(reusable[name])
             print(f"reused: {name} (from {out / 'results.json'})", flush=True)
             continue
-        trained = train_one(args.examples, out / f"run{i}-{name.replace(' ', '_').replace('=', '')}", args.config,
-                            overrides)
-        ev = evaluate_one(args.examples, out / f"run{i}-{name.replace(' ', '_').replace('=', '')}", splits, args)
+        if overrides is None:  # the public model, evaluated on the private cohort's splits
+            ev = evaluate_one(args.examples, public, splits, args)
+            rows.append({"run": name, "epsilon": None, "delta": None, **ev, "s_per_step": None})
+            print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
+            save(out, args, rows)
+            continue
+        folder = out / f"run{i}-{name.replace(' ', '_').replace('=', '').replace('+', '')}"
+        trained = train_one(args.examples, folder, args.config, overrides)
+        ev = evaluate_one(args.examples, folder, splits, args)
         dp = trained["info"]["dp"]
         rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
                      "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
         print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
+        save(out, args, rows)  # after every row: a run cut short keeps what it measured (and --reuse takes it)
 
     base = rows[0]["s_per_step"]
     print(f"\n{args.steps} steps, batch {args.batch}, width {args.width}, clip {args.clip}, privacy unit "
@@ -160,18 +195,22 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['run']:<16}{fmt(r['epsilon'], '.2f'):>9}{fmt(r['delta'], '.0e'):>9}{fmt(r['fid_ratio'], '.2f'):>11}"
               f"{fmt(r['tstr_bacc']):>11}{fmt(r['class_check']):>11}{fmt(r['unit_attack'].get('auc')):>10}"
-              f"{fmt(r['patient_attack'].get('auc')):>13}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>10.2f}")
+              f"{fmt(r['patient_attack'].get('auc')):>13}{cost(r, base, '>9.3f', '>10.2f')}")
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
-    (out / "table.md").write_text(markdown_table(rows) + "\n")
+    save(out, args, rows)
     print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md and each run's class_check.png under {out}")
     return 0
 
 
+def save(out: Path, args, rows: list[dict]) -> None:
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
+    (out / "table.md").write_text(markdown_table(rows) + "\n")
+
+
 # Settings that must match for a row of an earlier invocation to stand in this table.
 SAME_SETTINGS = ("examples", "config", "set", "steps", "clip", "unit", "batch", "width", "noise_dim", "eval_epochs",
-                 "synthetic", "bootstrap", "seed")
+                 "synthetic", "bootstrap", "seed", "public_patients", "public_steps")
 
 
 def reusable_rows(results: Path, args) -> dict:
@@ -182,6 +221,14 @@ def reusable_rows(results: Path, args) -> dict:
         print(f"{results}: other settings, nothing reused", flush=True)
         return {}
     return {row["run"]: row for row in earlier["rows"]}
+
+
+def cost(row: dict, base: float, spec: str, ratio_spec: str, sep: str = "") -> str:
+    """s/step and x non-DP; '-' for a row that trained nothing in this table (the public model)."""
+    if row["s_per_step"] is None:
+        return format("-", spec[0] + spec[1:].split(".")[0] if spec[0] in "<>^" else "") + sep + format(
+            "-", ratio_spec[0] + ratio_spec[1:].split(".")[0] if ratio_spec[0] in "<>^" else "")
+    return format(row["s_per_step"], spec) + sep + format(row["s_per_step"] / base, ratio_spec)
 
 
 def auc_with_ci(attack: dict) -> str:
@@ -201,7 +248,7 @@ def markdown_table(rows: list[dict]) -> str:
                else f"{r['epsilon']:.2f} ({r['delta']:.0e})")
         lines.append(f"| {r['run']} | {eps} | {fmt(r['fid_ratio'], '.2f')} | {fmt(r['tstr_bacc'])} | "
                      f"{fmt(r['class_check'])} | {auc_with_ci(r['unit_attack'])} | "
-                     f"{auc_with_ci(r['patient_attack'])} | {r['s_per_step']:.3f} | {r['s_per_step'] / base:.2f} |")
+                     f"{auc_with_ci(r['patient_attack'])} | {cost(r, base, '.3f', '.2f', ' | ')} |")
     return "\n".join(lines)
 
 

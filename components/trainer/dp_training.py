@@ -87,6 +87,7 @@ class DPPlan:
     clip_quantile: float = 0.5
     clip_lr: float = 0.2
     fake_group_size: int = 1  # dp_fake_clip_group = "patient": fakes clipped in groups of the mean units/patient
+    views: int = 1  # augmented views averaged per unit before clipping (trainer.dp_views)
 
     @property
     def adaptive(self) -> bool:
@@ -118,7 +119,7 @@ class DPPlan:
                           self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake,
                           adaptive_count_stddev=self.count_stddev, expected_units=self.expected_units,
                           clip_quantile=self.clip_quantile, clip_lr=self.clip_lr,
-                          fake_group_size=self.fake_group_size)
+                          fake_group_size=self.fake_group_size, views=self.views)
 
     def adaptive_record(self, final_clip: float | None) -> dict:
         """model_info.json "dp"["adaptive_clip"] and the sentence the statement gains."""
@@ -145,7 +146,9 @@ class DPPlan:
         are training steps; the statement counts DP-SGD steps (``steps * d_steps``)."""
         training_steps, steps = steps, steps * self.d_steps
         base = {"enabled": True, "training_steps": training_steps, "d_steps": self.d_steps, "unit": self.unit,
-                "sampling": self.sampling, "accountant": self.accountant, "fake_clip_group_size": self.fake_group_size, "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
+                "sampling": self.sampling, "accountant": self.accountant, "fake_clip_group_size": self.fake_group_size,
+                "views_per_unit": self.views,
+                "num_units": self.num_units, "num_patients": self.num_patients, "normalizer": self.normalizer,
                 "batch_capacity_per_replica": self.capacity, "target_epsilon": self.target_epsilon or None,
                 "max_steps_for_target": self.max_steps, "stopped_at_target_epsilon": stopped_at_target,
                 "class_prior": "public", "class_prior_note": CLASS_PRIOR_NOTE, "diagnostics_note": DIAGNOSTICS_NOTE,
@@ -213,7 +216,7 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
                   num_units=n_units, num_patients=n_patients, target_epsilon=float(cfg.dp_target_epsilon),
                   max_steps=max_steps, shards=shards, d_steps=int(cfg.d_steps), count_stddev=float(count_stddev),
                   expected_units=float(expected_units), clip_quantile=float(cfg.dp_clip_quantile),
-                  clip_lr=float(cfg.dp_clip_lr),
+                  clip_lr=float(cfg.dp_clip_lr), views=int(cfg.dp_views),
                   # The mean units per patient is a ratio of the data set's sizes, which (like q) are treated as
                   # public; it only shapes the fake half, which holds no real data.
                   fake_group_size=max(1, round(n_units / n_patients)) if cfg.dp_fake_clip_group == "patient" else 1)

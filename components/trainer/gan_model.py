@@ -50,6 +50,7 @@ class DPSettings(NamedTuple):
     clip_quantile: float = 0.5
     clip_lr: float = 0.2
     fake_group_size: int = 1  # fakes clipped in groups of this many (per-patient mode: the mean units per patient)
+    views: int = 1  # augmented views of each example whose losses are averaged BEFORE clipping (free in privacy)
 
 
 class ACGAN(keras.Model):
@@ -233,18 +234,19 @@ class ACGAN(keras.Model):
         """
         dps = self.dp_settings
         clip_norm = self._clip_norm()
-        real, labels = self._augment(batch["images"]), batch["labels"]  # augment outside the per-example map
+        labels = batch["labels"]
+        real = self._views(batch["images"])  # augment outside the per-example map; [B, V, ...] with views
         mask = batch.get("mask")
         mask = tf.ones(tf.shape(labels), tf.float32) if mask is None else tf.cast(mask, tf.float32)
         fake_labels = batch["d_fake_labels"]
         fake = self.generator([batch["z_d"], fake_labels], training=True)
         d_vars = self.discriminator.trainable_variables
-        fake_half = self._dp_fake_half(self._augment(tf.cast(fake, real.dtype)), fake_labels, d_vars)
+        fake_half = self._dp_fake_half(self._views(tf.cast(fake, real.dtype)), fake_labels, d_vars)
         fake_logits, fake_cls_logits, f_adv, f_cls = (fake_half.logits, fake_half.cls_logits, fake_half.adv,
                                                       fake_half.cls)
 
         # Diagnostics on the real batch with the weights the gradient is taken at (training=False: no state moves).
-        real_logits, real_cls_logits = self.discriminator(real, training=False)
+        real_logits, real_cls_logits = self.discriminator(self._first_view(real), training=False)
         r_adv, r_cls = losses.discriminator_real_terms(real_logits, real_cls_logits, labels,
                                                        label_smoothing=self.label_smoothing,
                                                        class_weights=self.class_weights)
@@ -255,10 +257,11 @@ class ACGAN(keras.Model):
             # training=False: D has no dropout and (under DP) no BatchNorm, so the only difference is that spectral
             # norm does not STORE its power-iteration vector here (the fake pass above advanced it once this step,
             # as in the ordinary step). Storing it inside vectorized_map fails under MirroredStrategy (merge_call).
+            images, y = self._flatten_views(images, y)
             logits, cls_logits = self.discriminator(images, training=False)
             adv, cls = losses.discriminator_real_terms(logits, cls_logits, y, label_smoothing=self.label_smoothing,
                                                        class_weights=self.class_weights)
-            return adv + self.aux_weight * cls
+            return self._mean_over_views(adv + self.aux_weight * cls)
 
         real_dp = dp.dp_gradients(real_loss_fn, d_vars, (real, labels), clip_norm=clip_norm,
                                   noise_multiplier=dps.noise_multiplier, normalizer=dps.normalizer, mask=mask,
@@ -289,6 +292,36 @@ class ACGAN(keras.Model):
             "dp_clipped_units": tf.reduce_sum(units * tf.cast(real_dp.unit_norms > clip_norm, tf.float32)),
         }
 
+    # Several augmented views per example (DPDM's "noise multiplicity", Dockhorn et al. 2023): each example's loss
+    # is the mean over V views, so its gradient is still ONE vector, clipped once: the sensitivity and hence the
+    # privacy cost are unchanged, while the augmentation's variance inside the clipped gradient drops ~V-fold.
+    # With views = 1 these are identities and the step is exactly the single-view one.
+    def _views(self, images):
+        """Augmented images [B, ...], or V independently augmented views [B, V, ...] with dp_settings.views > 1."""
+        v = self.dp_settings.views
+        if v == 1:
+            return self._augment(images)
+        return tf.stack([self._augment(images) for _ in range(v)], axis=1)
+
+    def _first_view(self, images):
+        return images if self.dp_settings.views == 1 else images[:, 0]
+
+    def _flatten_views(self, images, labels):
+        """[b, V, ...] views and [b] labels -> [b * V, ...] and [b * V] (example-major)."""
+        v = self.dp_settings.views
+        if v == 1:
+            return images, labels
+        return tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0)), tf.repeat(labels, v)
+
+    def _mean_over_views(self, per_view):
+        """[b * V] per-view losses -> [b] per-example means."""
+        v = self.dp_settings.views
+        return per_view if v == 1 else tf.reduce_mean(tf.reshape(per_view, [-1, v]), axis=1)
+
+    def _first_view_rows(self, t):
+        v = self.dp_settings.views
+        return t if v == 1 else t[::v]
+
     def _clip_norm(self):
         """This step's clip norm: the adaptive one when on, else the configured constant."""
         return self.dp_settings.clip_norm if self.dp_clip is None else self.dp_clip.read_value()
@@ -316,18 +349,20 @@ class ACGAN(keras.Model):
         dps = self.dp_settings
         # With clip_fake the gradient comes from the per-example pass below: nothing for a tape to record here.
         with contextlib.nullcontext() if dps.clip_fake else tf.GradientTape() as tape:
-            logits, cls_logits = self.discriminator(fake, training=True)
-            adv, cls = losses.discriminator_fake_terms(logits, cls_logits, fake_labels,
+            views, view_labels = self._flatten_views(fake, fake_labels)
+            logits, cls_logits = self.discriminator(views, training=True)
+            adv, cls = losses.discriminator_fake_terms(logits, cls_logits, view_labels,
                                                        class_weights=self.class_weights)
-            adv, cls = (tf.reduce_sum(t) / self.global_batch_size for t in (adv, cls))
+            adv, cls = (tf.reduce_sum(self._mean_over_views(t)) / self.global_batch_size for t in (adv, cls))
             loss = adv + self.aux_weight * cls
+            logits, cls_logits = self._first_view_rows(logits), self._first_view_rows(cls_logits)
         if dps.clip_fake:
             def fake_loss_fn(b):
-                images, y = b
+                images, y = self._flatten_views(*b)
                 f_logits, f_cls_logits = self.discriminator(images, training=False)  # see real_loss_fn
                 f_adv, f_cls = losses.discriminator_fake_terms(f_logits, f_cls_logits, y,
                                                                class_weights=self.class_weights)
-                return f_adv + self.aux_weight * f_cls
+                return self._mean_over_views(f_adv + self.aux_weight * f_cls)
 
             # Per-patient mode with fake_group_size k: consecutive fakes form pseudo-patients of k units, each group
             # clipped to C like a real patient, so both halves bring about B / k clipped units of norm <= C.

@@ -130,6 +130,9 @@ class TrainerConfig:
         "choices": ("example", "patient"),
         "help": "with dp_clip_fake: clip each fake example, or (dp_unit = 'patient') groups of fakes of the mean "
                 "units per patient, so that both halves have as many clipped units of norm <= C per step"})
+    dp_views: int = F(default=1, metadata={
+        "range": (1, 16), "help": "augmented views of each unit (real and fake) whose D losses are averaged before "
+                                  "clipping: one clipped gradient per unit, so free in privacy; needs diffaugment"})
     dp_per_example: str = F(default="vmap", metadata={
         "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
     # ---------------------------------------------------------------- hardware
@@ -190,6 +193,9 @@ class TrainerConfig:
         if self.dp_fake_clip_group == "patient" and not (self.dp_unit == "patient" and self.dp_clip_fake):
             raise ValueError("trainer.dp_fake_clip_group = 'patient' needs dp_unit = 'patient' and dp_clip_fake = "
                              "true (it matches the fake half's clipping to the real half's per-patient clipping)")
+        if self.dp_views > 1 and not self.diffaugment.strip():
+            raise ValueError(f"trainer.dp_views = {self.dp_views} needs trainer.diffaugment (without augmentation "
+                             "the views are identical)")
         if self.dp_sampling == "shuffle":
             if self.dp_unit == "patient":
                 raise ValueError("trainer.dp_unit = 'patient' needs dp_sampling = 'poisson' (shuffled batches are "
