@@ -78,7 +78,7 @@ def calibrate(train: UnitArrays, holdout: UnitArrays, fresh: UnitArrays, spaces:
                  "mode_collapse_warning": bool, "ms_ssim": {...}}}
     """
     from components.evaluator import core
-    from components.evaluator.quality import diversity, radiomics
+    from components.evaluator.quality import diversity
 
     sets = control_sets(fresh, train, len(class_names), seed)
     real_feats = {name: {k: emb(v.images) for k, v in (("train", train), ("holdout", holdout))}
@@ -91,10 +91,7 @@ def calibrate(train: UnitArrays, holdout: UnitArrays, fresh: UnitArrays, spaces:
         groups = {"train": train.patients, "holdout": holdout.patients, "synthetic": syn.patients}
         row = {"spaces": {}}
         for name, emb in spaces.items():
-            feats = {**real_feats[name], "synthetic": emb(syn.images)}
-            if emb.whiten_on_train:
-                mean, matrix = radiomics.whitening(feats["train"])
-                feats = {k: (v - mean) @ matrix for k, v in feats.items()}
+            feats = core.whitened_on_train(emb, {**real_feats[name], "synthetic": emb(syn.images)})
             res = core.fidelity_in_space(feats, labels, groups, class_names, cfg, seed)
             row["spaces"][name] = {"against_holdout": _brief(res["against_holdout"]["overall"]),
                                    "against_train": _brief(res["overall"]), "copying": res["copying"]["flagged"]}

@@ -189,6 +189,15 @@ def copying_flag(against_train: dict) -> dict:
             "rule": "flagged when the 95% interval of the FD ratio against TRAIN lies entirely below 1"}
 
 
+def whitened_on_train(emb: Embedder, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sets of one comparison as the embedder's distances need them: as they are, or (whiten_on_train, FRD)
+    all whitened with one transform, the real TRAIN split's (radiomics.whitening)."""
+    if not emb.whiten_on_train:
+        return feats
+    mean, matrix = radiomics.whitening(feats["train"])
+    return {k: (v - mean) @ matrix for k, v in feats.items()}
+
+
 def fidelity_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarray], groups: dict[str, np.ndarray],
                       class_names: tuple[str, ...], cfg, seed: int, selection: dict | None = None,
                       synthetic_rows: np.ndarray | None = None) -> dict:
@@ -298,15 +307,17 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     if inception is None:
         fid["skipped"]["inception"] = inception_skip_reason or "no Inception weights configured"
     cache_folder = feature_cache.resolve_folder(cfg.feature_cache)
+    # Each real split hashed once for all embedders (a few hundred MB at release scale).
+    digests = {} if cache_folder is None else {"train": feature_cache.content_digest(train.images),
+                                               "holdout": feature_cache.content_digest(holdout.images)}
     for emb in embedders:
         n = len(train) + len(holdout) + len(used)
         with timer.stage(f"embed_{emb.key}", n):
             (f_train, s_train), (f_hold, s_hold) = (
-                feature_cache.cached_features(emb, split.images, cache_folder, timer.log) for split in (train, holdout))
-            feats = {"train": f_train, "holdout": f_hold, "synthetic": emb(synthetic.images[used])}
-            if emb.whiten_on_train:  # one transform for every set: the real train split's
-                mean, matrix = radiomics.whitening(feats["train"])
-                feats = {k: (v - mean) @ matrix for k, v in feats.items()}
+                feature_cache.cached_features(emb, split.images, cache_folder, timer.log, digests.get(name))
+                for name, split in (("train", train), ("holdout", holdout)))
+            feats = whitened_on_train(emb, {"train": f_train, "holdout": f_hold,
+                                            "synthetic": emb(synthetic.images[used])})
         timer.stages[f"embed_{emb.key}"]["real_feature_cache"] = {"train": s_train, "holdout": s_hold}
         with timer.stage(f"fidelity_{emb.key}", n):
             fid["embeddings"][emb.key] = {

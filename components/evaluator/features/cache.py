@@ -48,10 +48,12 @@ def entry_path(folder: Path, embedder_key: str, identity: str, digest: str) -> P
     return folder / f"{embedder_key}-{key}.npy"
 
 
-def cached_features(embedder, images: np.ndarray, folder: Path | None,
-                    log: Callable[[str], None] = print) -> tuple[np.ndarray, str]:
+def cached_features(embedder, images: np.ndarray, folder: Path | None, log: Callable[[str], None] = print,
+                    digest: str | None = None) -> tuple[np.ndarray, str]:
     """Features of ``images`` from the cache when a valid entry exists, else computed (and stored).
 
+    Args:
+      digest: content_digest(images) when the caller already has it (one split, several embedders: hash it once).
     Returns:
       (features [n, D] float32, status) with status "hit", "stored", or "off" (no folder, or an embedder without
       a cache identity).
@@ -59,7 +61,7 @@ def cached_features(embedder, images: np.ndarray, folder: Path | None,
     identity = getattr(embedder, "cache_identity", "")
     if folder is None or not identity:
         return embedder(images), "off"
-    path = entry_path(folder, embedder.key, identity, content_digest(images))
+    path = entry_path(folder, embedder.key, identity, digest or content_digest(images))
     if path.exists():
         try:
             feats = np.load(path, allow_pickle=False)
