@@ -99,10 +99,26 @@ def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     check = class_check(splits["train"], splits["test"], bundle, per_class=100, seed=args.seed)
     save_grid(model_dir / "class_check.png", splits["train"], check)
     m = outcome.metrics
-    return {"fid_ratio": m["fidelity"]["fid_ratio"], "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
+    fid = m["fidelity"]
+    return {"fid_ratio": fid["fid_ratio"], "fid_ratio_ci": fid.get("fid_ratio_ci"),
+            "frd_ratio": fid.get("frd_ratio"), "frd_ratio_ci": fid.get("frd_ratio_ci"), "tstr_bacc": m["utility"]["tstr_balanced_accuracy"],
             "trtr_bacc": m["utility"]["trtr_balanced_accuracy"], "class_check": check["accuracy"],
             "unit_attack": privacy["strongest"].get("unit", {}),
             "patient_attack": privacy["strongest"].get("patient", {})}
+
+
+def noise_levels(args, train) -> list[float]:
+    """--noise as given, or with --epsilon the sigma per target: q = batch / training units, as the trainer plans it
+    (components/trainer/dp_training.py), delta the trainer's default for this many patients."""
+    if not args.epsilon:
+        return [float(x) for x in args.noise.split(",")]
+    from models import dp_accounting as acc
+
+    q = args.batch / len(train)
+    delta = acc.default_delta(len(set(train.patients)))
+    # Rounded UP to 3 decimals: more noise, so the run stays within its target.
+    return [float(np.ceil(acc.noise_multiplier_for_epsilon(float(e), q, args.steps, delta, "pld") * 1000) / 1000)
+            for e in args.epsilon.split(",")]
 
 
 def fmt(x, spec=".3f") -> str:
@@ -120,6 +136,12 @@ def main(argv=None) -> int:
                    help="extra override for every run (repeatable)")
     p.add_argument("--steps", type=int, default=800, help="training steps of every run")
     p.add_argument("--noise", default="0.5,1.0,2.0", help="comma list of noise multipliers (one DP run each)")
+    p.add_argument("--epsilon", default="", help="comma list of per-unit epsilons (per patient with --unit patient) "
+                                                 "instead of --noise: each run's sigma is the smallest that keeps "
+                                                 "--steps steps within it (PLD, the trainer's default accountant)")
+    p.add_argument("--finetune-layers", default="", metavar="LAYERS",
+                   help="trainer.d_trainable_layers of the pre-trained DP runs: D layers DP fine-tuning trains, the "
+                        "rest keep the public weights ('' = all)")
     p.add_argument("--clip", type=float, default=1.0, help="dp_clip_norm")
     p.add_argument("--unit", default="unit", choices=("patient", "unit"),
                    help="privacy unit of the DP runs (patient needs many patients per batch to learn)")
@@ -153,13 +175,15 @@ def main(argv=None) -> int:
     runs = [("non-private", common + ["trainer.dp=false"])]
     dp_runs = [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
                                            f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
-               for s in (float(x) for x in args.noise.split(","))]
+               for s in noise_levels(args, splits["train"])]
     if args.public_patients > 0:
         public = train_public_model(out, args, common)
         runs.append(("public only", None))  # the pre-trained model itself: no private data at all
         # Each noise level with and then without pre-training, so that a table cut short still pairs them.
         for name, overrides in dp_runs:
-            runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}"]), (name, overrides)]
+            finetune = [f"trainer.d_trainable_layers={args.finetune_layers}"] if args.finetune_layers else []
+            runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}", *finetune]),
+                     (name, overrides)]
     else:
         runs += dp_runs
     reusable = reusable_rows(out / "results.json", args) if args.reuse else {}
@@ -171,7 +195,8 @@ def main(argv=None) -> int:
             continue
         if overrides is None:  # the public model, evaluated on the private cohort's splits
             ev = evaluate_one(args.examples, public, splits, args)
-            rows.append({"run": name, "epsilon": None, "delta": None, **ev, "s_per_step": None})
+            rows.append({"run": name, "epsilon": None, "delta": None, **ev, "s_per_step": None,
+                         "folder": str(public)})
             print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
             save(out, args, rows)
             continue
@@ -180,7 +205,8 @@ def main(argv=None) -> int:
         ev = evaluate_one(args.examples, folder, splits, args)
         dp = trained["info"]["dp"]
         rows.append({"run": name, "epsilon": dp.get("epsilon") if dp.get("enabled") else None,
-                     "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"]})
+                     "delta": dp.get("delta"), **ev, "s_per_step": trained["seconds_per_step"],
+                     "sigma": dp.get("noise_multiplier"), "folder": str(folder)})
         print(f"done: {name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "run"}), flush=True)
         save(out, args, rows)  # after every row: a run cut short keeps what it measured (and --reuse takes it)
 
@@ -199,8 +225,37 @@ def main(argv=None) -> int:
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
     save(out, args, rows)
-    print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md and each run's class_check.png under {out}")
+    save_grids(out / "grids.png", rows)
+    print("\n" + markdown_table(rows) + f"\n\nresults.json, table.md, grids.png (every run's class_check.png) "
+          f"under {out}")
     return 0
+
+
+def save_grids(path: Path, rows: list[dict]) -> None:
+    """Every run's class_check.png (real units per class, then generated ones per class), under its name and
+    epsilon, enlarged x2: the grid of DP samples per class at each epsilon."""
+    from PIL import Image, ImageDraw
+
+    tiles = []
+    for r in rows:
+        png = Path(r.get("folder", "")) / "class_check.png"
+        if not png.exists():
+            continue
+        grid = Image.open(png).convert("L")
+        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+        tile = Image.new("L", (grid.width, grid.height + 14), 255)
+        tile.paste(grid, (0, 14))
+        eps = "not DP" if r["epsilon"] is None else f"eps {r['epsilon']:.2f}"
+        ImageDraw.Draw(tile).text((2, 1), f"{r['run']} ({eps})", fill=0)
+        tiles.append(tile)
+    if not tiles:
+        return
+    cols = 2
+    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+    sheet = Image.new("L", (cols * w + (cols - 1) * 6, -(-len(tiles) // cols) * (h + 6)), 255)
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % cols) * (w + 6), (i // cols) * (h + 6)))
+    sheet.save(path)
 
 
 def save(out: Path, args, rows: list[dict]) -> None:
@@ -210,7 +265,7 @@ def save(out: Path, args, rows: list[dict]) -> None:
 
 # Settings that must match for a row of an earlier invocation to stand in this table.
 SAME_SETTINGS = ("examples", "config", "set", "steps", "clip", "unit", "batch", "width", "noise_dim", "eval_epochs",
-                 "synthetic", "bootstrap", "seed", "public_patients", "public_steps")
+                 "synthetic", "bootstrap", "seed", "public_patients", "public_steps", "finetune_layers")
 
 
 def reusable_rows(results: Path, args) -> dict:
@@ -231,6 +286,13 @@ def cost(row: dict, base: float, spec: str, ratio_spec: str, sep: str = "") -> s
     return format(row["s_per_step"], spec) + sep + format(row["s_per_step"] / base, ratio_spec)
 
 
+def with_ci(value, ci, spec=".2f") -> str:
+    if value is None:
+        return "-"
+    lo, hi = (ci or [None, None])[:2]
+    return format(value, spec) + (f" [{lo:{spec}}, {hi:{spec}}]" if lo is not None and hi is not None else "")
+
+
 def auc_with_ci(attack: dict) -> str:
     if attack.get("auc") is None:
         return "-"
@@ -241,12 +303,15 @@ def auc_with_ci(attack: dict) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The README's table: one line per run."""
     base = rows[0]["s_per_step"]
-    lines = ["| run | ε (δ) | FID ratio | TSTR bal. acc. | class check | strongest attack AUC, unit [95% CI] "
-             "| per patient | s/step | × non-DP |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | ε (δ) | FD ratio [95% CI] | FRD ratio | TSTR bal. acc. (TRTR) | class check "
+             "| strongest attack AUC, unit [95% CI] | per patient | s/step | × non-DP |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eps = ("– (not DP)" if r["delta"] is None else "∞ (no noise)" if r["epsilon"] is None
                else f"{r['epsilon']:.2f} ({r['delta']:.0e})")
-        lines.append(f"| {r['run']} | {eps} | {fmt(r['fid_ratio'], '.2f')} | {fmt(r['tstr_bacc'])} | "
+        lines.append(f"| {r['run']} | {eps} | {with_ci(r['fid_ratio'], r.get('fid_ratio_ci'), '.1f')} | "
+                     f"{with_ci(r.get('frd_ratio'), r.get('frd_ratio_ci'), '.1f')} | "
+                     f"{fmt(r['tstr_bacc'])} ({fmt(r['trtr_bacc'])}) | "
                      f"{fmt(r['class_check'])} | {auc_with_ci(r['unit_attack'])} | "
                      f"{auc_with_ci(r['patient_attack'])} | {cost(r, base, '.3f', '.2f', ' | ')} |")
     return "\n".join(lines)

@@ -125,3 +125,35 @@ def test_dp_fine_tuning_says_epsilon_covers_only_the_private_cohort(pretrained, 
     # A source trained on the private examples themselves is no public start: refused under DP.
     with pytest.raises(ValueError, match="trained on this run's own examples"):
         _run(public_examples, tmp_path / "dp_same", dp_args)
+
+
+def test_fine_tuning_trains_only_the_named_discriminator_layers(pretrained, private_examples, tmp_path):
+    source = load_model_bundle(pretrained, ema=False)
+    heads = ("realfake_logits", "class_logits")
+    _run(private_examples, tmp_path / "heads", ["trainer.steps=2", "trainer.dp=true", "trainer.dp_noise_multiplier=1.5",
+                                                f"trainer.init_from={pretrained}",
+                                                "trainer.d_trainable_layers=" + ",".join(heads)])
+    tuned = load_model_bundle(tmp_path / "heads", ema=False)
+    moved, kept = set(), set()
+    for layer in source.discriminator.layers:
+        if not layer.weights:
+            continue
+        after = tuned.discriminator.get_layer(layer.name)
+        # Spectral norm's power-iteration vector moves on every training call, frozen or not: kernels only.
+        pairs = [(a, b) for a, b in zip(after.weights, layer.weights) if "vector_u" not in a.path]
+        (moved if any(np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in pairs) else kept).add(layer.name)
+    assert moved == set(heads) and kept  # the conv layers kept the public weights exactly
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(_weights(tuned.generator), _weights(source.generator)))
+    trained = json.loads((tmp_path / "heads" / "model_info.json").read_text())["discriminator_trained"]
+    head_parameters = sum(int(np.prod(w.shape)) for n in heads for w in source.discriminator.get_layer(n).weights)
+    assert trained["layers"] == list(heads) and trained["parameters"] == head_parameters
+    assert trained["of_parameters"] > head_parameters
+
+
+def test_fine_tuning_layers_are_checked_by_name_and_need_init_from(pretrained, private_examples, tmp_path):
+    with pytest.raises(ValueError, match=r"'conv_9' is not a discriminator layer with weights; choose from conv_0"):
+        _run(private_examples, tmp_path / "m1", ["trainer.steps=1", f"trainer.init_from={pretrained}",
+                                                 "trainer.d_trainable_layers=conv_9,class_logits"])
+    with pytest.raises(ValueError, match=r"d_trainable_layers = 'class_logits' needs trainer.init_from"):
+        _run(private_examples, tmp_path / "m2", ["trainer.steps=1", "trainer.d_trainable_layers=class_logits"])
+    assert not (tmp_path / "m1" / "model_info.json").exists() and not (tmp_path / "m2" / "model_info.json").exists()

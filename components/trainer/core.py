@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.trainer import finite
+from components.trainer import init_from as init_from_module
 from components.trainer.callbacks import TrainingMonitor
 from components.trainer.data import ExamplesInfo, make_dataset
 from components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
@@ -63,6 +64,9 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
+    gan.discriminator_parameters = _count(discriminator.trainable_weights)  # before any layer is frozen
+    if cfg.d_trainable_layers.strip():
+        init_from_module.freeze_all_but(discriminator, init_from_module.trained_layer_names(cfg.d_trainable_layers))
     # Keras 3 + MirroredStrategy: optimizers must own their slots before the first distributed step.
     gan.d_optimizer.build(discriminator.trainable_variables)
     gan.g_optimizer.build(generator.trainable_variables)
@@ -235,6 +239,10 @@ def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):
     return noise, np.repeat(np.arange(num_classes, dtype=np.int32), n)
 
 
+def _count(weights) -> int:
+    return sum(int(w.shape.num_elements()) for w in weights)
+
+
 def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int,
            dp: dict | None = None, init_from: dict | None = None) -> dict:
     """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
@@ -259,6 +267,12 @@ def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, st
         # The full architecture, so that trainer.init_from can check a later run against it field by field.
         "arch": {**dataclasses.asdict(arch_config(cfg, info)), "image_shape": list(info.image_shape)},
         "init_from": init_from,  # the model this run started from (uri, fingerprint), or None
+        # trainer.d_trainable_layers: what the run trained of D (under DP, the noised parameters), the rest frozen.
+        "discriminator_trained": {
+            "layers": list(init_from_module.trained_layer_names(cfg.d_trainable_layers)) or "all",
+            "parameters": _count(gan.discriminator.trainable_weights),
+            "of_parameters": gan.discriminator_parameters,
+        },
     }
     (out_dir / "model_info.json").write_text(json.dumps(info_json, indent=2) + "\n")
     return info_json

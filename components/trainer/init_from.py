@@ -135,3 +135,27 @@ def load_into(gan, source: InitSource) -> None:
     if gan.generator_ema is not None:  # the source's EMA when it kept one, else its generator
         _copy_weights(gan.generator_ema, load("generator_ema.keras") if source.ema else generator,
                       "generator_ema.keras" if source.ema else "generator.keras")
+
+
+def trained_layer_names(setting: str) -> tuple[str, ...]:
+    """``trainer.d_trainable_layers`` as names; () = every layer trains."""
+    return tuple(name.strip() for name in setting.split(",") if name.strip())
+
+
+def freeze_all_but(discriminator: keras.Model, names: tuple[str, ...]) -> int:
+    """Freeze every D layer with weights except ``names`` (call before the optimizer is built, so that it keeps
+    slots for the trained layers only); returns the trained parameter count. Freezing does not change
+    ``model.weights``' order, which ``load_into`` and the checkpoints rely on.
+
+    Why: under DP-SGD the noise added to D's gradient has norm ~ sigma C sqrt(#parameters) while the clipped
+    signal is at most C per privacy unit, so training only D's top layers on a public start divides the noise by
+    sqrt(#all / #trained) at the same epsilon (Tramer & Boneh 2021: private learning needs good public features).
+    """
+    with_weights = {layer.name: layer for layer in discriminator.layers if layer.trainable_weights}
+    unknown = [n for n in names if n not in with_weights]
+    if unknown:
+        raise ValueError(f"trainer.d_trainable_layers: {', '.join(map(repr, unknown))} is not a discriminator layer "
+                         f"with weights; choose from {', '.join(with_weights)}")
+    for name, layer in with_weights.items():
+        layer.trainable = name in names
+    return sum(int(w.shape.num_elements()) for w in discriminator.trainable_weights)

@@ -52,6 +52,11 @@ class TrainerConfig:
     init_from: str = F(default="", metadata={
         "help": "folder of a trained model (a `vugan train` output) whose G and D weights start this run (public "
                 "pre-training, then fine-tuning); its architecture must match; '' = random start"})
+    d_trainable_layers: str = F(default="", metadata={
+        "help": "with init_from: comma list of the discriminator layers fine-tuning trains (e.g. "
+                "'conv_3,realfake_logits,class_logits'); the others keep the pre-trained weights, frozen. Under DP "
+                "the noise grows with sqrt(#trained D parameters) while the clipped signal does not "
+                "(docs/dp.md); '' = every layer"})
     # ---------------------------------------------------------------- losses and options
     adversarial_loss: str = F(default="bce", metadata={
         "choices": ("bce", "hinge"),
@@ -158,6 +163,9 @@ class TrainerConfig:
         for name in (p.strip() for p in self.diffaugment.split(",") if p.strip()):
             if name not in AUGMENTATIONS:
                 raise ValueError(f"diffaugment {name!r} is unknown; allowed: {', '.join(AUGMENTATIONS)}")
+        if self.d_trainable_layers.strip() and not self.init_from:
+            raise ValueError(f"trainer.d_trainable_layers = {self.d_trainable_layers!r} needs trainer.init_from: the "
+                             "frozen layers would keep their random initial weights")
         if self.dp:
             self._validate_dp()
         elif self.dp_adaptive_clip:
