@@ -139,9 +139,12 @@ def main(argv=None) -> int:
     p.add_argument("--epsilon", default="", help="comma list of per-unit epsilons (per patient with --unit patient) "
                                                  "instead of --noise: each run's sigma is the smallest that keeps "
                                                  "--steps steps within it (PLD, the trainer's default accountant)")
-    p.add_argument("--finetune-layers", default="", metavar="LAYERS",
-                   help="trainer.d_trainable_layers of the pre-trained DP runs: D layers DP fine-tuning trains, the "
-                        "rest keep the public weights ('' = all)")
+    p.add_argument("--public-model", default="", metavar="FOLDER",
+                   help="start the pre-trained runs from this trained model (e.g. an earlier run's OUT/public-model) "
+                        "instead of training one on a --public-patients phantom")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config overrides of the runs that start from the public model only (fine-tuning: e.g. "
+                        "trainer.lr_g=1e-5, trainer.d_trainable_layers=...); repeatable")
     p.add_argument("--clip", type=float, default=1.0, help="dp_clip_norm")
     p.add_argument("--unit", default="unit", choices=("patient", "unit"),
                    help="privacy unit of the DP runs (patient needs many patients per batch to learn)")
@@ -176,14 +179,14 @@ def main(argv=None) -> int:
     dp_runs = [(f"DP sigma={s}", common + ["trainer.dp=true", f"trainer.dp_noise_multiplier={s}",
                                            f"trainer.dp_clip_norm={args.clip}", f"trainer.dp_unit={args.unit}"])
                for s in noise_levels(args, splits["train"])]
-    if args.public_patients > 0:
-        public = train_public_model(out, args, common)
+    if args.public_patients > 0 or args.public_model:
+        public = Path(args.public_model) if args.public_model else train_public_model(out, args, common)
         runs.append(("public only", None))  # the pre-trained model itself: no private data at all
+        finetune = [f"trainer.init_from={public}", *args.finetune_set]
+        runs.append(("pre-trained + non-private", runs[0][1] + finetune))
         # Each noise level with and then without pre-training, so that a table cut short still pairs them.
         for name, overrides in dp_runs:
-            finetune = [f"trainer.d_trainable_layers={args.finetune_layers}"] if args.finetune_layers else []
-            runs += [(f"pre-trained + {name}", overrides + [f"trainer.init_from={public}", *finetune]),
-                     (name, overrides)]
+            runs += [(f"pre-trained + {name}", overrides + finetune), (name, overrides)]
     else:
         runs += dp_runs
     reusable = reusable_rows(out / "results.json", args) if args.reuse else {}
@@ -265,7 +268,7 @@ def save(out: Path, args, rows: list[dict]) -> None:
 
 # Settings that must match for a row of an earlier invocation to stand in this table.
 SAME_SETTINGS = ("examples", "config", "set", "steps", "clip", "unit", "batch", "width", "noise_dim", "eval_epochs",
-                 "synthetic", "bootstrap", "seed", "public_patients", "public_steps", "finetune_layers")
+                 "synthetic", "bootstrap", "seed", "public_patients", "public_steps", "public_model", "finetune_set")
 
 
 def reusable_rows(results: Path, args) -> dict:
