@@ -2,12 +2,17 @@
 same number of steps from the same config and evaluated with the evaluator's own functions. Prints epsilon, FID
 ratio (domain embedding), TSTR balanced accuracy, the region class check (bench/class_check.py), the strongest
 membership attack's AUC (per unit and per patient), and the per-step cost of DP training against non-DP training.
+FD and FRD ratios come with their bootstrap intervals; grids.png puts every run's real and generated units per class
+side by side.
 
     .venv/bin/python bench/dp_tradeoff.py                      # builds a 320-patient 32x32 phantom cohort first
     .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --steps 800 --noise 0.5,1.0,2.0 --unit patient
     .venv/bin/python bench/dp_tradeoff.py --config configs/dp.toml --unit patient --public-patients 96
         # plus public pre-training: a non-private model on a DISJOINT phantom cohort (another seed) starts every
         # "pre-trained" DP run (trainer.init_from); epsilon covers only the private cohort
+    .venv/bin/python bench/dp_tradeoff.py EXAMPLES_DIR --config configs/dp.toml --unit patient --epsilon 10,3,1 \
+        --public-patients 96 --public-steps 4000 --finetune-set trainer.lr_g=1e-5 --finetune-set trainer.lr_d=5e-5
+        # the README's table: sigma per target epsilon, a long public run, gentle fine-tuning
 
 The trainer options come from --config (default configs/demo.toml: generator BatchNorm, EMA, DiffAugment, XLA);
 --steps/--batch/--width and any --set override it for every run alike. DP-SGD needs many privacy units per batch
