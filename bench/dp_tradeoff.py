@@ -227,9 +227,10 @@ def main(argv=None) -> int:
             f"{'AUC unit':>10}{'AUC patient':>13}{'s/step':>9}{'x non-DP':>10}")
     print(head + "\n" + "-" * len(head))
     for r in rows:
+        seconds, ratio = cost(r, base)
         print(f"{r['run']:<16}{fmt(r['epsilon'], '.2f'):>9}{fmt(r['delta'], '.0e'):>9}{fmt(r['fid_ratio'], '.2f'):>11}"
               f"{fmt(r['tstr_bacc']):>11}{fmt(r['class_check']):>11}{fmt(r['unit_attack'].get('auc')):>10}"
-              f"{fmt(r['patient_attack'].get('auc')):>13}{cost(r, base, '>9.3f', '>10.2f')}")
+              f"{fmt(r['patient_attack'].get('auc')):>13}{seconds:>9}{ratio:>10}")
     print(f"TRTR balanced accuracy (real-data reference): {rows[0]['trtr_bacc']:.3f}; strongest attacks: "
           + "; ".join(f"{r['run']}: {r['unit_attack'].get('attack', '-')}" for r in rows))
     save(out, args, rows)
@@ -286,26 +287,24 @@ def reusable_rows(results: Path, args) -> dict:
     return {row["run"]: row for row in earlier["rows"]}
 
 
-def cost(row: dict, base: float, spec: str, ratio_spec: str, sep: str = "") -> str:
-    """s/step and x non-DP; '-' for a row that trained nothing in this table (the public model)."""
+def cost(row: dict, base: float) -> tuple[str, str]:
+    """(s/step, x non-DP) as text; '-' for a row that trained nothing in this table (the public model)."""
     if row["s_per_step"] is None:
-        return format("-", spec[0] + spec[1:].split(".")[0] if spec[0] in "<>^" else "") + sep + format(
-            "-", ratio_spec[0] + ratio_spec[1:].split(".")[0] if ratio_spec[0] in "<>^" else "")
-    return format(row["s_per_step"], spec) + sep + format(row["s_per_step"] / base, ratio_spec)
+        return "-", "-"
+    return f"{row['s_per_step']:.3f}", f"{row['s_per_step'] / base:.2f}"
 
 
-def with_ci(value, ci, spec=".2f") -> str:
+def with_ci(value, ci, spec=".2f", ci_spec: str | None = None) -> str:
+    """value [lo, hi], the interval in ci_spec (default: spec); '-' when there is no value."""
     if value is None:
         return "-"
     lo, hi = (ci or [None, None])[:2]
-    return format(value, spec) + (f" [{lo:{spec}}, {hi:{spec}}]" if lo is not None and hi is not None else "")
+    ci_spec = ci_spec or spec
+    return format(value, spec) + (f" [{lo:{ci_spec}}, {hi:{ci_spec}}]" if lo is not None and hi is not None else "")
 
 
 def auc_with_ci(attack: dict) -> str:
-    if attack.get("auc") is None:
-        return "-"
-    lo, hi = (attack.get("auc_ci") or [None, None])[:2]
-    return f"{attack['auc']:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+    return with_ci(attack.get("auc"), attack.get("auc_ci"), ".3f", ".2f")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -321,7 +320,7 @@ def markdown_table(rows: list[dict]) -> str:
                      f"{with_ci(r.get('frd_ratio'), r.get('frd_ratio_ci'), '.1f')} | "
                      f"{fmt(r['tstr_bacc'])} ({fmt(r['trtr_bacc'])}) | "
                      f"{fmt(r['class_check'])} | {auc_with_ci(r['unit_attack'])} | "
-                     f"{auc_with_ci(r['patient_attack'])} | {cost(r, base, '.3f', '.2f', ' | ')} |")
+                     f"{auc_with_ci(r['patient_attack'])} | {' | '.join(cost(r, base))} |")
     return "\n".join(lines)
 
 

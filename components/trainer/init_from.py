@@ -142,9 +142,9 @@ def trained_layer_names(setting: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in setting.split(",") if name.strip())
 
 
-def freeze_all_but(discriminator: keras.Model, names: tuple[str, ...]) -> int:
+def freeze_all_but(discriminator: keras.Model, names: tuple[str, ...]) -> None:
     """Freeze every D layer with weights except ``names`` (call before the optimizer is built, so that it keeps
-    slots for the trained layers only); returns the trained parameter count. Freezing does not change
+    slots for the trained layers only). Freezing does not change
     ``model.weights``' order, which ``load_into`` and the checkpoints rely on.
 
     Why: under DP-SGD the noise added to D's gradient has norm ~ sigma C sqrt(#parameters) while the clipped
@@ -158,4 +158,3 @@ def freeze_all_but(discriminator: keras.Model, names: tuple[str, ...]) -> int:
                          f"with weights; choose from {', '.join(with_weights)}")
     for name, layer in with_weights.items():
         layer.trainable = name in names
-    return sum(int(w.shape.num_elements()) for w in discriminator.trainable_weights)

@@ -81,11 +81,8 @@ def first_order(images: np.ndarray) -> np.ndarray:
     over [-1, 1].
     """
     x = np.asarray(images, np.float32).reshape(len(images), -1)
-    mean = x.mean(1, dtype=np.float64)
-    c = x - mean[:, None].astype(np.float32)
-    c2 = c * c
-    m2, m3, m4 = (c2.mean(1, dtype=np.float64), (c2 * c).mean(1, dtype=np.float64),
-                  (c2 * c2).mean(1, dtype=np.float64))
+    mean, c, c2, m2 = _centred(x)
+    m3, m4 = (c2 * c).mean(1, dtype=np.float64), (c2 * c2).mean(1, dtype=np.float64)
     safe = np.where(m2 > 1e-12, m2, 1.0)
     skew = np.where(m2 > 1e-12, m3 / safe ** 1.5, 0.0)
     kurt = np.where(m2 > 1e-12, m4 / safe ** 2 - 3.0, 0.0)
@@ -95,6 +92,21 @@ def first_order(images: np.ndarray) -> np.ndarray:
     entropy = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(1)
     uniformity = (p ** 2).sum(1)
     return np.stack([mean, np.sqrt(m2), skew, kurt, p10, p50, p90, p75 - p25, mad, entropy, uniformity], 1)
+
+
+def _centred(x: np.ndarray):
+    """[n, m] float32 rows -> (mean, centred rows, their squares, second moment): what first_order and
+    mean_and_std share, computed one way so that both give the same numbers."""
+    mean = x.mean(1, dtype=np.float64)
+    c = x - mean[:, None].astype(np.float32)
+    c2 = c * c
+    return mean, c, c2, c2.mean(1, dtype=np.float64)
+
+
+def mean_and_std(images: np.ndarray) -> np.ndarray:
+    """[n, ...] -> [n, 2]: first_order's mean and standard deviation alone (no percentiles, no histogram)."""
+    mean, _, _, m2 = _centred(np.asarray(images, np.float32).reshape(len(images), -1))
+    return np.stack([mean, np.sqrt(m2)], 1)
 
 
 def _row_histograms(values: np.ndarray, bins: int) -> np.ndarray:
@@ -286,8 +298,7 @@ def radiomics_features(images: np.ndarray, levels: int = LEVELS) -> np.ndarray:
         raise ValueError(f"radiomics_features: expected [n, H, W, K] units, got shape {x.shape}")
     u = contrast_normalised(x)
     q = quantise(u, levels)
-    raw = first_order(x)[:, :2]
-    return np.concatenate([raw, first_order(u)[:, 2:], sharpness(u), glcm_features(glcm(q, levels)),
+    return np.concatenate([mean_and_std(x), first_order(u)[:, 2:], sharpness(u), glcm_features(glcm(q, levels)),
                            glrlm_features(q, levels), spectrum(u), band_spectrum(x)], 1)
 
 
