@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 
 tf_env.configure()
 VUGAN = str(Path(sys.executable).with_name("vugan"))
@@ -54,8 +53,8 @@ def score(examples: Path, model: Path, evaluation: Path) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from class_check import class_check
 
-    from components import schema
-    from models.bundle import load_model_bundle
+    from vugan.components import schema
+    from vugan.models.bundle import load_model_bundle
 
     m = json.loads((evaluation / "metrics.json").read_text())
     train, test = schema.load_split(str(examples), "train"), schema.load_split(str(examples), "test")

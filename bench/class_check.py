@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 import numpy as np  # noqa: E402
@@ -27,7 +27,7 @@ def class_check(train, test, bundle, *, per_class: int = 100, seed: int = 0) -> 
     of every class with a non-zero prior."""
     from sklearn.linear_model import LogisticRegression
 
-    from models.bundle import generate
+    from vugan.models.bundle import generate
 
     clf = LogisticRegression(max_iter=2000, C=0.1).fit(block_means(train.images), train.class_ids)
     prior = bundle.info.get("class_prior") or [1.0] * len(bundle.class_names)
@@ -50,8 +50,8 @@ def main() -> None:
     parser.add_argument("--grid", help="write real (top) and generated (bottom) centre slices here")
     args = parser.parse_args()
 
-    from components import schema
-    from models.bundle import load_model_bundle
+    from vugan.components import schema
+    from vugan.models.bundle import load_model_bundle
 
     train, test = schema.load_split(args.examples, "train"), schema.load_split(args.examples, "test")
     result = class_check(train, test, load_model_bundle(args.model), per_class=args.per_class, seed=args.seed)

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models import dp  # noqa: E402
+from vugan.models import dp  # noqa: E402
 
 NUM_CLASSES = 5
 

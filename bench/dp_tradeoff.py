@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 from class_check import class_check, save_grid  # noqa: E402  (bench/ is on the path when this file runs)
@@ -45,7 +44,7 @@ def build_phantom_cohort(out: Path, patients: int, image_size: int, seed: int) -
     if (examples / "artifact.json").exists():
         return str(examples)
     phantom = out / f"phantom-{patients}p"
-    vugan = [sys.executable, "-m", "pipeline.cli"]
+    vugan = [sys.executable, "-m", "vugan.pipeline.cli"]
     if not (phantom / "artifact.json").exists():
         subprocess.run([*vugan, "phantom", "--out", str(phantom), "--patients", str(patients), "--seed", str(seed)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -57,9 +56,9 @@ def build_phantom_cohort(out: Path, patients: int, image_size: int, seed: int) -
 
 def train_one(examples: str, out: Path, config: str | None, overrides: list[str]) -> dict:
     """One trainer run (the real component); returns model_info.json and the steady-state seconds per step."""
-    from components.trainer.callbacks import read_stats
-    from components.trainer.run import SPEC
-    from pipeline.config import load_config
+    from vugan.components.trainer.callbacks import read_stats
+    from vugan.components.trainer.run import SPEC
+    from vugan.pipeline.config import load_config
 
     cfg = load_config(config, overrides)
     SPEC.run(cfg, {"examples": examples}, out, log=lambda m: None)
@@ -85,11 +84,11 @@ def train_public_model(out: Path, args, common: list[str]) -> Path:
 
 def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
     """FID ratio (domain embedding), TSTR balanced accuracy and the strongest attacks, by the evaluator's core."""
-    from components.evaluator import core
-    from components.evaluator.privacy.attacks import evaluate_privacy
-    from components.evaluator.privacy.spec import PrivacyConfig
-    from components.evaluator.spec import EvaluatorConfig
-    from models.bundle import generate, load_model_bundle
+    from vugan.components.evaluator import core
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.privacy.spec import PrivacyConfig
+    from vugan.components.evaluator.spec import EvaluatorConfig
+    from vugan.models.bundle import generate, load_model_bundle
 
     bundle = load_model_bundle(model_dir)
     cfg = dataclasses.replace(EvaluatorConfig(), classifier_epochs=args.eval_epochs, min_synthetic=args.synthetic,
@@ -117,7 +116,7 @@ def noise_levels(args, train) -> list[float]:
     (components/trainer/dp_training.py), delta the trainer's default for this many patients."""
     if not args.epsilon:
         return [float(x) for x in args.noise.split(",")]
-    from models import dp_accounting as acc
+    from vugan.models import dp_accounting as acc
 
     q = args.batch / len(train)
     delta = acc.default_delta(len(set(train.patients)))
@@ -169,7 +168,7 @@ def main(argv=None) -> int:
                    help="take rows from OUT/results.json whose run and settings match (to add noise levels later)")
     args = p.parse_args(argv)
 
-    from components import schema
+    from vugan.components import schema
 
     out = Path(args.out or tempfile.mkdtemp(prefix="dp-tradeoff-"))
     args.examples = args.examples or build_phantom_cohort(out, args.patients, args.image_size, args.seed + 11)

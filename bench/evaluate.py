@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 
 def make_units(n: int, shape, seed: int, prefix: str):
-    from components import schema
+    from vugan.components import schema
     from fixtures_examples import class_image
 
     rng = np.random.default_rng(seed)
@@ -49,9 +48,9 @@ def timed(fn):
 
 def feature_stages(train, holdout, test, synthetic, cfg, repeats: int) -> list[tuple[str, str, int, float]]:
     """(encoder, stage, units, median seconds) for the domain encoder (before) and the vu-encoder (after)."""
-    from components.evaluator import core
-    from components.evaluator.features.embeddings import domain_embedder, vu_embedder
-    from components.evaluator.quality import utility
+    from vugan.components.evaluator import core
+    from vugan.components.evaluator.features.embeddings import domain_embedder, vu_embedder
+    from vugan.components.evaluator.quality import utility
 
     sets = {"train": train, "holdout": holdout, "synthetic": synthetic}
     labels = {k: v.class_ids for k, v in sets.items()}
@@ -99,9 +98,9 @@ def main(argv=None) -> int:
                         "feature cache (evaluator.feature_cache), as when a user evaluates another model")
     args = p.parse_args(argv)
 
-    from components.evaluator import core
-    from components.evaluator.features.embeddings import inception_embedder
-    from components.evaluator.spec import EvaluatorConfig
+    from vugan.components.evaluator import core
+    from vugan.components.evaluator.features.embeddings import inception_embedder
+    from vugan.components.evaluator.spec import EvaluatorConfig
 
     shape = tuple(args.shape)
     n_train, n_holdout = round(0.6 * args.real), round(0.2 * args.real)
@@ -143,8 +142,8 @@ def main(argv=None) -> int:
             outcome = core.evaluate_units(train, holdout, test, synthetic, ("cervical", "thoracic", "lumbar"), cfg,
                                           inception=inception, inception_skip_reason="--no-inception", timer=timer)
             if args.privacy:
-                from components.evaluator.privacy.attacks import evaluate_privacy
-                from components.evaluator.privacy.spec import PrivacyConfig
+                from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+                from vugan.components.evaluator.privacy.spec import PrivacyConfig
 
                 pcfg = dataclasses.replace(PrivacyConfig(), pbb_enabled=False, whitebox_enabled=False)
                 with timer.stage("privacy", len(train) + len(holdout) + len(synthetic)):

@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 
 def spaces_for(train, class_names, cfg, names):
-    from components.evaluator.features import embeddings
-    from components.evaluator.quality import utility
+    from vugan.components.evaluator.features import embeddings
+    from vugan.components.evaluator.quality import utility
 
     out = {}
     for name in names:
@@ -72,9 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    from components.evaluator import calibration
-    from components.evaluator.run import load_inputs
-    from pipeline.config import load_config
+    from vugan.components.evaluator import calibration
+    from vugan.components.evaluator.run import load_inputs
+    from vugan.pipeline.config import load_config
 
     config = load_config(args.config or None)
     cfg = dataclasses.replace(config.evaluator, seed=args.seed)

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 # The real scans live beside the repository (../shared), never inside it.
@@ -38,7 +38,7 @@ def load_floor(tasks) -> float:
 
 
 def run_job(tasks, cfg, beam_args) -> tuple[float, int]:
-    from components.preprocess import beam_pipeline
+    from vugan.components.preprocess import beam_pipeline
 
     out = tempfile.mkdtemp(prefix="vugan-bench-")
     try:
@@ -61,8 +61,8 @@ def main(argv=None) -> dict:
 
     import logging
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    from components.preprocess import core
-    from pipeline.config import load_config
+    from vugan.components.preprocess import core
+    from vugan.pipeline.config import load_config
 
     cfg = load_config(None).preprocess
     tasks = core.plan_tasks(args.manifest, cfg, salt="bench")

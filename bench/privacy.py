@@ -24,14 +24,13 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 SHAPE = (64, 64, 9)
 
 
 def _units(n: int, prefix: str, per_patient: int, rng) -> "UnitArrays":
-    from components.schema import UnitArrays
+    from vugan.components.schema import UnitArrays
 
     classes = rng.integers(0, 3, n).astype(np.int32)
     names = np.array(["cervical", "thoracic", "lumbar"], object)[classes]
@@ -55,11 +54,11 @@ def blocked_numpy_nearest(queries: np.ndarray, refs_chunks, block_rows: int = 10
 
 
 def one_case(n_syn: int, n_train: int, baseline: bool) -> dict:
-    from components.evaluator import knn
-    from components.evaluator.gate import privacy_outcome
-    from components.evaluator.privacy.attacks import evaluate_privacy
-    from components.evaluator.privacy.spec import PrivacyConfig
-    from components.schema import UnitArrays
+    from vugan.components.evaluator import knn
+    from vugan.components.evaluator.gate import privacy_outcome
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.privacy.spec import PrivacyConfig
+    from vugan.components.schema import UnitArrays
 
     rng = np.random.default_rng(0)
     cfg = PrivacyConfig()

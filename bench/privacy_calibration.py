@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -31,7 +31,7 @@ def build_pool(out: Path, patients: int, seed: int) -> Path:
     examples = out / f"pool-{patients}p-32px"
     if (examples / "artifact.json").exists():
         return examples
-    vugan = [sys.executable, "-m", "pipeline.cli"]
+    vugan = [sys.executable, "-m", "vugan.pipeline.cli"]
     phantom = out / f"phantom-{patients}p"
     if not (phantom / "artifact.json").exists():
         subprocess.run([*vugan, "phantom", "--out", str(phantom), "--patients", str(patients), "--seed", str(seed)],
@@ -42,7 +42,7 @@ def build_pool(out: Path, patients: int, seed: int) -> Path:
 
 
 def load_pool(examples: Path):
-    from components.schema import UnitArrays, load_split
+    from vugan.components.schema import UnitArrays, load_split
 
     parts = [load_split(str(examples), s) for s in ("train", "holdout", "test")]
     return UnitArrays(*(np.concatenate([getattr(p, f) for p in parts])
@@ -50,8 +50,8 @@ def load_pool(examples: Path):
 
 
 def main(argv=None) -> None:
-    from components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
-    from components.evaluator.privacy.spec import PrivacyConfig
+    from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
+    from vugan.components.evaluator.privacy.spec import PrivacyConfig
     from privacy_controls import SCENARIOS, calibrate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

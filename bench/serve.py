@@ -19,8 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 tf_env.configure()
 
 
@@ -41,7 +40,7 @@ def bench(run_dir: Path, batches, repeats: int, use_ema: bool = True) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from models.bundle import load_model_bundle
+    from vugan.models.bundle import load_model_bundle
 
     bundle = load_model_bundle(run_dir / "train", ema=use_ema)
     loaded = tf.saved_model.load(str(run_dir / "export" / "saved_model"))

@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
+from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 
 tf_env.configure()
 
@@ -116,10 +115,10 @@ def plain_loop(g, d, images, labels, *, batch, noise_dim, num_classes, steps, ch
 
 
 def trainer_loop(info, tmp: Path, args, *, xla, tag: str):
-    from components.trainer import core
-    from components.trainer.callbacks import read_stats
-    from components.trainer.run import make_strategy
-    from pipeline.config import load_config
+    from vugan.components.trainer import core
+    from vugan.components.trainer.callbacks import read_stats
+    from vugan.components.trainer.run import make_strategy
+    from vugan.pipeline.config import load_config
 
     cfg = load_config(None, [f"trainer.width={args.width}", f"trainer.batch_size={args.batch}",
                              f"trainer.steps={args.steps}", f"trainer.log_every={args.chunk}",
@@ -152,10 +151,10 @@ def main(argv=None) -> int:
 
     import keras
 
-    from components import schema
-    from components.trainer.data import inspect_examples
+    from vugan.components import schema
+    from vugan.components.trainer.data import inspect_examples
     from fixtures_examples import make_examples_artifact
-    from models import acgan
+    from vugan.models import acgan
 
     shape = (args.size, args.size, args.slices)
     tmp = Path(tempfile.mkdtemp(prefix="vugan-bench-"))

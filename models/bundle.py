@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from models import acgan  # noqa: F401  (registers SpectralNormConv2D for deserialisation)
+from vugan.models import acgan  # noqa: F401  (registers SpectralNormConv2D for deserialisation)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from models.tfgan_compat import NO_REDUCTION, tfgan
+from vugan.models.tfgan_compat import NO_REDUCTION, tfgan
 
 
 class GANLoss(NamedTuple):

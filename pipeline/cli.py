@@ -16,17 +16,17 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import tf_env
+from vugan.pipeline import tf_env
 
 tf_env.configure()  # before anything imports TensorFlow: oneDNN and threads are read once, at its load
 
-from pipeline import console  # noqa: E402
-from pipeline.artifacts import ArtifactError  # noqa: E402
-from pipeline.config import ConfigError, load_config  # noqa: E402
-from pipeline.locks import FolderLockedError  # noqa: E402
+from vugan.pipeline import console  # noqa: E402
+from vugan.pipeline.artifacts import ArtifactError  # noqa: E402
+from vugan.pipeline.config import ConfigError, load_config  # noqa: E402
+from vugan.pipeline.locks import FolderLockedError  # noqa: E402
 
 # The registry lives in pipeline.registry (the runner reads it too); re-exported for existing imports.
-from pipeline.registry import COMPONENT_MODULES, component_module as _component_module  # noqa: E402,F401
+from vugan.pipeline.registry import COMPONENT_MODULES, component_module as _component_module  # noqa: E402,F401
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +123,7 @@ def _reject_unknown(parser, extra, allow_beam: bool) -> None:
         return
     unknown = list(extra)
     if allow_beam:
-        from components.preprocess.beam_pipeline import unknown_beam_flags
+        from vugan.components.preprocess.beam_pipeline import unknown_beam_flags
         unknown = unknown_beam_flags(extra)
     if unknown:
         what = "neither a vugan flag nor an Apache Beam pipeline option" if allow_beam else "not a vugan flag"
@@ -133,7 +133,7 @@ def _reject_unknown(parser, extra, allow_beam: bool) -> None:
 def _dispatch(parser, args, extra, argv) -> int:
     if args.command == "runs":
         _reject_unknown(parser, extra, allow_beam=False)
-        from pipeline.runner import list_runs
+        from vugan.pipeline.runner import list_runs
         print(list_runs(args.runs_dir))
         return 0
     if args.command == "run":
@@ -143,12 +143,12 @@ def _dispatch(parser, args, extra, argv) -> int:
         _reject_unknown(parser, extra, allow_beam=getattr(module, "ACCEPTS_EXTRA_ARGS", False))
     if getattr(args, "run", None) is not None:
         # Inside a run folder the base is the run's saved config, not the defaults.
-        from pipeline.runner import resolve_run_config
+        from vugan.pipeline.runner import resolve_run_config
         config = resolve_run_config(args.run, args.config, args.overrides)
     else:
         config = load_config(args.config, args.overrides)
     if args.command == "run":
-        from pipeline.runner import run_pipeline
+        from vugan.pipeline.runner import run_pipeline
         result = run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
                               config_path=args.config, extra_args=extra, run_dir=args.run, force=args.force,
                               force_release=args.force_release, command=" ".join(["vugan", *argv]),
@@ -160,7 +160,7 @@ def _dispatch(parser, args, extra, argv) -> int:
     options = module.options_from_args(args, extra) if hasattr(module, "options_from_args") else {}
     config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config
     if getattr(args, "run", None) is not None:
-        from pipeline.runner import rerun_component
+        from vugan.pipeline.runner import rerun_component
         result = rerun_component(args.run, args.command, config, options=options, force=args.force,
                                  dry_run=args.dry_run, overrides=args.overrides, config_path=args.config)
         return 0 if args.dry_run or result.ok else 1

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from pipeline.artifacts import ArtifactType, read_artifact, write_artifact
-from pipeline.config import PipelineConfig, fingerprint, write_resolved
-from pipeline.locks import folder_lock
+from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
+from vugan.pipeline.config import PipelineConfig, fingerprint, write_resolved
+from vugan.pipeline.locks import folder_lock
 
 
 @dataclasses.dataclass(frozen=True)

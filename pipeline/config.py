@@ -28,13 +28,13 @@ class ConfigError(ValueError):
 
 def _section_classes() -> dict[str, type]:
     # Imported lazily so that `import pipeline.config` stays cheap and free of TensorFlow.
-    from components.evaluator.privacy.spec import PrivacyConfig
-    from components.evaluator.spec import EvaluatorConfig
-    from components.exporter.spec import ExporterConfig
-    from components.phantom.spec import PhantomConfig
-    from components.preprocess.spec import PreprocessConfig
-    from components.synthesize.spec import SynthesizeConfig
-    from components.trainer.spec import TrainerConfig
+    from vugan.components.evaluator.privacy.spec import PrivacyConfig
+    from vugan.components.evaluator.spec import EvaluatorConfig
+    from vugan.components.exporter.spec import ExporterConfig
+    from vugan.components.phantom.spec import PhantomConfig
+    from vugan.components.preprocess.spec import PreprocessConfig
+    from vugan.components.synthesize.spec import SynthesizeConfig
+    from vugan.components.trainer.spec import TrainerConfig
 
     return {
         "run": RunConfig,

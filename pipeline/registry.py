@@ -9,13 +9,13 @@ import importlib
 
 # CLI name -> module exposing SPEC (and optionally add_arguments / options_from_args / ACCEPTS_EXTRA_ARGS).
 COMPONENT_MODULES = {
-    "phantom": "components.phantom.run",
-    "preprocess": "components.preprocess.run",
-    "train": "components.trainer.run",
-    "evaluate": "components.evaluator.run",
-    "synthesize": "components.synthesize.run",
-    "export": "components.exporter.run",
-    "audit": "components.evaluator.audit",
+    "phantom": "vugan.components.phantom.run",
+    "preprocess": "vugan.components.preprocess.run",
+    "train": "vugan.components.trainer.run",
+    "evaluate": "vugan.components.evaluator.run",
+    "synthesize": "vugan.components.synthesize.run",
+    "export": "vugan.components.exporter.run",
+    "audit": "vugan.components.evaluator.audit",
 }
 
 

@@ -25,10 +25,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
-from pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
-from pipeline.locks import folder_lock
-from pipeline.registry import component_spec
+from vugan.pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
+from vugan.pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
+from vugan.pipeline.locks import folder_lock
+from vugan.pipeline.registry import component_spec
 
 ORDER = ("preprocess", "train", "evaluate", "synthesize", "export")
 RUN_JSON = "run.json"
@@ -198,7 +198,7 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
     ``--debug`` on, so library logs and full tracebacks of the component reach the terminal too."""
     spec = _spec(name)
     producers = _producers()
-    cmd = [sys.executable, "-m", "pipeline.cli", name, "--config", str(run_dir / "config.toml"),
+    cmd = [sys.executable, "-m", "vugan.pipeline.cli", name, "--config", str(run_dir / "config.toml"),
            "--out", str(run_dir / name)]
     for inp, t in spec.inputs.items():
         cmd += [f"--{inp}", str(run_dir / producers[t.value])]
@@ -215,7 +215,7 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
 
 def _release_refusal(run_dir: Path, force_release: bool) -> str | None:
     """Why synthesize may not run (the evaluator's verdict failed and no override), or None."""
-    from components.synthesize.core import read_verdict
+    from vugan.components.synthesize.core import read_verdict
 
     verdict = read_verdict(run_dir / "evaluate")
     if verdict.passed or force_release:

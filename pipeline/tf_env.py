@@ -44,7 +44,7 @@ def configure(environ=None) -> dict[str, str]:
     if "tensorflow" in sys.modules and environ is os.environ:
         missing = [k for k in defaults() if k not in environ]
         if missing:
-            warnings.warn(f"pipeline.tf_env.configure() called after TensorFlow was imported: {', '.join(missing)} "
+            warnings.warn(f"vugan.pipeline.tf_env.configure() called after TensorFlow was imported: {', '.join(missing)} "
                           f"cannot take effect in this process; call it first", RuntimeWarning, stacklevel=2)
     for key, value in defaults().items():
         environ.setdefault(key, value)

@@ -1,13 +1,12 @@
-"""Test-wide settings: TensorFlow as the vugan command configures it (pipeline/tf_env.py), keep tests off any GPU, and make the repo importable."""
+"""Test-wide settings: TensorFlow as the vugan command configures it (pipeline/tf_env.py) and tests kept off any GPU.
+The code is imported as installed (``vugan.*``, `make setup`), never from the repository's top-level folders."""
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from pipeline import tf_env  # noqa: E402
+from vugan.pipeline import tf_env  # noqa: E402
 
 tf_env.configure()  # oneDNN and threads as the vugan command sets them, before any test imports TensorFlow
 # The evaluator caches real-split features under $XDG_CACHE_HOME (components/evaluator/features/cache.py): tests

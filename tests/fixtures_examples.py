@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components import schema
-from pipeline.artifacts import ArtifactType, write_artifact
+from vugan.components import schema
+from vugan.pipeline.artifacts import ArtifactType, write_artifact
 
 
 def class_image(rng: np.random.Generator, class_id: int, num_classes: int, shape) -> np.ndarray:

@@ -10,7 +10,7 @@ import types
 
 import numpy as np
 
-from components.schema import UnitArrays
+from vugan.components.schema import UnitArrays
 
 
 def blob_cohort(n_patients: int, units_per_patient: int, *, size: int = 16, slices: int = 3, n_classes: int = 3,
@@ -133,7 +133,7 @@ def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tupl
     syn = take(fresh, np.arange(len(fresh)))
     if scenario == "a":
         return train, holdout, syn
-    from components.evaluator import knn
+    from vugan.components.evaluator import knn
 
     d_ht = knn.Index(knn.project(train.images, 256)).search(knn.project(holdout.images, 256), 1)[0][:, 0]
     q01 = float(np.quantile(d_ht, 0.01))
@@ -170,8 +170,8 @@ def _with_images(syn: UnitArrays, keep: np.ndarray, extra: UnitArrays, images: n
 
 def calibrate(pool: UnitArrays, n: int, scenario: str, seeds, cfg) -> list[str]:
     """The privacy outcome of the gate for each seed (components/evaluator/gate.py)."""
-    from components.evaluator.gate import privacy_outcome
-    from components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.gate import privacy_outcome
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
 
     outcomes = []
     for seed in seeds:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.artifacts import ArtifactError, ArtifactType, payload_fingerprint, read_artifact, write_artifact
+from vugan.pipeline.artifacts import ArtifactError, ArtifactType, payload_fingerprint, read_artifact, write_artifact
 
 
 def _make(folder, text="a", **kw):

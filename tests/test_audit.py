@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from components import schema
-from pipeline.artifacts import ArtifactType, write_artifact
+from vugan.components import schema
+from vugan.pipeline.artifacts import ArtifactType, write_artifact
 from privacy_controls import blob_cohort, take
 from test_pipeline_helpers import ROOT, vugan
 
@@ -48,8 +48,8 @@ def cohort(tmp_path_factory):
 
 
 def _audit(examples, synthetic, out):
-    from components.evaluator.audit import SPEC
-    from pipeline.config import load_config
+    from vugan.components.evaluator.audit import SPEC
+    from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "tiny.toml", FAST)
     SPEC.run(config, {"examples": examples}, out, options={"synthetic": str(synthetic)}, log=lambda m: None)

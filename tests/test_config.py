@@ -3,7 +3,7 @@ import tomllib
 
 import pytest
 
-from pipeline.config import ConfigError, dumps_toml, fingerprint, load_config, write_resolved
+from vugan.pipeline.config import ConfigError, dumps_toml, fingerprint, load_config, write_resolved
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 raise the real value and hide a collapsed generator."""
 import numpy as np
 
-from components.evaluator.quality import diversity
+from vugan.components.evaluator.quality import diversity
 
 SETTINGS = diversity.MsSsimSettings(scales=2, filter_size=5, pairs_per_class=300)
 

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from models import dp
+from vugan.models import dp
 
 X = tf.constant([[2.0, 1.0], [4.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
 Y = tf.constant([1.0, 0.0, 0.0, 0.0])
@@ -180,7 +180,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from models import dp
+    from vugan.models import dp
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import pytest
 from dp_accounting import pld, rdp
 from scipy import stats
 
-from models import dp_accounting as acc
+from vugan.models import dp_accounting as acc
 
 Q, SIGMA, STEPS, DELTA = 64 / 10_000, 1.1, 3125, 1e-5  # the stack-notes example
 

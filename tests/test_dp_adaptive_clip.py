@@ -11,12 +11,12 @@ import pytest
 import tensorflow as tf
 from dp_accounting import rdp
 
-from components.trainer.dp_training import TrainUnits, plan_dp
-from components.trainer.run import SPEC
+from vugan.components.trainer.dp_training import TrainUnits, plan_dp
+from vugan.components.trainer.run import SPEC
 from fixtures_examples import make_examples_artifact
-from models import dp
-from models import dp_accounting as acc
-from pipeline.config import load_config
+from vugan.models import dp
+from vugan.models import dp_accounting as acc
+from vugan.pipeline.config import load_config
 from test_trainer import TINY
 
 QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100", "trainer.log_every=1"]
@@ -94,7 +94,7 @@ def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path,
         f"trainer.dp_clip_norm={start}", "trainer.dp_adaptive_clip=true", "trainer.dp_clip_count_noise=0.01",
         "trainer.dp_clip_lr=0.5"])
     SPEC.run(cfg, {"examples": examples}, out, log=lambda _: None)
-    from components.trainer.callbacks import read_stats
+    from vugan.components.trainer.callbacks import read_stats
     rows = read_stats(out / "stats.jsonl")
     clips = [start] + [r["dp_clip_norm"] for r in rows]
     steps = np.diff(np.log(clips))
@@ -113,7 +113,7 @@ def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path,
 def test_adaptive_clip_sums_the_count_over_two_replicas(examples, tmp_path):
     """Under MirroredStrategy (2 logical CPUs) the update uses the GLOBAL count: log C moves by lr * n / (2M) with n
     the realised rows of both replicas (one replica's count alone would give about half)."""
-    from components.trainer.callbacks import read_stats
+    from vugan.components.trainer.callbacks import read_stats
     from test_trainer import run_cli, sets
 
     out = tmp_path / "two"

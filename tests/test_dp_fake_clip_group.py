@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from components.trainer.gan_model import DPSettings
-from components.trainer.run import SPEC
-from pipeline.config import load_config
+from vugan.components.trainer.gan_model import DPSettings
+from vugan.components.trainer.run import SPEC
+from vugan.pipeline.config import load_config
 from test_trainer import TINY
 from test_trainer_dp import BATCH, N_PATIENTS, N_UNITS, QUIET, _gan_and_batches, examples  # noqa: F401 (fixture)
 

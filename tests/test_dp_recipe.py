@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from components import schema
-from components.trainer.run import SPEC
+from vugan.components import schema
+from vugan.components.trainer.run import SPEC
 from fixtures_examples import make_examples_artifact
-from models.bundle import generate, load_model_bundle
-from pipeline.config import load_config
+from vugan.models.bundle import generate, load_model_bundle
+from vugan.pipeline.config import load_config
 from test_trainer import ROOT
 
 RECIPE = str(ROOT / "configs" / "dp.toml")
@@ -79,9 +79,9 @@ def test_views_are_averaged_before_clipping_so_each_unit_stays_one_clipped_gradi
     gradient is still at most C per example (V per-view gradients would give up to V * C)."""
     import tensorflow as tf
 
-    from components.trainer import core
-    from components.trainer.data import inspect_examples
-    from components.trainer.gan_model import DPSettings
+    from vugan.components.trainer import core
+    from vugan.components.trainer.data import inspect_examples
+    from vugan.components.trainer.gan_model import DPSettings
 
     cfg = load_config(RECIPE, SMALL + ["trainer.dp_views=4"]).trainer
     info = inspect_examples(str(discs))

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from components import schema
-from components.evaluator import core
-from components.evaluator.spec import EvaluatorConfig
+from vugan.components import schema
+from vugan.components.evaluator import core
+from vugan.components.evaluator.spec import EvaluatorConfig
 from fixtures_examples import class_image
 
 SHAPE = (32, 32, 3)
@@ -122,7 +122,7 @@ def test_matched_subsample_copies_holdout_class_counts():
 
 
 def test_classifier_model_selection_never_sees_test_units(real):
-    from components.evaluator.quality import utility
+    from vugan.components.evaluator.quality import utility
 
     train, _, _ = real
     rng = np.random.default_rng(0)

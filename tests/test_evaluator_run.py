@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from fixtures_examples import make_examples_artifact
-from pipeline.artifacts import read_artifact
-from pipeline.config import load_config
+from vugan.pipeline.artifacts import read_artifact
+from vugan.pipeline.config import load_config
 from test_pipeline_helpers import ROOT, make_model_artifact
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=3", "evaluator.msssim_pairs=20",
@@ -37,7 +37,7 @@ def evaluation(tmp_path_factory):
     keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
                                    input_shape=(75, 75, 3)).save_weights(weights)
     config = load_config(ROOT / "configs" / "tiny.toml", FAST + [f'evaluator.inception_weights="{weights}"'])
-    from components.evaluator.run import SPEC
+    from vugan.components.evaluator.run import SPEC
 
     out = tmp / "evaluation"
     manifest = SPEC.run(config, {"examples": examples, "model": model}, out)
@@ -59,7 +59,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert release["model_fingerprint"] == read_artifact(out.parent / "model")["fingerprint"]
     assert release["generator"] == "EMA" and release["judged_units"] == metrics["privacy"]["candidates"][
         "synthetic_units"] == manifest["counts"]["candidate"]
-    from components.synthesize.core import candidate_digest
+    from vugan.components.synthesize.core import candidate_digest
 
     assert release["candidate_sha256"] == candidate_digest(out / "candidate")
     assert "never the members" in metrics["privacy"]["encoder"]
@@ -76,7 +76,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert inc["distance_name"] == "FD-InceptionV3" and "not the standard FID network" in inc["description"]
     assert metrics["fidelity"]["embeddings"]["domain"]["distance_name"] == "FD-domain"
     # The headline space is the shipped vu-encoder, named with version and sha256 in metrics, artifact and report.
-    from components.evaluator.features import vu_encoder
+    from vugan.components.evaluator.features import vu_encoder
 
     sha = vu_encoder.read_card()["sha256"]
     vu = metrics["fidelity"]["embeddings"]["vu"]
@@ -105,9 +105,9 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
 def test_real_split_features_go_through_the_cache_and_equal_fresh_ones(evaluation):
     """The fixed embedders' real-split features are cached (conftest points XDG_CACHE_HOME at a test folder); the
     domain encoder, trained in this run, never is; what the cache holds is what the embedder computes afresh."""
-    from components.evaluator.features import cache
-    from components.evaluator.features.embeddings import vu_embedder
-    from components.schema import load_split
+    from vugan.components.evaluator.features import cache
+    from vugan.components.evaluator.features.embeddings import vu_embedder
+    from vugan.components.schema import load_split
 
     out, _, _ = evaluation
     timings = json.loads((out / "metrics.json").read_text())["timings"]
@@ -120,7 +120,7 @@ def test_real_split_features_go_through_the_cache_and_equal_fresh_ones(evaluatio
 
 
 def test_without_inception_weights_fid_is_reported_skipped(tmp_path):
-    from components.evaluator.run import inception_or_skip
+    from vugan.components.evaluator.run import inception_or_skip
 
     config = load_config(ROOT / "configs" / "tiny.toml")
     embedder, reason = inception_or_skip(config.evaluator)
@@ -163,15 +163,15 @@ def test_report_renders_in_headless_chromium_with_decoded_images(evaluation, tmp
 def test_a_missing_privacy_evaluator_is_a_clear_error_not_a_skip(monkeypatch):
     import sys
 
-    from components.evaluator.run import _import_privacy
+    from vugan.components.evaluator.run import _import_privacy
 
-    monkeypatch.setitem(sys.modules, "components.evaluator.privacy.attacks", None)  # what a failed import leaves behind
+    monkeypatch.setitem(sys.modules, "vugan.components.evaluator.privacy.attacks", None)  # what a failed import leaves behind
     with pytest.raises(RuntimeError, match="privacy evaluator .* could not be imported"):
         _import_privacy()
 
 
 def test_metrics_json_is_strict_json():
-    from components.evaluator.run import jsonable
+    from vugan.components.evaluator.run import jsonable
 
     out = jsonable({"a": np.float32(1.5), "b": float("nan"), "c": np.arange(2), "d": (np.int64(3), np.inf)})
     assert json.dumps(out, allow_nan=False) == '{"a": 1.5, "b": null, "c": [0, 1], "d": [3, null]}'

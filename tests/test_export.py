@@ -14,8 +14,8 @@ from test_pipeline_helpers import BIN, CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, last
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from components.exporter.run import SPEC
-    from pipeline.config import load_config
+    from vugan.components.exporter.run import SPEC
+    from vugan.pipeline.config import load_config
 
     root = tmp_path_factory.mktemp("export")
     model = make_model_artifact(root / "train", ema=True)
@@ -71,7 +71,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_fresh_process_matches_keras_generator(exported, tmp_path):
-    from models.bundle import load_model_bundle
+    from vugan.models.bundle import load_model_bundle
 
     root, _ = exported
     noise = np.random.default_rng(0).standard_normal((4, NOISE_DIM)).astype(np.float32)
@@ -127,7 +127,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
 
 
 def test_export_refuses_existing_folder_and_bad_names(tmp_path):
-    from components.exporter import core
+    from vugan.components.exporter import core
 
     (tmp_path / "sm").mkdir()
     with pytest.raises(FileExistsError):

@@ -1,6 +1,6 @@
 """Faults of the command line and the operating system end in one line naming what to do, never a traceback.
 
-Real subprocesses of the ``vugan`` entry point (``python -m pipeline.cli``), real file-system faults (an
+Real subprocesses of the ``vugan`` entry point (``python -m vugan.pipeline.cli``), real file-system faults (an
 immutable or read-only folder, /dev/full), a real second process holding an output folder's lock, and a real
 training run whose learning rate is NaN.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from components.trainer.finite import NonFiniteLossError
+from vugan.components.trainer.finite import NonFiniteLossError
 from fixtures_examples import make_examples_artifact
-from pipeline import console
-from pipeline.cli import main
-from pipeline.config import PipelineConfig, load_config
-from pipeline.locks import FolderLockedError, folder_lock
+from vugan.pipeline import console
+from vugan.pipeline.cli import main
+from vugan.pipeline.config import PipelineConfig, load_config
+from vugan.pipeline.locks import FolderLockedError, folder_lock
 from test_preprocess_core import make_scan, save_nifti, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def vugan(*args, env=None, timeout=300):
     """Run the CLI in a fresh process (TF log level not pre-set: what a user's shell has)."""
     env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "vugan.pipeline.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -141,7 +141,7 @@ def test_a_second_writer_of_one_folder_fails_at_once_naming_the_holder(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; sys.path.insert(0, '.'); from pipeline.locks import folder_lock\n"
+        "import sys, time; sys.path.insert(0, '.'); from vugan.pipeline.locks import folder_lock\n"
         f"with folder_lock({str(out)!r}, 'preprocess'):\n    print('held', flush=True); time.sleep(120)")],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -183,7 +183,7 @@ def test_the_terminal_shows_vugan_lines_only_and_the_log_keeps_the_rest(tmp_path
 # ----------------------------------------------------------------------------------------- training
 
 def test_training_stops_with_a_clear_error_at_the_first_non_finite_loss(tmp_path):
-    from components.trainer.run import SPEC
+    from vugan.components.trainer.run import SPEC
 
     examples = make_examples_artifact(tmp_path / "examples", n_per_class=8, shape=(16, 16, 3))
     cfg = load_config(None, ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16", "trainer.steps=6",

@@ -3,8 +3,8 @@ embedder, never a stale or broken entry, and the evaluator's features equal to f
 import numpy as np
 import pytest
 
-from components.evaluator.features import cache
-from components.evaluator.features.embeddings import Embedder, radiomics_embedder, vu_embedder
+from vugan.components.evaluator.features import cache
+from vugan.components.evaluator.features.embeddings import Embedder, radiomics_embedder, vu_embedder
 
 
 def units(seed: int, n: int = 10) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from components.evaluator.quality import baselines, fidelity, radiomics
+from vugan.components.evaluator.quality import baselines, fidelity, radiomics
 
 
 # ----------------------------------------------------------------------------------------------- baselines
@@ -201,7 +201,7 @@ def test_whitening_makes_the_reference_covariance_the_identity_and_floors_thin_d
 
 
 def test_inception_sees_every_slice_as_three_rgb_triplets():
-    from components.evaluator.features.embeddings import slice_triplets, triplets_rgb
+    from vugan.components.evaluator.features.embeddings import slice_triplets, triplets_rgb
 
     assert slice_triplets(9).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     assert slice_triplets(3).tolist() == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]  # one slice per triplet

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.evaluator import calibration
-from components.evaluator.features import embeddings
-from components.evaluator.privacy.spec import PrivacyConfig
-from components.evaluator.quality import utility
-from components.evaluator.spec import EvaluatorConfig
+from vugan.components.evaluator import calibration
+from vugan.components.evaluator.features import embeddings
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.quality import utility
+from vugan.components.evaluator.spec import EvaluatorConfig
 from privacy_controls import blob_cohort, take
 
 CFG = EvaluatorConfig(fidelity_bootstrap=40, msssim_pairs=400, prdc_k=3, classifier_epochs=8)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from components.evaluator.quality import fidelity
+from vugan.components.evaluator.quality import fidelity
 
 
 def _numpy_fid(a, b):

@@ -13,10 +13,10 @@ import shutil
 import numpy as np
 import pytest
 
-from components import schema
-from components.preprocess import core, readers, run
-from components.preprocess.spec import PreprocessConfig
-from pipeline.config import load_config
+from vugan.components import schema
+from vugan.components.preprocess import core, readers, run
+from vugan.components.preprocess.spec import PreprocessConfig
+from vugan.pipeline.config import load_config
 from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
 
 

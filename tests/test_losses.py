@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import losses
-from models.tfgan_compat import tfgan
+from vugan.models import losses
+from vugan.models.tfgan_compat import tfgan
 
 LN = math.log
 REAL = [0.0, LN(3), -LN(3), LN(7)]  # sigmoid: 1/2, 3/4, 1/4, 7/8
@@ -120,7 +120,7 @@ def test_r1_penalty_by_hand():
 def test_mode_seeking_loss_by_hand():
     """Pairs (0, 2) and (1, 3): only the first has one class. d_I = mean |x0 - x2| = 0.5, d_z = mean |z0 - z2| = 2,
     so its term is 1 / (0.25 + eps); the other pair adds 0; divided by the global pairs (global batch 8 / 2)."""
-    from models.losses import mode_seeking_loss
+    from vugan.models.losses import mode_seeking_loss
     images = np.zeros((4, 2, 2, 1), np.float32)
     images[2] += 0.5
     images[3] += 3.0

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer.spec import AUGMENTATIONS
-from models import acgan, augment, ema
+from vugan.components.trainer.spec import AUGMENTATIONS
+from vugan.models import acgan, augment, ema
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_augment_names_match_the_config_choices():
 def test_discriminate_pair_concatenates_only_without_batchnorm():
     """One call on real ++ fake equals two separate calls (without BN); with a projection term each half's logit
     is conditional on its own classes (real labels, fake labels) in both paths."""
-    from components.trainer.gan_model import ACGAN
+    from vugan.components.trainer.gan_model import ACGAN
 
     real, fake = tf.random.normal([3, 16, 16, 1]), tf.random.normal([3, 16, 16, 1])
     labels, fake_labels = tf.constant([0, 1, 1]), tf.constant([1, 0, 0])
@@ -150,9 +150,9 @@ def test_discriminate_pair_concatenates_only_without_batchnorm():
 
 def test_reference_config_builds_the_studys_networks_exactly():
     """configs/reference.toml through the trainer's own arch mapping: the study's parameter counts and layout."""
-    from components.trainer.core import arch_config
-    from components.trainer.data import ExamplesInfo
-    from pipeline.config import load_config
+    from vugan.components.trainer.core import arch_config
+    from vugan.components.trainer.data import ExamplesInfo
+    from vugan.pipeline.config import load_config
 
     cfg = load_config(ROOT / "configs" / "reference.toml", []).trainer
     info = ExamplesInfo(root=None, image_shape=(64, 64, 9), class_names=("cervical", "thoracic", "lumbar"),

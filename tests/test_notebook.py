@@ -26,7 +26,7 @@ def test_notebook_runs_against_a_run(tiny, monkeypatch):
     text = "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                      for out in cell.get("outputs", []) if out.get("output_type") == "stream")
     summary = json.loads(text.split("NOTEBOOK_SUMMARY ", 1)[1].splitlines()[0])
-    from pipeline.artifacts import read_artifact
+    from vugan.pipeline.artifacts import read_artifact
 
     syn = read_artifact(run_dir / "synthesize")
     assert summary["units"] == syn["counts"]["units"]

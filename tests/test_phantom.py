@@ -17,9 +17,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from components.phantom.core import CSV_COLUMNS, generate_cohort, render_patient
-from components.schema import LEVEL_CODES, LEVEL_ORDER, region_of_level
-from pipeline.config import ConfigError, load_config
+from vugan.components.phantom.core import CSV_COLUMNS, generate_cohort, render_patient
+from vugan.components.schema import LEVEL_CODES, LEVEL_ORDER, region_of_level
+from vugan.pipeline.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 20
@@ -179,7 +179,7 @@ def test_config_rejects_bad_layout():
 
 def test_cli_writes_artifact(tmp_path):
     out = tmp_path / "cohort"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "phantom", "--out", str(out), "--patients", "2",
+    proc = subprocess.run([sys.executable, "-m", "vugan.pipeline.cli", "phantom", "--out", str(out), "--patients", "2",
                            "--seed", "5", "--set", "phantom.preview_patients=1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

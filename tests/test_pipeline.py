@@ -23,7 +23,7 @@ def _states(run_dir):
 
 
 def test_run_layout_and_lineage(tiny):
-    from pipeline.artifacts import read_artifact
+    from vugan.pipeline.artifacts import read_artifact
 
     run_dir, proc = tiny
     assert run_dir.name == "00001-tiny"
@@ -52,7 +52,7 @@ def test_run_layout_and_lineage(tiny):
 
 
 def test_new_runs_never_reuse_a_folder(tmp_path):
-    from pipeline.runner import new_run_dir, next_run_name
+    from vugan.pipeline.runner import new_run_dir, next_run_name
 
     (tmp_path / "00001-a").mkdir()
     (tmp_path / "00003-b").mkdir()
@@ -77,7 +77,7 @@ def test_rerun_everything_cached(tiny, tmp_path):
 
 
 def test_dry_run_plans_without_touching(tiny, tmp_path):
-    from pipeline.runner import resolve_run_config, run_pipeline
+    from vugan.pipeline.runner import resolve_run_config, run_pipeline
 
     run_dir = copy_run(tiny[0], tmp_path)
     state_before = (run_dir / "run.json").read_text()
@@ -107,10 +107,10 @@ def test_run_debug_is_passed_on_to_every_component(tiny, tmp_path):
     run_dir = copy_run(tiny[0], tmp_path)
     proc = vugan("run", "--run", str(run_dir), "--force", "--dry-run", "--debug")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = [line for line in proc.stdout.splitlines() if "pipeline.cli" in line]
+    commands = [line for line in proc.stdout.splitlines() if "vugan.pipeline.cli" in line]
     assert len(commands) == len(ORDER) and all(" --debug" in c for c in commands), proc.stdout
     proc = vugan("run", "--run", str(run_dir), "--force", "--dry-run")
-    assert not any("--debug" in line for line in proc.stdout.splitlines() if "pipeline.cli" in line)
+    assert not any("--debug" in line for line in proc.stdout.splitlines() if "vugan.pipeline.cli" in line)
 
 
 def test_audit_inside_a_run_takes_the_runs_examples_and_synthetic_set(tiny, tmp_path):
@@ -129,7 +129,7 @@ def test_audit_inside_a_run_takes_the_runs_examples_and_synthetic_set(tiny, tmp_
 
 
 def test_evaluator_change_reruns_the_evaluator_alone(tiny, tmp_path):
-    from pipeline.artifacts import read_artifact
+    from vugan.pipeline.artifacts import read_artifact
 
     run_dir = copy_run(tiny[0], tmp_path)
     before = {n: read_artifact(run_dir / n) for n in ORDER}
@@ -150,7 +150,7 @@ def test_evaluator_change_reruns_the_evaluator_alone(tiny, tmp_path):
 
 
 def test_component_rerun_cache_force_and_runs_listing(tiny, tmp_path):
-    from pipeline.runner import list_runs
+    from vugan.pipeline.runner import list_runs
 
     run_dir = copy_run(tiny[0], tmp_path)
     proc = vugan("export", "--run", str(run_dir), "--dry-run")
@@ -166,7 +166,7 @@ def test_component_rerun_cache_force_and_runs_listing(tiny, tmp_path):
     proc = vugan("run", "--run", str(run_dir), "--force-release")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "==> evaluate: runs (config changed: synthesize.units_per_class 4 -> 3)" in proc.stdout, proc.stdout[-3000:]
-    from pipeline.artifacts import read_artifact
+    from vugan.pipeline.artifacts import read_artifact
 
     assert read_artifact(run_dir / "synthesize")["counts"]["units"] == 3 * 3
     table = list_runs(tmp_path)
@@ -174,7 +174,7 @@ def test_component_rerun_cache_force_and_runs_listing(tiny, tmp_path):
 
 
 def test_release_gate_in_a_run(tiny, tmp_path):
-    from pipeline.artifacts import read_artifact, write_artifact
+    from vugan.pipeline.artifacts import read_artifact, write_artifact
 
     run_dir = copy_run(tiny[0], tmp_path)
     # An evaluator rerun that failed the gate: new verdict, new Evaluation fingerprint.
@@ -191,7 +191,7 @@ def test_release_gate_in_a_run(tiny, tmp_path):
     assert "release gate: verdict failed (mia_auc 0.9 above 0.6)" in proc.stdout
     assert _states(run_dir)["synthesize"] == "refused"
     assert not (run_dir / "synthesize" / "artifact.json").exists()  # the old release is no longer "finished"
-    from pipeline.runner import component_status
+    from vugan.pipeline.runner import component_status
 
     assert component_status(run_dir, "synthesize")[0] == "refused"
     proc = vugan("synthesize", "--run", str(run_dir), "--force")  # --force reruns; it overrides no verdict
@@ -205,7 +205,7 @@ def test_release_gate_in_a_run(tiny, tmp_path):
 
 
 def test_resolve_run_config_layers(tiny, tmp_path):
-    from pipeline.runner import resolve_run_config
+    from vugan.pipeline.runner import resolve_run_config
 
     extra = tmp_path / "more.toml"
     extra.write_text("[trainer]\nsteps = 5\n[synthesize]\nunits_per_class = 7\n")

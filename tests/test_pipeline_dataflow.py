@@ -14,7 +14,7 @@ def _beam_args() -> list[str]:
 
 
 def test_dataflow_config_loads_with_cloud_paths():
-    from pipeline.config import load_config
+    from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "dataflow.toml")
     assert config.run.manifest.startswith("gs://")
@@ -28,8 +28,8 @@ def test_preprocess_options_resolve_and_graph_builds():
     from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
-    from components.preprocess import beam_pipeline, core
-    from pipeline.config import load_config
+    from vugan.components.preprocess import beam_pipeline, core
+    from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "dataflow.toml")
     args = _beam_args()
@@ -57,8 +57,8 @@ def test_preprocess_options_resolve_and_graph_builds():
 def test_a_broken_dataflow_setup_fails_at_build_time():
     import pytest
 
-    from components.preprocess import beam_pipeline
-    from pipeline.config import load_config
+    from vugan.components.preprocess import beam_pipeline
+    from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "dataflow.toml")
     args = [a for a in _beam_args() if not a.startswith(("--temp_location", "--staging_location"))]

@@ -20,8 +20,8 @@ def make_model_artifact(out_dir: Path, ema: bool = True, seed: int = 0) -> Path:
     """A real, untrained ac-GAN (16x16x3, 3 classes) saved as the trainer's Model artifact."""
     import keras
 
-    from models.acgan import ArchConfig, build_discriminator, build_generator
-    from pipeline.artifacts import ArtifactType, write_artifact
+    from vugan.models.acgan import ArchConfig, build_discriminator, build_generator
+    from vugan.pipeline.artifacts import ArtifactType, write_artifact
 
     keras.utils.set_random_seed(seed)
     arch = ArchConfig(image_shape=IMAGE_SHAPE, num_classes=len(CLASS_NAMES), noise_dim=NOISE_DIM, width=8)
@@ -45,13 +45,13 @@ def make_evaluation_artifact(out_dir: Path, passed: bool, reasons=(), metrics: d
                              model_dir: Path | None = None, config=None, dropped=()) -> Path:
     """An Evaluation artifact with a given verdict. With ``model_dir``, the release candidate is staged exactly as
     the evaluator stages it (components/synthesize/core.py, ``config.synthesize``) and the chain is recorded."""
-    from pipeline.artifacts import ArtifactType, read_artifact, write_artifact
+    from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
 
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = {"passed": passed, "reasons": list(reasons), "forced": False}
     if model_dir is not None:
-        from components.synthesize import core as syn
-        from models.bundle import generate, load_model_bundle
+        from vugan.components.synthesize import core as syn
+        from vugan.models.bundle import generate, load_model_bundle
 
         scfg = config.synthesize
         bundle = load_model_bundle(model_dir, ema=scfg.use_ema)

@@ -16,9 +16,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from components import schema
-from components.preprocess import beam_pipeline, core, run
-from pipeline.config import load_config
+from vugan.components import schema
+from vugan.components.preprocess import beam_pipeline, core, run
+from vugan.pipeline.config import load_config
 from test_preprocess_core import (IDENTITY, NON_RAS, REAL, make_scan, save_dicom_series, save_nifti, to_layout,
                                   write_manifest)
 
@@ -290,7 +290,7 @@ def test_dataflow_graph_builds_with_project_packaging_without_running():
 
 
 def test_cli_passes_config_overrides_and_beam_options(tmp_path, capsys):
-    from pipeline.cli import main
+    from vugan.pipeline.cli import main
 
     image, mask, affine = make_scan()
     manifest = write_manifest(tmp_path / "scans.csv", [dict(

@@ -14,9 +14,9 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from components import schema
-from components.preprocess import core, readers
-from components.preprocess.spec import PreprocessConfig
+from vugan.components import schema
+from vugan.components.preprocess import core, readers
+from vugan.components.preprocess.spec import PreprocessConfig
 
 from conftest import REAL_DATA
 

@@ -10,15 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from components import schema
-from components.preprocess import core, run
-from pipeline.config import load_config
+from vugan.components import schema
+from vugan.components.preprocess import core, run
+from vugan.pipeline.config import load_config
 
 
 @pytest.fixture(scope="session")
 def phantom_run(tmp_path_factory):
-    from components.phantom.core import generate_cohort
-    from components.phantom.spec import PhantomConfig
+    from vugan.components.phantom.core import generate_cohort
+    from vugan.components.phantom.spec import PhantomConfig
 
     cohort = tmp_path_factory.mktemp("phantom")
     generate_cohort(cohort, PhantomConfig(patients=20, seed=0))

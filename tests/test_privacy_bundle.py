@@ -4,18 +4,18 @@ and evaluate_privacy runs end to end with a real bundle."""
 import numpy as np
 import pytest
 
-from components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
-from components.evaluator.privacy.attacks import evaluate_privacy
+from vugan.components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
+from vugan.components.evaluator.privacy.attacks import evaluate_privacy
 from privacy_controls import blob_cohort, take
-from components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
 
 
 @pytest.fixture(scope="module")
 def bundle():
     import keras
 
-    from models.acgan import ArchConfig, build_discriminator, build_generator
-    from models.bundle import ModelBundle
+    from vugan.models.acgan import ArchConfig, build_discriminator, build_generator
+    from vugan.models.bundle import ModelBundle
 
     keras.utils.set_random_seed(0)
     arch = ArchConfig(image_shape=(16, 16, 3), num_classes=3, noise_dim=8, width=8)
@@ -35,7 +35,7 @@ def test_reconstruction_optimises_the_latent(bundle):
 
 
 def test_whitebox_scores_follow_the_bundle_contract(bundle):
-    from models.bundle import discriminate
+    from vugan.models.bundle import discriminate
 
     x = blob_cohort(3, 3, seed=4).images
     c = np.array([0, 1, 2] * 3, np.int32)
@@ -48,7 +48,7 @@ def test_whitebox_scores_follow_the_bundle_contract(bundle):
 
 
 def test_evaluate_privacy_with_a_real_bundle_and_no_embedding(bundle):
-    from models.bundle import generate
+    from vugan.models.bundle import generate
 
     cohort = blob_cohort(24, 3, seed=5)
     pid = np.array([int(p[1:]) for p in cohort.patients])

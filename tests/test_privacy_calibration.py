@@ -12,9 +12,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, privacy_findings
-from components.evaluator.privacy.attacks import evaluate_privacy
-from components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, privacy_findings
+from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from privacy_controls import blob_cohort, calibrate, calibration_sets
 
 CFG = PrivacyConfig(bootstrap=20, ct_min_cell=10)
@@ -72,12 +72,12 @@ def test_release_filter_drops_near_copies_and_judges_the_rest(pool, tmp_path):
     the staged candidate, recorded in release_filter.json, and the verdict judges the filtered set."""
     import json
 
-    from components.evaluator import core
-    from components.evaluator.privacy import attacks
-    from components.evaluator.run import judge_release
-    from components.synthesize import core as syn
-    from pipeline.component import ExecContext
-    from pipeline.config import load_config
+    from vugan.components.evaluator import core
+    from vugan.components.evaluator.privacy import attacks
+    from vugan.components.evaluator.run import judge_release
+    from vugan.components.synthesize import core as syn
+    from vugan.pipeline.component import ExecContext
+    from vugan.pipeline.config import load_config
 
     train, holdout, fresh = calibration_sets(pool, 100, "a", seed=4)
     config = load_config(None, ["synthesize.units_per_class=30", "synthesize.release_filter=true",

@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from components.evaluator.gate import LEAK, TOO_FEW, release_gate
-from components.evaluator.privacy.attacks import evaluate_privacy
-from components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.gate import LEAK, TOO_FEW, release_gate
+from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
 
 CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_patients=15, ct_cells=3,

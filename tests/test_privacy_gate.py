@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, release_gate
-from components.evaluator.privacy import stats
-from components.evaluator.privacy.attacks import add_patient_tests, select_candidates, split_reference, strongest
-from components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, release_gate
+from vugan.components.evaluator.privacy import stats
+from vugan.components.evaluator.privacy.attacks import add_patient_tests, select_candidates, split_reference, strongest
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
 
 CFG = PrivacyConfig(max_fid_ratio=5.0, min_tstr_balanced_accuracy=0.5, max_detectable_auc=0.75)
 
@@ -132,7 +132,7 @@ def test_candidates_are_whole_patients_balanced_by_patient_and_disjoint_from_the
 def test_metrics_are_made_strict_json():
     import json
 
-    from components.evaluator.privacy.attacks import json_safe
+    from vugan.components.evaluator.privacy.attacks import json_safe
 
     out = json_safe({"a": np.float32(0.5), "b": float("nan"), "c": (np.int64(3), np.inf), "d": np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [3, None], "d": True}

@@ -4,9 +4,9 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.stats import mannwhitneyu
 
-from components.evaluator.privacy import stats as ms
-from components.evaluator import knn
-from components.evaluator.privacy.memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
+from vugan.components.evaluator.privacy import stats as ms
+from vugan.components.evaluator import knn
+from vugan.components.evaluator.privacy.memorisation import closer_share, copy_radius, data_copying_ct, mann_whitney_z
 
 S = [0.9, 0.8, 0.8, 0.7]
 Y = [1, 1, 0, 0]

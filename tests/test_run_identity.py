@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from components import schema
-from components.preprocess import core
+from vugan.components import schema
+from vugan.components.preprocess import core
 from test_pipeline_helpers import TINY_SALT, tiny_run, vugan
 from test_preprocess_beam import LONG_NEEDLE, _text_and_binary
 

@@ -17,7 +17,7 @@ def model_dir(tmp_path_factory):
 
 
 def _config(**changes):
-    from pipeline.config import load_config
+    from vugan.pipeline.config import load_config
 
     def toml(v):
         return str(v).lower() if isinstance(v, bool) else v
@@ -31,7 +31,7 @@ METRICS = {"fidelity": {"fid": 12.5, "per_class": {"cervical": {"fid": 20.0}}},
 
 @pytest.fixture(scope="module")
 def released(model_dir, tmp_path_factory):
-    from components.synthesize.run import SPEC
+    from vugan.components.synthesize.run import SPEC
 
     root = tmp_path_factory.mktemp("released")
     config = _config(units_per_class=5, shards=2, preview_units=4)
@@ -44,7 +44,7 @@ def released(model_dir, tmp_path_factory):
 
 
 def test_records_follow_the_real_schema(released):
-    from components import schema
+    from vugan.components import schema
 
     out, manifest = released
     assert manifest["type"] == "SyntheticDataset" and manifest["counts"]["units"] == 15
@@ -81,7 +81,7 @@ def test_nifti_manifest_previews(released):
     centre = img.affine @ np.array([(IMAGE_SHAPE[0] - 1) / 2, (IMAGE_SHAPE[1] - 1) / 2, (IMAGE_SHAPE[2] - 1) / 2, 1])
     assert np.allclose(centre[:3], 0.0)
     assert nib.aff2axcodes(img.affine) == ("I", "P", "R")
-    from components import schema
+    from vugan.components import schema
 
     first = next(schema.iter_records([str(out / rows[0]["tfrecord"])]))
     np.testing.assert_array_equal(np.asarray(img.dataobj), first.image)  # the same unit in both formats
@@ -92,7 +92,7 @@ def test_nifti_manifest_previews(released):
 def test_datasheet(released, model_dir):
     out, manifest = released
     text = (out / "datasheet.md").read_text()
-    from pipeline.artifacts import read_artifact
+    from vugan.pipeline.artifacts import read_artifact
 
     assert read_artifact(model_dir)["fingerprint"] in text
     assert "**Passed.**" in text and "Intended use" in text and "Limitations" in text
@@ -104,8 +104,8 @@ def test_datasheet(released, model_dir):
 
 
 def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
-    from components.synthesize.core import ReleaseRefused
-    from components.synthesize.run import SPEC
+    from vugan.components.synthesize.core import ReleaseRefused
+    from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=2)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["mia_auc 0.81 > 0.6"],
@@ -116,7 +116,7 @@ def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
 
 
 def test_forced_release_is_recorded(model_dir, tmp_path):
-    from components.synthesize.run import SPEC
+    from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=2, write_nifti=False)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["fid 300 > 100"],
@@ -133,7 +133,7 @@ def test_forced_release_is_recorded(model_dir, tmp_path):
 
 
 def test_missing_verdict_counts_as_failed(tmp_path):
-    from components.synthesize import core
+    from vugan.components.synthesize import core
 
     verdict = core.read_verdict(tmp_path)
     assert not verdict.passed and not verdict.found
@@ -144,8 +144,8 @@ def test_missing_verdict_counts_as_failed(tmp_path):
 
 
 def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
-    from components import schema
-    from components.synthesize.run import SPEC
+    from vugan.components import schema
+    from vugan.components.synthesize.run import SPEC
 
     images = {}
     for name, seed, batch in (("a", 7, 256), ("b", 7, 1), ("c", 8, 256)):
@@ -160,7 +160,7 @@ def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
 
 
 def test_rerun_clears_previous_outputs(model_dir, tmp_path):
-    from components.synthesize.run import SPEC
+    from vugan.components.synthesize.run import SPEC
 
     out = tmp_path / "out"
     for n, shards in ((4, 3), (1, 1)):
@@ -173,8 +173,8 @@ def test_rerun_clears_previous_outputs(model_dir, tmp_path):
 
 
 def test_level_conditioning_records():
-    from components import schema
-    from components.synthesize import core
+    from vugan.components import schema
+    from vugan.components.synthesize import core
 
     names = schema.class_names("level", "disc")
     rec = core.unit_record(np.zeros(IMAGE_SHAPE, np.float32), names.index("L4/L5"), names, "level", "syn-x",
@@ -185,7 +185,7 @@ def test_level_conditioning_records():
 
 
 def test_headline_metrics_prefers_known_paths():
-    from components.synthesize.core import headline_metrics
+    from vugan.components.synthesize.core import headline_metrics
 
     metrics = {"counts": {"train": 5}, "fidelity": {"fid_ratio": 2.0, "pixel": {"kid": 0.1}},
                "privacy": {"strongest": {"unit": {"auc": 0.55, "n_members": 8}}, "passed": True}}
@@ -197,8 +197,8 @@ def test_headline_metrics_prefers_known_paths():
 def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
     """What is released is what was judged: a verdict on another model, generator variant, seed, count or filter,
     or a candidate changed after the verdict, is refused naming the link, even with --force-release."""
-    from components.synthesize.core import ReleaseMismatch
-    from components.synthesize.run import SPEC
+    from vugan.components.synthesize.core import ReleaseMismatch
+    from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=2, write_nifti=False)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True, model_dir=model_dir, config=config)
@@ -218,7 +218,7 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
     import dataclasses
     import os
 
-    from components import schema
+    from vugan.components import schema
 
     cand = evaluation / "candidate"
     records = list(schema.iter_records(schema.shard_files(str(cand), "synthetic")))
@@ -235,8 +235,8 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
 
 
 def test_release_filter_drops_what_the_evaluation_dropped(model_dir, tmp_path):
-    from components import schema
-    from components.synthesize.run import SPEC
+    from vugan.components import schema
+    from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=3, write_nifti=False, release_filter=True)
     dropped = ["syn-cervical-000001"]

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import tf_env
+from vugan.pipeline import tf_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

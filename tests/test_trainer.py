@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.trainer.callbacks import read_stats
-from components.trainer.run import SPEC
+from vugan.components.trainer.callbacks import read_stats
+from vugan.components.trainer.run import SPEC
 from fixtures_examples import make_examples_artifact
-from models.bundle import discriminate, generate, load_model_bundle
-from pipeline.config import load_config
+from vugan.models.bundle import discriminate, generate, load_model_bundle
+from vugan.pipeline.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16"]
@@ -28,7 +28,7 @@ def examples(tmp_path_factory):
 
 def run_cli(args, **kw):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "components.trainer.run", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "vugan.components.trainer.run", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -221,8 +221,8 @@ def test_projection_and_residual_train_and_the_white_box_attack_reads_the_condit
     class-conditional logit, and the projection embedding was trained (moved from its initial value)."""
     import keras
 
-    from components.evaluator.privacy.model_attacks import discriminator_scores
-    from models import acgan
+    from vugan.components.evaluator.privacy.model_attacks import discriminator_scores
+    from vugan.models import acgan
 
     cfg = load_config(None, TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=3",
                                     "trainer.checkpoint_every=3", "trainer.projection=true", "trainer.residual=true",
@@ -271,8 +271,8 @@ def test_cohort_config_trains_a_cohort_lacking_a_class_on_class_balanced_batches
 
     import tensorflow as tf
 
-    from components import schema
-    from components.trainer.data import inspect_examples, make_dataset
+    from vugan.components import schema
+    from vugan.components.trainer.data import inspect_examples, make_dataset
 
     cohort, demo = load_config(ROOT / "configs" / "cohort.toml"), load_config(ROOT / "configs" / "demo.toml")
     changed = {f.name for f in dataclasses.fields(cohort.trainer)

@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from components.trainer.callbacks import read_stats
-from components.trainer.run import SPEC
+from vugan.components.trainer.callbacks import read_stats
+from vugan.components.trainer.run import SPEC
 from fixtures_examples import make_examples_artifact
-from models import dp_accounting as acc
-from pipeline.config import load_config
+from vugan.models import dp_accounting as acc
+from vugan.pipeline.config import load_config
 from test_trainer import TINY, run_cli, sets
 
 QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100"]
@@ -65,9 +65,9 @@ def test_per_patient_dp_run_records_the_accountants_epsilon(dp_model):
 
 def test_report_and_datasheet_quote_the_trainers_record(dp_model):
     """The evaluator's report section and the synthetic datasheet read model_info.json "dp" (via the bundle)."""
-    from components.evaluator.report.privacy_sections import dp_section
-    from components.synthesize.datasheet import dp_lines
-    from models.bundle import load_model_bundle
+    from vugan.components.evaluator.report.privacy_sections import dp_section
+    from vugan.components.synthesize.datasheet import dp_lines
+    from vugan.models.bundle import load_model_bundle
 
     dp = load_model_bundle(dp_model[0]).info["dp"]
     strongest = {"unit": {"auc": 0.61}, "patient": {"auc": 0.55}}
@@ -105,8 +105,8 @@ def test_target_epsilon_stops_training_at_steps_for_epsilon(examples, tmp_path):
 def _gan_and_batches(examples, cfg, dp_settings):
     """The trainer's own ACGAN and three real fixture batches (with the D-phase fakes' labels set to the real
     labels, the one thing the DP step draws differently by design)."""
-    from components.trainer import core
-    from components.trainer.data import inspect_examples, make_dataset
+    from vugan.components.trainer import core
+    from vugan.components.trainer.data import inspect_examples, make_dataset
 
     info = inspect_examples(examples)
     gan = core.build_gan(cfg, info, global_batch=BATCH)
@@ -120,7 +120,7 @@ def _gan_and_batches(examples, cfg, dp_settings):
 def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(examples):
     """Same seed, same batches: DP with sigma = 0 and C = 1e6 is the ordinary D update computed per example, so
     d_loss trajectories and weights agree to float rounding; a binding clip norm makes them differ."""
-    from components.trainer.gan_model import DPSettings
+    from vugan.components.trainer.gan_model import DPSettings
 
     cfg = load_config(None, TINY + ["trainer.lr_d=0.01"]).trainer
     runs = {}
@@ -143,8 +143,8 @@ def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(exam
 
 
 def test_patient_poisson_batches_take_patients_whole(examples):
-    from components.trainer import dp_training
-    from components.trainer.data import inspect_examples
+    from vugan.components.trainer import dp_training
+    from vugan.components.trainer.data import inspect_examples
 
     units = dp_training.load_train_units(inspect_examples(examples))
     assert len(units.labels) == N_UNITS and units.num_patients == N_PATIENTS
@@ -223,7 +223,7 @@ def test_clip_fake_bounds_each_fake_examples_gradient_like_a_real_ones(examples)
     at most C); with a clip norm that never binds it equals the ordinary fake-half gradient."""
     import tensorflow as tf
 
-    from components.trainer.gan_model import DPSettings
+    from vugan.components.trainer.gan_model import DPSettings
 
     cfg = load_config(None, TINY).trainer
     gan, batches = _gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from components.trainer.run import SPEC
+from vugan.components.trainer.run import SPEC
 from fixtures_examples import make_examples_artifact
-from models.bundle import load_model_bundle
-from pipeline.artifacts import read_artifact
-from pipeline.config import load_config
+from vugan.models.bundle import load_model_bundle
+from vugan.pipeline.artifacts import read_artifact
+from vugan.pipeline.config import load_config
 from test_trainer import TINY
 
 QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100", "trainer.log_every=1"]
@@ -106,8 +106,8 @@ def test_a_run_started_from_a_model_starts_from_its_weights(pretrained, private_
 
 def test_dp_fine_tuning_says_epsilon_covers_only_the_private_cohort(pretrained, private_examples,
                                                                     public_examples, tmp_path):
-    from components.evaluator.report.privacy_sections import dp_section
-    from components.synthesize.datasheet import dp_lines
+    from vugan.components.evaluator.report.privacy_sections import dp_section
+    from vugan.components.synthesize.datasheet import dp_lines
 
     dp_args = ["trainer.steps=2", "trainer.dp=true", "trainer.dp_noise_multiplier=1.5",
                f"trainer.init_from={pretrained}"]

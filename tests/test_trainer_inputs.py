@@ -5,11 +5,11 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from components import schema
-from components.trainer.data import DataError, inspect_examples, make_dataset, resolve_image_shape
+from vugan.components import schema
+from vugan.components.trainer.data import DataError, inspect_examples, make_dataset, resolve_image_shape
 from fixtures_examples import make_examples_artifact, make_records
-from pipeline.artifacts import ArtifactType, write_artifact
-from pipeline.cli import main
+from vugan.pipeline.artifacts import ArtifactType, write_artifact
+from vugan.pipeline.cli import main
 
 
 @pytest.fixture()
@@ -71,7 +71,7 @@ def test_class_without_training_examples(tmp_path):
     # A cohort that truly lacks a class trains when asked to; the absent class gets prior 0 and weight 0.
     info = inspect_examples(root, allow_missing_classes=True)
     assert info.class_counts[3] == 0 and info.class_prior[3] == 0.0 and sum(info.class_prior) == pytest.approx(1.0)
-    from models.losses import inverse_frequency_weights
+    from vugan.models.losses import inverse_frequency_weights
     weights = inverse_frequency_weights(info.class_counts)
     assert weights[3] == 0.0 and weights[0] == pytest.approx(1.0)
 

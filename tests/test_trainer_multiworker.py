@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.trainer.callbacks import read_stats
+from vugan.components.trainer.callbacks import read_stats
 from fixtures_examples import make_examples_artifact
-from models.bundle import load_model_bundle
+from vugan.models.bundle import load_model_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16", "trainer.steps=4",
@@ -35,7 +35,7 @@ def train(examples, out, tf_config=None):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    args = [sys.executable, "-m", "components.trainer.run", "--examples", str(examples), "--out", str(out)]
+    args = [sys.executable, "-m", "vugan.components.trainer.run", "--examples", str(examples), "--out", str(out)]
     for o in OVERRIDES:
         args += ["--set", o]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

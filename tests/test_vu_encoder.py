@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.evaluator.features import vu_encoder as vu
-from components.evaluator.features.embeddings import vu_embedder
+from vugan.components.evaluator.features import vu_encoder as vu
+from vugan.components.evaluator.features.embeddings import vu_embedder
 from fixtures_examples import make_examples_artifact
 from test_pipeline_helpers import ROOT, make_model_artifact
 
@@ -99,7 +99,7 @@ def test_two_evaluations_one_pinned_to_one_core_give_identical_fd_vu_kd_vu_prdc(
     results = []
     for name, prefix in (("all_cores", []), ("one_core", ["taskset", "-c", "0"])):
         out = tmp_path / name
-        args = prefix + [sys.executable, "-m", "pipeline.cli", "evaluate", "--config", str(ROOT / "configs/tiny.toml"),
+        args = prefix + [sys.executable, "-m", "vugan.pipeline.cli", "evaluate", "--config", str(ROOT / "configs/tiny.toml"),
                          "--examples", str(examples), "--model", str(model), "--out", str(out)]
         for s in FAST:
             args += ["--set", s]

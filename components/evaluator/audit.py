@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.schema import REGIONS, UnitArrays, unit_region
-from pipeline.artifacts import ArtifactType
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components.schema import REGIONS, UnitArrays, unit_region
+from vugan.pipeline.artifacts import ArtifactType
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
 def add_arguments(parser) -> None:
@@ -79,7 +79,7 @@ def _nifti_list(folder: Path, class_names) -> list[tuple[Path, str]]:
 
 def load_synthetic(folder: str | Path, class_names, image_shape) -> tuple[UnitArrays, str]:
     """(units, description) of a synthetic set; classes are matched by name to the examples' classes."""
-    from components import schema
+    from vugan.components import schema
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -123,10 +123,10 @@ def _digest(units: UnitArrays) -> str:
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from components.evaluator import core, gate
-    from components.evaluator.privacy.attacks import evaluate_privacy
-    from components.evaluator.report.headline import select_headline
-    from components.evaluator.run import inception_or_skip, jsonable, load_inputs, write_outputs
+    from vugan.components.evaluator import core, gate
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.report.headline import select_headline
+    from vugan.components.evaluator.run import inception_or_skip, jsonable, load_inputs, write_outputs
 
     cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
     manifest, splits = load_inputs(ctx.inputs["examples"])

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from components.schema import UnitArrays
+from vugan.components.schema import UnitArrays
 
 BLUR_SIGMA = 1.5
 CHECKER_AMPLITUDE = 0.15
@@ -77,8 +77,8 @@ def calibrate(train: UnitArrays, holdout: UnitArrays, fresh: UnitArrays, spaces:
       {control: {"spaces": {space: {"against_holdout": overall, "against_train": overall}},
                  "mode_collapse_warning": bool, "ms_ssim": {...}}}
     """
-    from components.evaluator import core
-    from components.evaluator.quality import diversity
+    from vugan.components.evaluator import core
+    from vugan.components.evaluator.quality import diversity
 
     sets = control_sets(fresh, train, len(class_names), seed)
     real_feats = {name: {k: emb(v.images) for k, v in (("train", train), ("holdout", holdout))}

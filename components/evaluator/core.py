@@ -24,11 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-from components.evaluator.features import cache as feature_cache
-from components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
-from components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
+from vugan.components.evaluator.features import cache as feature_cache
+from vugan.components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
+from vugan.components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
                                                       radiomics_embedder, vu_embedder)
-from components.schema import REGIONS, UnitArrays, unit_region
+from vugan.components.schema import REGIONS, UnitArrays, unit_region
 
 # Context only: a different (ankylosing spondylitis, T1) dataset, see shared/docs/reference-study.md.
 REFERENCE_STUDY = {

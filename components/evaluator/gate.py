@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
 
 LEAK, NO_LEAK, TOO_FEW = "leak found", "no leak found at the detectable size", "not enough patients to tell"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.evaluator.report.headline import select_headline
-from pipeline.artifacts import ArtifactType, read_artifact
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components.evaluator.report.headline import select_headline
+from vugan.pipeline.artifacts import ArtifactType, read_artifact
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
 def _import_privacy():
@@ -24,7 +24,7 @@ def _import_privacy():
     import importlib
 
     try:
-        privacy = importlib.import_module("components.evaluator.privacy.attacks")
+        privacy = importlib.import_module("vugan.components.evaluator.privacy.attacks")
     except Exception as exc:  # ImportError, or any error raised while importing it
         raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy/) could not be "
                            f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc
@@ -50,7 +50,7 @@ def jsonable(obj):
 
 
 def load_inputs(examples_dir: Path, split_names=("train", "holdout", "test")):
-    from components.schema import load_split
+    from vugan.components.schema import load_split
 
     manifest = read_artifact(examples_dir, ArtifactType.EXAMPLES)
     splits = {s: load_split(str(examples_dir), s) for s in split_names}
@@ -67,7 +67,7 @@ def inception_or_skip(cfg):
         return None, ("evaluator.inception_weights is empty: no ImageNet InceptionV3 weights file was configured "
                       "(none can be downloaded offline), so the Keras ImageNet InceptionV3 distances "
                       "(FD-InceptionV3, KD-InceptionV3) were not computed")
-    from components.evaluator.features.embeddings import inception_embedder
+    from vugan.components.evaluator.features.embeddings import inception_embedder
 
     return inception_embedder(cfg.inception_weights, cfg.inception_input_size, cfg.inception_batch_size,
                               cfg.inception_sha256), ""
@@ -76,10 +76,10 @@ def inception_or_skip(cfg):
 def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthetic, class_names, cfg, facts: dict,
                   priv, title: str) -> None:
     """metrics.json, verdict.json and report.html (shared by `vugan evaluate` and `vugan audit`)."""
-    from components.evaluator.report import sections
-    from components.evaluator.report.figures import class_grids
-    from components.evaluator.report.html import write_report
-    from components.evaluator.report.privacy_sections import dp_section
+    from vugan.components.evaluator.report import sections
+    from vugan.components.evaluator.report.figures import class_grids
+    from vugan.components.evaluator.report.html import write_report
+    from vugan.components.evaluator.report.privacy_sections import dp_section
 
     (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
     (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
@@ -96,7 +96,7 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
                   release_filter: bool, timer, privacy):
     """Privacy of the release candidate, after the release filter when it is on; writes the filter record and
     completes the release chain (components/synthesize/core.py) with the candidate's digest."""
-    from components.synthesize import core as syn
+    from vugan.components.synthesize import core as syn
 
     pcfg, seed = ctx.config.privacy, ctx.config.evaluator.seed
     n = len(splits["train"]) + len(splits["holdout"]) + len(candidate)
@@ -107,7 +107,7 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
     if release_filter and priv.copy_mask is not None and priv.copy_mask.any():
         keep = ~priv.copy_mask
         dropped = list(candidate.patients[priv.copy_mask])
-        from components.schema import UnitArrays
+        from vugan.components.schema import UnitArrays
 
         candidate = UnitArrays(*(getattr(candidate, f)[keep] for f in
                                  ("images", "class_ids", "regions", "level_names", "patients")))
@@ -122,9 +122,9 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from components.evaluator import core, gate
-    from components.synthesize import core as syn
-    from models.bundle import generate, load_model_bundle
+    from vugan.components.evaluator import core, gate
+    from vugan.components.synthesize import core as syn
+    from vugan.models.bundle import generate, load_model_bundle
 
     cfg, pcfg, scfg = ctx.config.evaluator, ctx.config.privacy, ctx.config.synthesize
     privacy = _import_privacy()

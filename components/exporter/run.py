@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import shutil
 
-from components.exporter import core
-from pipeline.artifacts import ArtifactType, read_artifact
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components.exporter import core
+from vugan.pipeline.artifacts import ArtifactType, read_artifact
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 SAVED_MODEL = "saved_model"
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from models.bundle import load_model_bundle
+    from vugan.models.bundle import load_model_bundle
 
     cfg = ctx.config.exporter
     model_dir = ctx.inputs["model"]

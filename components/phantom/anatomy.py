@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from components.schema import LEVEL_CODES
+from vugan.components.schema import LEVEL_CODES
 
 # Drawn segments: the 26 labelled levels C1..S1, then the fused sacral segments S2..S5 (drawn, never labelled).
 NAMES = tuple(LEVEL_CODES) + ("S2", "S3", "S4", "S5")

@@ -44,10 +44,10 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
-from components.phantom.anatomy import NAMES, Anatomy, sample_anatomy
-from components.phantom.render import Plane, bias_and_noise, intensities, paint_slice
-from components.phantom.spec import PhantomConfig
-from components.schema import CODE_LEVELS
+from vugan.components.phantom.anatomy import NAMES, Anatomy, sample_anatomy
+from vugan.components.phantom.render import Plane, bias_and_noise, intensities, paint_slice
+from vugan.components.phantom.spec import PhantomConfig
+from vugan.components.schema import CODE_LEVELS
 
 CSV_COLUMNS = ("scan_id", "patient_id", "sequence", "image", "vertebra_mask", "centroids", "levels", "source",
                "license")
@@ -166,7 +166,7 @@ def generate_cohort(out_dir: str | Path, cfg: PhantomConfig, log=lambda msg: Non
     Returns:
       {"scans", "patients", "vertebrae", "by_level" {name: n}, "by_region", "by_sequence", "by_fov", "by_layout"}.
     """
-    from components.phantom.preview import collect, write_preview
+    from vugan.components.phantom.preview import collect, write_preview
 
     out = Path(out_dir)
     for sub in ("images", "labels", "centroids"):

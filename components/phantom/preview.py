@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from components.schema import CODE_LEVELS, LEVEL_CODES
+from vugan.components.schema import CODE_LEVELS, LEVEL_CODES
 
 UNITS = (("C4", "C5"), ("T6", "T7"), ("L3", "L4"))
 MM_PER_PIXEL = 1.0  # display scale of the sagittal panels

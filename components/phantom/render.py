@@ -13,7 +13,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
 
-from components.phantom.anatomy import CODES, REGION, Anatomy
+from vugan.components.phantom.anatomy import CODES, REGION, Anatomy
 
 AIR, FAT, MUSCLE, CORTEX, MARROW, ANNULUS, NUCLEUS, CSF, CORD, PMARROW, VISCERA, LUNG, VESSEL, BRAIN, BOWEL = range(15)
 # Relative intensity per class (x1000 on disk). T1: fat and marrow bright, CSF dark, discs intermediate;

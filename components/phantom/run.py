@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from components.phantom.core import generate_cohort
-from pipeline.artifacts import ArtifactType
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components.phantom.core import generate_cohort
+from vugan.pipeline.artifacts import ArtifactType
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

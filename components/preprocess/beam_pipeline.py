@@ -23,9 +23,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from components import schema
-from components.preprocess import core
-from components.preprocess.spec import PreprocessConfig
+from vugan.components import schema
+from vugan.components.preprocess import core
+from vugan.components.preprocess.spec import PreprocessConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 UNITS, DEAD, SUMMARY = "units", "dead", "summary"

@@ -19,10 +19,10 @@ import secrets
 
 import numpy as np
 
-from components import schema
-from components.preprocess import geometry as geo
-from components.preprocess import readers
-from components.preprocess.spec import PreprocessConfig
+from vugan.components import schema
+from vugan.components.preprocess import geometry as geo
+from vugan.components.preprocess import readers
+from vugan.components.preprocess.spec import PreprocessConfig
 
 REQUIRED_COLUMNS = ("scan_id", "patient_id", "image")
 CENTROID_COLUMNS = ("vertebra_mask", "centroids")  # at least one of these

@@ -13,10 +13,10 @@ import json
 import os
 import shutil
 
-from components import schema
-from components.preprocess import beam_pipeline, core
-from pipeline.artifacts import ArtifactType
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components import schema
+from vugan.components.preprocess import beam_pipeline, core
+from vugan.pipeline.artifacts import ArtifactType
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 ACCEPTS_EXTRA_ARGS = True  # unknown flags are Beam pipeline options
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from components import schema
+from vugan.components import schema
 
 SPLIT = "synthetic"
 # Units generated per call of the sampling function; each chunk has its own derived seed, so the output does not
@@ -67,7 +67,7 @@ def read_metrics(evaluation_dir: str | Path) -> dict:
 def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
     """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
     (components/evaluator/report/headline.py); for a metrics.json written without one, the same selection made here."""
-    from components.evaluator.report.headline import numeric_leaves, select_headline
+    from vugan.components.evaluator.report.headline import numeric_leaves, select_headline
 
     if isinstance(metrics.get("headline"), dict):
         return dict(list(numeric_leaves(metrics["headline"]))[:limit])

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.synthesize import core, datasheet
-from pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artifact
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.components.synthesize import core, datasheet
+from vugan.pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artifact
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
 def add_arguments(parser) -> None:
@@ -79,7 +79,7 @@ def execute(ctx: ExecContext) -> ExecResult:
                          "rule": filt["rule"]}
     release["candidate_sha256"] = judged["candidate_sha256"]
 
-    from models.bundle import load_model_bundle
+    from vugan.models.bundle import load_model_bundle
 
     bundle = load_model_bundle(str(model_dir), ema=cfg.use_ema)
     eval_manifest = read_artifact(eval_dir, ArtifactType.EVALUATION)

@@ -17,15 +17,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from components.trainer import finite
-from components.trainer import init_from as init_from_module
-from components.trainer.callbacks import TrainingMonitor
-from components.trainer.data import ExamplesInfo, make_dataset
-from components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
-from components.trainer.gan_model import ACGAN
-from components.trainer.spec import TrainerConfig
-from models import acgan, ema, losses
-from models.augment import parse_policy
+from vugan.components.trainer import finite
+from vugan.components.trainer import init_from as init_from_module
+from vugan.components.trainer.callbacks import TrainingMonitor
+from vugan.components.trainer.data import ExamplesInfo, make_dataset
+from vugan.components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
+from vugan.components.trainer.gan_model import ACGAN
+from vugan.components.trainer.spec import TrainerConfig
+from vugan.models import acgan, ema, losses
+from vugan.models.augment import parse_policy
 
 
 @dataclasses.dataclass(frozen=True)

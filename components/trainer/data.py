@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from components import schema
-from models.augment import DRAWS
-from pipeline.artifacts import ArtifactType, read_artifact
+from vugan.components import schema
+from vugan.models.augment import DRAWS
+from vugan.pipeline.artifacts import ArtifactType, read_artifact
 
 
 class DataError(ValueError):

@@ -18,11 +18,11 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from components import schema
-from components.trainer.data import ExamplesInfo
-from components.trainer.gan_model import DPSettings
-from components.trainer.spec import TrainerConfig
-from models import dp_accounting as acc
+from vugan.components import schema
+from vugan.components.trainer.data import ExamplesInfo
+from vugan.components.trainer.gan_model import DPSettings
+from vugan.components.trainer.spec import TrainerConfig
+from vugan.models import dp_accounting as acc
 
 # What the non-noised parts of a DP run are, said once in model_info.json and the report.
 CLASS_PRIOR_NOTE = ("The class prior (the generator's class sampling) and any class weights are counts of the "

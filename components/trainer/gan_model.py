@@ -12,10 +12,10 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from models import dp, losses
-from models.acgan import MinibatchStdDev, conditional_logits
-from models.augment import diff_augment
-from models.ema import effective_decay, ema_update
+from vugan.models import dp, losses
+from vugan.models.acgan import MinibatchStdDev, conditional_logits
+from vugan.models.augment import diff_augment
+from vugan.models.ema import effective_decay, ema_update
 
 
 class DiscriminatorOutputs(NamedTuple):

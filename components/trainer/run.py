@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline.artifacts import ArtifactType
-from pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.artifacts import ArtifactType
+from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
 
 def configure_devices(cpu_replicas: int) -> None:
@@ -56,7 +56,7 @@ def execute(ctx: ExecContext) -> ExecResult:
     # The strategy first: MultiWorkerMirroredStrategy must exist before any TensorFlow op runs (reading records
     # is one); then check the data (and the configured shape against it) before anything is built.
     strategy = make_strategy(cfg.cpu_replicas)
-    from components.trainer.data import inspect_examples
+    from vugan.components.trainer.data import inspect_examples
 
     info = inspect_examples(ctx.inputs["examples"], cfg.image_shape,
                             allow_missing_classes=cfg.allow_missing_classes)
@@ -66,7 +66,7 @@ def execute(ctx: ExecContext) -> ExecResult:
     import keras
     import tensorflow as tf
 
-    from components.trainer import core
+    from vugan.components.trainer import core
 
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"trainer.batch_size {cfg.batch_size} is not divisible by the "
@@ -78,14 +78,14 @@ def execute(ctx: ExecContext) -> ExecResult:
             ctx.log("trainer.mixed_precision ignored: no GPU")
     dp_plan = units = None
     if cfg.dp:  # the plan needs the patients and the replica count, so it is made here, before the model
-        from components.trainer import dp_training
+        from vugan.components.trainer import dp_training
 
         units = dp_training.load_train_units(info)
         dp_plan = dp_training.plan_dp(cfg, units, cfg.batch_size, strategy.num_replicas_in_sync)
     source = None
     if cfg.init_from:  # checked before anything is built: a mismatch names the field and loses nothing
-        from components.trainer import init_from
-        from pipeline.artifacts import read_artifact
+        from vugan.components.trainer import init_from
+        from vugan.pipeline.artifacts import read_artifact
 
         source = init_from.check_source(cfg.init_from, core.arch_config(cfg, info), info.class_names, dp=cfg.dp,
                                         examples_fingerprint=read_artifact(ctx.inputs["examples"])["fingerprint"])
@@ -132,7 +132,7 @@ SPEC = ComponentSpec(
 )
 
 
-if __name__ == "__main__":  # python -m components.trainer.run ... (same flags as `vugan train`)
-    from pipeline.cli import main
+if __name__ == "__main__":  # python -m vugan.components.trainer.run ... (same flags as `vugan train`)
+    from vugan.pipeline.cli import main
 
     sys.exit(main(["train", *sys.argv[1:]]))

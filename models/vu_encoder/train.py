@@ -33,11 +33,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from pipeline import tf_env  # noqa: E402
+from vugan.pipeline import tf_env  # noqa: E402
 
 tf_env.configure()
 
-from components.evaluator.features import vu_encoder as vu  # noqa: E402
+from vugan.components.evaluator.features import vu_encoder as vu  # noqa: E402
 
 REAL_MANIFEST = ROOT.parent / "shared" / "data" / "spine-mri-cohort" / "scans.csv"
 PHANTOM_SEED = 1001
@@ -47,8 +47,8 @@ SALT = "vu-encoder-v1"  # fixed pseudonym salt: the same patients fall in the sa
 # ----------------------------------------------------------------------------------------------- data
 
 def cut_units(manifest: str, source: str, log) -> dict[str, np.ndarray]:
-    from components.preprocess import core
-    from components.preprocess.spec import PreprocessConfig
+    from vugan.components.preprocess import core
+    from vugan.components.preprocess.spec import PreprocessConfig
 
     cfg = PreprocessConfig()
     images, regions, levels, patients = [], [], [], []
@@ -64,8 +64,8 @@ def cut_units(manifest: str, source: str, log) -> dict[str, np.ndarray]:
 
 
 def build_data(phantom_patients: int, use_real: bool, cache: Path, log) -> dict[str, np.ndarray]:
-    from components.phantom.core import generate_cohort
-    from components.phantom.spec import PhantomConfig
+    from vugan.components.phantom.core import generate_cohort
+    from vugan.components.phantom.spec import PhantomConfig
 
     key = cache / f"units_phantom{phantom_patients}_s{PHANTOM_SEED}_real{int(use_real)}.npz"
     if key.is_file():

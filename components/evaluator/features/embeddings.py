@@ -126,7 +126,7 @@ def vu_embedder(batch_size: int = 64, weights_path: str | Path | None = None,
     Raises:
       vu_encoder.EncoderWeightsError: the weights file or card is missing, or the checksum differs (names the file).
     """
-    from components.evaluator.features import vu_encoder as vu
+    from vugan.components.evaluator.features import vu_encoder as vu
 
     weights = Path(weights_path) if weights_path else vu.WEIGHTS_FILE
     card_file = Path(card_path) if card_path else vu.CARD_FILE
@@ -180,7 +180,7 @@ def pixel_embedder(batch_size: int = 1024) -> Embedder:
 
 def radiomics_embedder(batch_size: int = 256) -> Embedder:
     """Network-free radiomics features (quality/radiomics.py); the Fréchet distance on them is the FRD."""
-    from components.evaluator.quality import radiomics
+    from vugan.components.evaluator.quality import radiomics
 
     return Embedder(
         key="radiomics", distance_name="FRD", kernel_name="KD-radiomics",

@@ -23,11 +23,11 @@ import time
 
 import numpy as np
 
-from components.evaluator import knn
-from components.evaluator.privacy import stats as mia_stats
-from components.evaluator.privacy.spec import PrivacyConfig
-from components.evaluator.report.types import ReportSection
-from components.schema import UnitArrays
+from vugan.components.evaluator import knn
+from vugan.components.evaluator.privacy import stats as mia_stats
+from vugan.components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.report.types import ReportSection
+from vugan.components.schema import UnitArrays
 
 # Attack catalogue: name -> (family, one-line description, direction of the raw quantity).
 ATTACKS = {
@@ -129,7 +129,7 @@ def _model_attacks(bundle, images, class_ids, labels, groups, cfg, seed, timings
     """Generator and discriminator attacks; fills scores_out[name] and idx_out[name] (candidate rows used)."""
     n_classes = len(bundle.class_names)
     if cfg.whitebox_enabled:
-        from components.evaluator.privacy.model_attacks import discriminator_scores
+        from vugan.components.evaluator.privacy.model_attacks import discriminator_scores
 
         logit, conf, sec = discriminator_scores(bundle.discriminator, images, class_ids)
         scores_out["logan_realfake"], scores_out["logan_aux_confidence"] = logit, conf
@@ -138,7 +138,7 @@ def _model_attacks(bundle, images, class_ids, labels, groups, cfg, seed, timings
     else:
         skipped["logan_realfake"] = skipped["logan_aux_confidence"] = "turned off (privacy.whitebox_enabled = false)"
     if cfg.pbb_enabled:
-        from components.evaluator.privacy.model_attacks import reconstruction_errors
+        from vugan.components.evaluator.privacy.model_attacks import reconstruction_errors
 
         # Costly: whole patients, at most pbb_max_patients a side.
         rng = np.random.default_rng(seed + 7)
@@ -213,7 +213,7 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs
         sections=False and no embed_fn).
     """
-    from components.evaluator.privacy.memorisation import memorisation_report
+    from vugan.components.evaluator.privacy.memorisation import memorisation_report
 
     if not cfg.enabled:
         return PrivacyResult({"enabled": False}, [ReportSection("privacy", "Privacy", "Privacy evaluation turned off "
@@ -322,7 +322,7 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
     }
     out_sections = []
     if sections:
-        from components.evaluator.report.privacy_sections import build_sections
+        from vugan.components.evaluator.report.privacy_sections import build_sections
 
         tick = time.perf_counter()
         out_sections = build_sections(metrics, scores, used, labels, groups, memo_arrays, synthetic.images,

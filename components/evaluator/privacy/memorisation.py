@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from components.evaluator import knn
+from vugan.components.evaluator import knn
 
 
 def closer_share(d_train: np.ndarray, d_holdout: np.ndarray) -> float:

@@ -85,7 +85,7 @@ def discriminator_scores(discriminator, images: np.ndarray, class_ids: np.ndarra
     """(real/fake logit [N], softmax probability of the true class [N], seconds per query)."""
     import tensorflow as tf
 
-    from models.acgan import conditional_logits
+    from vugan.models.acgan import conditional_logits
 
     start = time.perf_counter()
     logits, probs = [], []

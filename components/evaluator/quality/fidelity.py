@@ -14,7 +14,7 @@ import numpy as np
 
 
 def _tfgan():
-    from models.tfgan_compat import tfgan  # the one place tensorflow-gan is imported (stack-notes.md)
+    from vugan.models.tfgan_compat import tfgan  # the one place tensorflow-gan is imported (stack-notes.md)
 
     return tfgan
 

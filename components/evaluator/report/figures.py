@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from components.evaluator.report.types import Figure
+from vugan.components.evaluator.report.types import Figure
 
 
 def _png(fig) -> bytes:

@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from components.evaluator.report.types import ReportSection
+from vugan.components.evaluator.report.types import ReportSection
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:1em 2em;

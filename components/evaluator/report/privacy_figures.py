@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.evaluator.report.figures import _plt, _png  # one Agg set-up for every report figure
-from components.evaluator.privacy.stats import roc_curve
+from vugan.components.evaluator.report.figures import _plt, _png  # one Agg set-up for every report figure
+from vugan.components.evaluator.privacy.stats import roc_curve
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> bytes:

@@ -6,9 +6,9 @@ import html
 
 import numpy as np
 
-from components.evaluator.privacy import stats as mia_stats
-from components.evaluator.report import privacy_figures as pf
-from components.evaluator.report.types import Figure, ReportSection
+from vugan.components.evaluator.privacy import stats as mia_stats
+from vugan.components.evaluator.report import privacy_figures as pf
+from vugan.components.evaluator.report.types import Figure, ReportSection
 
 # Reference study (Sun et al. 2023, tcoroller/pGAN notebooks): share of training VUs among the top 333 of 1,000
 # candidates, training vs same-study held-out (chance 0.5). See docs reference-study.md section 3.3.

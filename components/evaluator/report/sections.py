@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 
-from components.evaluator.report import figures
-from components.evaluator.report.types import ReportSection
+from vugan.components.evaluator.report import figures
+from vugan.components.evaluator.report.types import ReportSection
 
 
 def fmt(v, digits: int = 3) -> str:
