@@ -37,6 +37,7 @@ from vugan.pipeline import tf_env  # noqa: E402
 
 tf_env.configure()
 
+from vugan.components.evaluator.features import checksum  # noqa: E402
 from vugan.components.evaluator.features import vu_encoder as vu  # noqa: E402
 
 REAL_MANIFEST = ROOT.parent / "shared" / "data" / "spine-mri-cohort" / "scans.csv"
@@ -336,7 +337,7 @@ def main(argv=None) -> int:
 
     card = {
         "name": f"{vu.NAME}-{vu.VERSION}", "version": vu.VERSION, "file": weights.name,
-        "sha256": vu.sha256_file(weights), "bytes": weights.stat().st_size,
+        "sha256": checksum.sha256_file(weights), "bytes": weights.stat().st_size,
         "date": datetime.date.today().isoformat(),
         "input_spec": {**vu.INPUT_SPEC, "mapping": "any [n, H, W, K] crop in [-1, 1] is resampled to 64 x 64 x 9 "
                                                    "by linear interpolation (half-pixel centres), quantised to "

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vugan.components.evaluator.features.embeddings import sha256_file  # noqa: F401 (also used by models/vu_encoder)
+from vugan.components.evaluator.features.checksum import sha256_file
 
 NAME = "vu-encoder"
 VERSION = "v1"
