@@ -48,13 +48,14 @@ SALT = "vu-encoder-v1"  # fixed pseudonym salt: the same patients fall in the sa
 # ----------------------------------------------------------------------------------------------- data
 
 def cut_units(manifest: str, source: str, log) -> dict[str, np.ndarray]:
-    from vugan.components.preprocess import core
+    from vugan.components.preprocess.manifest import plan
     from vugan.components.preprocess.spec import PreprocessConfig
+    from vugan.components.preprocess.units import process_scan
 
     cfg = PreprocessConfig()
     images, regions, levels, patients = [], [], [], []
-    for task in core.plan(manifest, cfg, SALT).tasks:
-        for rec, _ in core.process_scan(task, cfg).records:
+    for task in plan(manifest, cfg, SALT).tasks:
+        for rec, _ in process_scan(task, cfg).records:
             images.append(rec.image)
             regions.append(rec.region)
             levels.append(rec.level_name)
