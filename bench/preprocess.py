@@ -61,11 +61,11 @@ def main(argv=None) -> dict:
 
     import logging
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    from vugan.components.preprocess import core
+    from vugan.components.preprocess.manifest import plan_tasks
     from vugan.pipeline.config import load_config
 
     cfg = load_config(None).preprocess
-    tasks = core.plan_tasks(args.manifest, cfg, salt="bench")
+    tasks = plan_tasks(args.manifest, cfg, salt="bench")
     floor = statistics.median(load_floor(tasks) for _ in range(args.repeats))
     print(f"floor (load + decompress {len(tasks)} images and masks): {floor:.2f} s  "
           f"[load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs]")

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import core, readers, run
+from vugan.components.preprocess import readers, run
+from vugan.components.preprocess.manifest import ManifestError, ScanTask, content_digests, file_digest, plan
+from vugan.components.preprocess.scan_reading import max_voxels
+from vugan.components.preprocess.units import process_scan
 from vugan.components.preprocess.spec import PreprocessConfig
 from vugan.pipeline.config import load_config
 from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
@@ -43,7 +46,7 @@ def sagittal(tmp_path_factory):
     smask, _ = to_layout(mask, affine, NON_RAS)
     save_series(d / "clean", stored, stored_affine)
     mask_path = save_nifti(d / "mask.nii.gz", smask, stored_affine)
-    clean = core.process_scan(task(d / "clean", mask_path), PreprocessConfig())
+    clean = process_scan(task(d / "clean", mask_path), PreprocessConfig())
     assert clean.ok and len(clean.records) == 4 and not clean.dead_letters
     # Centroids (stored-array indices) without a mask: no grid-shape check can catch a wrong volume then.
     entries = [{"direction": ["P", "I", "R"]}]
@@ -69,14 +72,14 @@ def test_a_folder_of_two_series_is_a_dead_letter_unless_the_manifest_names_one(s
     folder = tmp_path / "mixed"
     first = save_series(folder, stored, affine, prefix="a")
     save_series(folder, stored * 0.5 + 10, affine, prefix="b")  # a second series on the same grid
-    r = core.process_scan(task(folder, centroids=d / "centroids.json", row=3), PreprocessConfig())
+    r = process_scan(task(folder, centroids=d / "centroids.json", row=3), PreprocessConfig())
     assert not r.ok and _stages(r) == [("", "read_image")] and not r.records
     reason = r.dead_letters[0]["reason"]
     assert "row 3" in reason and "2 series" in reason and "series_uid" in reason
     assert first not in reason  # a UID is a header value: never written
     # The manifest column series_uid picks one: the crops are those of that series alone.
-    picked = core.process_scan(core.ScanTask(row=3, scan="s", patient="p", split="train", image=str(folder),
-                                             mask=mask, series_uid=first), PreprocessConfig())
+    picked = process_scan(ScanTask(row=3, scan="s", patient="p", split="train", image=str(folder),
+                                   mask=mask, series_uid=first), PreprocessConfig())
     assert picked.ok and sorted(_crops(picked)) == sorted(clean)
     for name, crop in _crops(picked).items():
         np.testing.assert_array_equal(crop, clean[name])
@@ -91,10 +94,10 @@ def test_two_series_of_one_folder_named_by_series_uid_are_two_scans_not_duplicat
     rows = [{"scan_id": "S1", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": first},
             {"scan_id": "S2", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second},
             {"scan_id": "S3", "patient_id": "P1", "image": "study", "centroids": "c.json", "series_uid": second}]
-    plan = core.plan(write_manifest(tmp_path / "scans.csv", rows, columns), PreprocessConfig(), "salt")
-    assert sorted(t.series_uid for t in plan.tasks) == sorted([first, second])
+    planned = plan(write_manifest(tmp_path / "scans.csv", rows, columns), PreprocessConfig(), "salt")
+    assert sorted(t.series_uid for t in planned.tasks) == sorted([first, second])
     # The same folder AND series twice is still one scan listed twice.
-    assert plan.counts["rows_duplicate_dropped"] == 1 and not plan.dead_letters
+    assert planned.counts["rows_duplicate_dropped"] == 1 and not planned.dead_letters
 
 
 def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):
@@ -105,7 +108,7 @@ def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):
     axial, axial_affine = to_layout(stored, affine, [[0, 1], [2, 1], [1, 1]])
     save_series(folder, axial[:, :, 80:83], axial_affine @ _shift(80, axis=2),
                 image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), prefix="loc")
-    r = core.process_scan(task(folder, mask), PreprocessConfig())
+    r = process_scan(task(folder, mask), PreprocessConfig())
     assert r.ok and not r.dead_letters and r.notes == {"dicom_localiser_slices_excluded": 3}
     for name, crop in _crops(r).items():
         np.testing.assert_array_equal(crop, clean[name])
@@ -115,7 +118,7 @@ def test_a_localiser_in_the_folder_is_left_out_and_counted(sagittal, tmp_path):
     import pydicom
     uid = str(pydicom.dcmread(next(iter(sorted(folder2.iterdir())))).SeriesInstanceUID)
     save_series(folder2, axial[:, :, 80:83], axial_affine @ _shift(80, axis=2), series=uid, prefix="emb")
-    r = core.process_scan(task(folder2, mask), PreprocessConfig())
+    r = process_scan(task(folder2, mask), PreprocessConfig())
     assert r.ok and r.notes == {"dicom_other_orientation_slices_excluded": 3}
     for name, crop in _crops(r).items():
         np.testing.assert_array_equal(crop, clean[name])
@@ -131,7 +134,7 @@ def test_a_gap_in_the_slice_positions_is_a_dead_letter_naming_them(sagittal, tmp
     d, stored, affine, mask, clean = sagittal
     folder = tmp_path / "gap"
     save_series(folder, stored, affine, skip=(17, 18, 19))
-    r = core.process_scan(task(folder, centroids=d / "centroids.json", row=5), PreprocessConfig())
+    r = process_scan(task(folder, centroids=d / "centroids.json", row=5), PreprocessConfig())
     assert not r.ok and _stages(r) == [("", "read_image")] and not r.records
     reason = r.dead_letters[0]["reason"]
     assert "3 slice(s) missing" in reason and "row 5" in reason
@@ -145,7 +148,7 @@ def test_a_gap_in_the_slice_positions_is_a_dead_letter_naming_them(sagittal, tmp
 def test_a_single_dicom_file_is_refused_clearly(sagittal):
     d, *_ = sagittal
     one = sorted((d / "clean").iterdir())[0]
-    r = core.process_scan(task(one, sagittal[3]), PreprocessConfig())
+    r = process_scan(task(one, sagittal[3]), PreprocessConfig())
     assert not r.ok and "one slice, not a volume" in r.dead_letters[0]["reason"]
     assert "NotADirectoryError" not in r.dead_letters[0]["reason"]
 
@@ -157,29 +160,29 @@ def test_a_mask_shifted_in_world_space_is_a_dead_letter(tmp_path):
     img = save_nifti(tmp_path / "img.nii.gz", image, affine)
     shifted = affine.copy()
     shifted[2, 3] += 60.0  # same grid shape, 60 mm further up
-    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, shifted), row=2), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, shifted), row=2), PreprocessConfig())
     assert not r.ok and _stages(r) == [("", "mask_grid")] and not r.records
     assert "60.0 mm" in r.dead_letters[0]["reason"] and "row 2" in r.dead_letters[0]["reason"]
     # The same mask stored in another array layout but on the same world grid is accepted.
     smask, saff = to_layout(mask, affine, NON_RAS)
-    r = core.process_scan(task(img, save_nifti(tmp_path / "m2.nii.gz", smask, saff)), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "m2.nii.gz", smask, saff)), PreprocessConfig())
     assert r.ok and len(r.records) == 4
 
 
 def test_a_label_painted_in_two_places_rejects_that_level_and_specks_are_left_out(tmp_path):
     image, mask, affine = make_scan()
     img = save_nifti(tmp_path / "img.nii.gz", image, affine)
-    clean = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
+    clean = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
     blob = mask.copy()
     blob[2:8, 60:70, 5:25] = schema.LEVEL_CODES["L3"]  # 1200 voxels far below the spine: ~10% of L3
-    r = core.process_scan(task(img, save_nifti(tmp_path / "b.nii.gz", blob, affine)), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "b.nii.gz", blob, affine)), PreprocessConfig())
     assert sorted(_crops(r)) == ["L1/L2", "L4/L5"]
     assert _stages(r) == [("L2/L3", "bad_label"), ("L3/L4", "bad_label")]
     assert "L3 (code 22) is in 2 separate parts" in next(d["reason"] for d in r.dead_letters)
     # A speck of a few voxels is left out of the centre: crops identical to the clean mask's.
     speck = mask.copy()
     speck[2:4, 60:62, 5:7] = schema.LEVEL_CODES["L3"]
-    r = core.process_scan(task(img, save_nifti(tmp_path / "s.nii.gz", speck, affine)), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "s.nii.gz", speck, affine)), PreprocessConfig())
     assert not r.dead_letters
     for name, crop in _crops(r).items():
         np.testing.assert_array_equal(crop, _crops(clean)[name])
@@ -191,15 +194,15 @@ def test_unknown_and_transitional_codes_are_counted_and_l6_splits_no_unit(tmp_pa
     odd[odd == schema.LEVEL_CODES["S1"]] = 25  # what we called S1 is an L6: the real S1 lies below the FOV
     odd[2:8, 2:8, 2:8] = 99  # a code VerSe does not define
     img = save_nifti(tmp_path / "img.nii.gz", image, affine)
-    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", odd, affine)), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", odd, affine)), PreprocessConfig())
     assert r.ok and sorted(_crops(r)) == ["L2/L3", "L3/L4", "L4/L5"]
     assert r.notes == {"transitional_L6": 1, "unknown_label_99": 1}
     # With an S1 below the L6 the L5/S1 unit would join two non-neighbours: a dead letter, not a crop.
     image2, mask2, _ = make_scan(levels=("L3", "L4", "L5", "S1", "L1"))
     mask2[mask2 == schema.LEVEL_CODES["S1"]] = 25
     mask2[mask2 == schema.LEVEL_CODES["L1"]] = schema.LEVEL_CODES["S1"]
-    r = core.process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),
-                               save_nifti(tmp_path / "m2.nii.gz", mask2, affine)), PreprocessConfig())
+    r = process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),
+                          save_nifti(tmp_path / "m2.nii.gz", mask2, affine)), PreprocessConfig())
     assert ("L5/S1", "transitional_vertebra") in _stages(r) and "L5/S1" not in _crops(r)
     assert r.units_found == len(r.records) + len(r.dead_letters)
 
@@ -216,7 +219,7 @@ def test_a_nan_centroid_rejects_its_units_and_writes_no_blank_crop(tmp_path):
     entries[3]["X"] = float("nan")  # L3
     cj = tmp_path / "c.json"
     cj.write_text(json.dumps(entries))  # json writes NaN, and Python's json reads it back
-    r = core.process_scan(task(img, centroids=cj, row=4), PreprocessConfig())
+    r = process_scan(task(img, centroids=cj, row=4), PreprocessConfig())
     assert sorted(_crops(r)) == ["L1/L2", "L4/L5"]
     assert _stages(r) == [("L2/L3", "bad_label"), ("L3/L4", "bad_label")]
     assert "non-finite" in r.dead_letters[0]["reason"] and "row 4" in r.dead_letters[0]["reason"]
@@ -227,7 +230,7 @@ def test_a_nan_centroid_rejects_its_units_and_writes_no_blank_crop(tmp_path):
 def test_a_complex_image_is_refused_not_truncated(tmp_path):
     image, mask, affine = make_scan()
     cimg = save_nifti(tmp_path / "c.nii.gz", image.astype(np.complex64) * (1 + 1j), affine)
-    r = core.process_scan(task(cimg, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
+    r = process_scan(task(cimg, save_nifti(tmp_path / "m.nii.gz", mask, affine)), PreprocessConfig())
     assert not r.ok and "complex" in r.dead_letters[0]["reason"]
 
 
@@ -240,16 +243,16 @@ def test_the_voxel_limit_is_read_from_the_header_before_the_data(tmp_path):
     hdr.set_data_dtype(np.uint8)
     big = tmp_path / "big.nii"
     big.write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 100)
-    r = core.process_scan(task(big, big), PreprocessConfig(max_voxels=10_000_000))
+    r = process_scan(task(big, big), PreprocessConfig(max_voxels=10_000_000))
     assert not r.ok and "8,000,000,000 voxels" in r.dead_letters[0]["reason"]
     assert "max_voxels = 10,000,000" in r.dead_letters[0]["reason"]
     # The default is sized to this machine: physical memory / 64 bytes.
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert core.max_voxels(PreprocessConfig()) == pages // 64
+    assert max_voxels(PreprocessConfig()) == pages // 64
     image, mask, affine = make_scan()
     small = PreprocessConfig(max_voxels=int(image.size) - 1)
-    r = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
-                               save_nifti(tmp_path / "m.nii.gz", mask, affine)), small)
+    r = process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                          save_nifti(tmp_path / "m.nii.gz", mask, affine)), small)
     assert not r.ok and "above preprocess.max_voxels" in r.dead_letters[0]["reason"]
 
 
@@ -307,30 +310,30 @@ def test_duplicates_across_patients_are_dead_letters_and_inputs_add_up(duplicate
 
 def test_a_header_only_manifest_is_an_error_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path / "scans.csv", [])
-    with pytest.raises(core.ManifestError, match="a header but no rows"):
+    with pytest.raises(ManifestError, match="a header but no rows"):
         run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
     assert not (tmp_path / "out" / "artifact.json").exists()
 
 
 def test_manifest_faults_are_manifest_errors_not_tracebacks(tmp_path):
     cfg = PreprocessConfig()
-    with pytest.raises(core.ManifestError, match="is a folder"):
-        core.plan(str(tmp_path), cfg, "s")
+    with pytest.raises(ManifestError, match="is a folder"):
+        plan(str(tmp_path), cfg, "s")
     huge = tmp_path / "huge.csv"
     huge.write_text("scan_id,patient_id,image,vertebra_mask\nS1,P1," + "x" * 200_000 + ",m.nii.gz\n")
-    with pytest.raises(core.ManifestError, match=r"line \d+: not valid CSV"):
-        core.plan(str(huge), cfg, "s")
+    with pytest.raises(ManifestError, match=r"line \d+: not valid CSV"):
+        plan(str(huge), cfg, "s")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("scan_id,patient_id,image,vertebra_mask\nS1,Jos\xe9,i.nii,m.nii\n".encode("latin-1"))
-    with pytest.raises(core.ManifestError, match="not UTF-8"):
-        core.plan(str(latin), cfg, "s")
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        plan(str(latin), cfg, "s")
     extra = tmp_path / "extra.csv"
     extra.write_text("scan_id,patient_id,image,vertebra_mask\nS1,P1,i.nii,m.nii,oops\n")
-    with pytest.raises(core.ManifestError, match="more fields than the header"):
-        core.plan(str(extra), cfg, "s")
+    with pytest.raises(ManifestError, match="more fields than the header"):
+        plan(str(extra), cfg, "s")
     only_bad = write_manifest(tmp_path / "bad.csv", [dict(scan_id="", patient_id="P", image="i.nii")])
-    with pytest.raises(core.ManifestError, match="none of its 1 rows is usable"):
-        core.plan(only_bad, cfg, "s")
+    with pytest.raises(ManifestError, match="none of its 1 rows is usable"):
+        plan(only_bad, cfg, "s")
 
 
 def test_two_slices_at_one_position_are_a_dead_letter(sagittal, tmp_path):
@@ -338,7 +341,7 @@ def test_two_slices_at_one_position_are_a_dead_letter(sagittal, tmp_path):
     folder = tmp_path / "doubled"
     uid = save_series(folder, stored, affine, prefix="a")
     save_series(folder, stored[:, :, :5], affine, series=uid, prefix="echo2-")  # a second echo, same series
-    r = core.process_scan(task(folder, centroids=d / "centroids.json"), PreprocessConfig())
+    r = process_scan(task(folder, centroids=d / "centroids.json"), PreprocessConfig())
     assert not r.ok and "same position" in r.dead_letters[0]["reason"] and not r.records
 
 
@@ -348,7 +351,7 @@ def test_an_implausibly_small_label_rejects_its_units(tmp_path):
     tiny = mask.copy()
     tiny[tiny == schema.LEVEL_CODES["L5"]] = 0
     tiny[20, 30, 40] = schema.LEVEL_CODES["L5"]  # one voxel, 0.001 ml
-    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", tiny, affine)), PreprocessConfig())
+    r = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", tiny, affine)), PreprocessConfig())
     assert _stages(r) == [("L4/L5", "bad_label")] and "0.00 ml, outside the plausible 0.1 to 300 ml" in \
         r.dead_letters[0]["reason"]
     assert sorted(_crops(r)) == ["L1/L2", "L2/L3", "L3/L4"]
@@ -356,7 +359,7 @@ def test_an_implausibly_small_label_rejects_its_units(tmp_path):
 
 def test_unknown_level_names_are_counted_and_free_text_is_not_echoed(tmp_path):
     image, mask, affine = make_scan()
-    r = core.process_scan(core.ScanTask(
+    r = process_scan(ScanTask(
         row=1, scan="s", patient="p", split="train", image=save_nifti(tmp_path / "i.nii.gz", image, affine),
         mask=save_nifti(tmp_path / "m.nii.gz", mask, affine), levels=("L1", "L2"),
         unknown_levels=("L6", "Jane Doe")), PreprocessConfig())
@@ -364,7 +367,7 @@ def test_unknown_level_names_are_counted_and_free_text_is_not_echoed(tmp_path):
     assert r.notes == {"unknown_level_name_L6": 1, "unknown_level_text": 1}
     manifest = write_manifest(tmp_path / "scans.csv", [dict(scan_id="a", patient_id="b", image="i.nii.gz",
                                                             vertebra_mask="m.nii.gz", levels="L1 L2 L6 X")])
-    planned = core.plan(manifest, PreprocessConfig(), "salt")
+    planned = plan(manifest, PreprocessConfig(), "salt")
     assert planned.tasks[0].levels == ("L1", "L2") and planned.tasks[0].unknown_levels == ("L6", "X")
 
 
@@ -381,10 +384,10 @@ def test_content_check_reads_only_images_that_share_a_size(tmp_path, monkeypatch
     for i in range(3):
         (dicom / f"{i}.dcm").write_bytes(bytes([i]) * 50)
     read = []
-    real_digest = core.file_digest
-    monkeypatch.setattr(core, "file_digest", lambda p: read.append(os.path.basename(p)) or real_digest(p))
+    monkeypatch.setattr("vugan.components.preprocess.manifest.file_digest",
+                        lambda p: read.append(os.path.basename(p)) or file_digest(p))
     paths = [str(tmp_path / n) for n in ("a.nii", "a_copy.nii", "b.nii", "c.nii", "missing.nii")] + [str(dicom)]
-    digests = core.content_digests(paths)
+    digests = content_digests(paths)
     assert sorted(read) == ["a.nii", "a_copy.nii", "b.nii"]  # c, the folder and the missing file: never read
     norm = {os.path.basename(p): os.path.normpath(p) for p in paths}
     assert digests[norm["a.nii"]] == digests[norm["a_copy.nii"]] != digests[norm["b.nii"]]

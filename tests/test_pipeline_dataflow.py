@@ -28,7 +28,8 @@ def test_preprocess_options_resolve_and_graph_builds():
     from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, StandardOptions
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
-    from vugan.components.preprocess import beam_pipeline, core
+    from vugan.components.preprocess import beam_pipeline
+    from vugan.components.preprocess.manifest import ScanTask
     from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "dataflow.toml")
@@ -42,10 +43,10 @@ def test_preprocess_options_resolve_and_graph_builds():
     assert options.view_as(SetupOptions).setup_file == str(ROOT / "pyproject.toml")
     assert "direct_num_workers" not in " ".join(options.get_all_options(drop_default=True))
 
-    tasks = [core.ScanTask(row=1, scan="s1", patient="p1", split="train", image="gs://b/scans/1.nii.gz",
-                           mask="gs://b/labels/1_vert.nii.gz"),
-             core.ScanTask(row=2, scan="s2", patient="p2", split="test", image="gs://b/scans/2.nii.gz",
-                           centroids="gs://b/ctd/2.json")]
+    tasks = [ScanTask(row=1, scan="s1", patient="p1", split="train", image="gs://b/scans/1.nii.gz",
+                      mask="gs://b/labels/1_vert.nii.gz"),
+             ScanTask(row=2, scan="s2", patient="p2", split="test", image="gs://b/scans/2.nii.gz",
+                      centroids="gs://b/ctd/2.json")]
     p = beam_pipeline.make_pipeline(tasks, config.preprocess, "gs://my-vugan-bucket/runs/00001/preprocess", args)
     assert type(p.runner).__name__ == "DataflowRunner"
     assert PipelineOptionsValidator(p.options, p.runner).validate() == []

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import beam_pipeline, core, run
+from vugan.components.preprocess import beam_pipeline, run
+from vugan.components.preprocess.manifest import ManifestError, plan_tasks, pseudonym
+from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
 from test_preprocess_core import (IDENTITY, NON_RAS, REAL, make_scan, save_dicom_series, save_nifti, to_layout,
                                   write_manifest)
@@ -85,9 +87,9 @@ def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
 
 @pytest.mark.real_data
 def test_real_crops_centre_between_their_two_bodies():
-    """Crop centres from core, checked against body centres computed here from the masks (nibabel + numpy)."""
+    """Crop centres from the unit loop (units.py), checked against body centres computed here from the masks (nibabel + numpy)."""
     cfg = load_config(None).preprocess
-    tasks = core.plan_tasks(f"{REAL}/scans.csv", cfg, salt="t")
+    tasks = plan_tasks(f"{REAL}/scans.csv", cfg, salt="t")
     for task in tasks:
         mask = nib.load(task.mask)
         labels = np.asarray(mask.dataobj)
@@ -95,7 +97,7 @@ def test_real_crops_centre_between_their_two_bodies():
         values = labels[tuple(ijk.T)]
         centres = {schema.CODE_LEVELS[int(c)]: nib.affines.apply_affine(mask.affine, ijk[values == c].mean(0))
                    for c in np.unique(values)}
-        result = core.process_scan(task, cfg)
+        result = process_scan(task, cfg)
         assert sorted(rec.level_name for rec, _ in result.records) == UNITS6
         for rec, g in result.records:
             upper, lower = (centres[n] for n in rec.level_name.split("/"))
@@ -159,7 +161,7 @@ def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
     by_row = {d["row"]: d for d in dead if not d["unit"]}
     assert sorted(by_row) == [4, 5, 6, 7, 8]
     assert by_row[4]["stage"] == "read_image" and "not found" in by_row[4]["reason"]
-    assert by_row[4]["scan"] == core.pseudonym("pepper", "scan", "SCAN-MISSING-04")
+    assert by_row[4]["scan"] == pseudonym("pepper", "scan", "SCAN-MISSING-04")
     assert by_row[5]["stage"] == "read_image" and "cannot read" in by_row[5]["reason"]
     assert "3-D" in by_row[6]["reason"] and by_row[7]["stage"] == "image_values"
     assert by_row[8]["stage"] == "mask_shape"
@@ -180,7 +182,7 @@ def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
 def test_missing_manifest_column_fails_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path / "scans.csv", [{"scan_id": "a", "patient_id": "b", "image": "x.nii"}],
                               columns=("scan_id", "patient_id", "image", "levels"))
-    with pytest.raises(core.ManifestError, match="missing column 'vertebra_mask'"):
+    with pytest.raises(ManifestError, match="missing column 'vertebra_mask'"):
         run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
     assert not any((tmp_path / "out").glob("Split-*")) and not (tmp_path / "out" / "artifact.json").exists()
 

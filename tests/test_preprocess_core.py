@@ -1,4 +1,4 @@
-"""Preprocess core: splits, manifest checks, volume readers (NIfTI/DICOM/MHA/NRRD), reorientation, bad input.
+"""Preprocess manifest and unit loop: splits, manifest checks, volume readers (NIfTI/DICOM/MHA/NRRD), reorientation, bad input.
 
 The module also holds the small synthetic-scan writers the other preprocess tests import: a straight lumbar
 spine of box-shaped bodies in a canonical RAS volume, which can be written in any array layout and format.
@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import core, readers
+from vugan.components.preprocess import readers
+from vugan.components.preprocess.manifest import (ManifestError, ScanTask, assign_splits, plan_tasks, read_manifest,
+                                                  split_counts)
+from vugan.components.preprocess.units import process_scan
 from vugan.components.preprocess.spec import PreprocessConfig
 
 from conftest import REAL_DATA
@@ -131,25 +134,25 @@ def write_manifest(path, rows, columns=("scan_id", "patient_id", "sequence", "im
 
 
 def task(image, mask="", centroids="", levels=(), row=1):
-    return core.ScanTask(row=row, scan="scan-pseudo", patient="patient-pseudo", split="train", image=str(image),
-                         mask=str(mask), centroids=str(centroids), levels=tuple(levels))
+    return ScanTask(row=row, scan="scan-pseudo", patient="patient-pseudo", split="train", image=str(image),
+                    mask=str(mask), centroids=str(centroids), levels=tuple(levels))
 
 
 # ----------------------------------------------------------------------------------------- splits
 
 def test_split_counts_exact_and_every_split_nonempty():
-    assert core.split_counts(17, (0.6, 0.2, 0.2)) == [10, 4, 3]
-    assert core.split_counts(20, (0.6, 0.2, 0.2)) == [12, 4, 4]
-    assert core.split_counts(3, (0.9, 0.05, 0.05)) == [1, 1, 1]  # small cohort: one patient each
-    assert core.split_counts(2, (0.9, 0.05, 0.05)) == [2, 0, 0]  # too few patients: no forced split
-    assert core.split_counts(5, (1.0, 0.0, 0.0)) == [5, 0, 0]
+    assert split_counts(17, (0.6, 0.2, 0.2)) == [10, 4, 3]
+    assert split_counts(20, (0.6, 0.2, 0.2)) == [12, 4, 4]
+    assert split_counts(3, (0.9, 0.05, 0.05)) == [1, 1, 1]  # small cohort: one patient each
+    assert split_counts(2, (0.9, 0.05, 0.05)) == [2, 0, 0]  # too few patients: no forced split
+    assert split_counts(5, (1.0, 0.0, 0.0)) == [5, 0, 0]
 
 
 def test_split_assignment_deterministic_by_patient():
     patients = [f"p{i}" for i in range(40)] * 2  # two scans each
-    a = core.assign_splits(patients, (0.6, 0.2, 0.2), seed=3)
-    b = core.assign_splits(list(reversed(patients)), (0.6, 0.2, 0.2), seed=3)
-    c = core.assign_splits(patients, (0.6, 0.2, 0.2), seed=4)
+    a = assign_splits(patients, (0.6, 0.2, 0.2), seed=3)
+    b = assign_splits(list(reversed(patients)), (0.6, 0.2, 0.2), seed=3)
+    c = assign_splits(patients, (0.6, 0.2, 0.2), seed=4)
     assert a == b  # input order does not matter
     assert a != c  # the seed does
     assert sorted(a) == sorted(set(patients))  # one split per patient
@@ -160,15 +163,15 @@ def test_plan_tasks_pseudonymises_and_keeps_patients_together(tmp_path):
     rows = [{"scan_id": f"s{i}", "patient_id": f"P{i // 2}", "image": f"images/s{i}.nii.gz",
              "vertebra_mask": f"/abs/m{i}.nii.gz"} for i in range(12)]
     manifest = write_manifest(tmp_path / "scans.csv", rows)
-    tasks = core.plan_tasks(manifest, PreprocessConfig(), salt="pepper")
+    tasks = plan_tasks(manifest, PreprocessConfig(), salt="pepper")
     by_patient = {}
     for t, r in zip(tasks, rows):
         by_patient.setdefault(t.patient, set()).add(t.split)
         assert r["patient_id"] not in t.patient and r["scan_id"] not in t.scan
         assert t.image == os.path.join(str(tmp_path), r["image"]) and t.mask == r["vertebra_mask"]
     assert all(len(s) == 1 for s in by_patient.values()) and len(by_patient) == 6
-    again = core.plan_tasks(manifest, PreprocessConfig(), salt="pepper")
-    other = core.plan_tasks(manifest, PreprocessConfig(), salt="salt")
+    again = plan_tasks(manifest, PreprocessConfig(), salt="pepper")
+    other = plan_tasks(manifest, PreprocessConfig(), salt="salt")
     assert [t.patient for t in again] == [t.patient for t in tasks]
     assert [t.patient for t in other] != [t.patient for t in tasks]
 
@@ -179,8 +182,8 @@ def test_manifest_missing_column_is_named(tmp_path, drop, named):
     columns = ["scan_id", "patient_id", "image", "vertebra_mask", "centroids"]
     columns = [c for c in columns if c != drop and not (drop == "masks" and c in ("vertebra_mask", "centroids"))]
     manifest = write_manifest(tmp_path / "scans.csv", [{"scan_id": "a", "patient_id": "b", "image": "c"}], columns)
-    with pytest.raises(core.ManifestError, match=f"missing column '{named}'"):
-        core.read_manifest(manifest)
+    with pytest.raises(ManifestError, match=f"missing column '{named}'"):
+        read_manifest(manifest)
 
 
 # ----------------------------------------------------------------------------------------- readers
@@ -229,16 +232,16 @@ def test_non_ras_copy_of_real_scan_gives_the_same_crops(tmp_path):
     img = nib.load(f"{REAL}/images/vb2-02.nii.gz")
     msk = nib.load(f"{REAL}/labels/vb2-02_vert.nii.gz")
     cfg = PreprocessConfig()
-    ref = core.process_scan(task(f"{REAL}/images/vb2-02.nii.gz", f"{REAL}/labels/vb2-02_vert.nii.gz"), cfg)
+    ref = process_scan(task(f"{REAL}/images/vb2-02.nii.gz", f"{REAL}/labels/vb2-02_vert.nii.gz"), cfg)
     # Store both volumes in another layout (RAS-ordered axes, reversed S), once as NIfTI, once as MHA.
     ornt = [[0, 1], [1, 1], [2, -1]]
     arr, aff = to_layout(np.asarray(img.dataobj), img.affine, ornt)
     marr, maff = to_layout(np.asarray(msk.dataobj), msk.affine, ornt)
     assert nib.aff2axcodes(aff) != nib.aff2axcodes(img.affine)
-    copy_nii = core.process_scan(task(save_nifti(tmp_path / "c.nii.gz", arr, aff),
-                                      save_nifti(tmp_path / "m.nii.gz", marr, maff)), cfg)
-    copy_mha = core.process_scan(task(save_itk(tmp_path / "c.mha", arr, aff),
-                                      save_itk(tmp_path / "m.mha", marr.astype(np.uint8), maff)), cfg)
+    copy_nii = process_scan(task(save_nifti(tmp_path / "c.nii.gz", arr, aff),
+                                 save_nifti(tmp_path / "m.nii.gz", marr, maff)), cfg)
+    copy_mha = process_scan(task(save_itk(tmp_path / "c.mha", arr, aff),
+                                 save_itk(tmp_path / "m.mha", marr.astype(np.uint8), maff)), cfg)
     want = _crops(ref)
     assert sorted(want) == ["L1/L2", "L2/L3", "L3/L4", "L4/L5", "T11/T12", "T12/L1"]
     for other in (copy_nii, copy_mha):
@@ -251,8 +254,8 @@ def test_non_ras_copy_of_real_scan_gives_the_same_crops(tmp_path):
 def test_crop_orientation_rows_caudal_columns_posterior(tmp_path):
     image, mask, affine = make_scan()
     cfg = PreprocessConfig(slices=3)
-    res = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
-                                 save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    res = process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                            save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
     crop = _crops(res)["L2/L3"][:, :, 1]
     # The disc (bright, 220) lies in the middle rows; the CSF column (300) is at the posterior (right) edge.
     h, w = crop.shape
@@ -276,30 +279,30 @@ def test_bad_inputs_become_dead_letters(tmp_path):
     good_img = save_nifti(tmp_path / "img.nii.gz", image, affine)
     good_mask = save_nifti(tmp_path / "mask.nii.gz", mask, affine)
     # missing file
-    r = core.process_scan(task(tmp_path / "nope.nii.gz", good_mask, row=7), cfg)
+    r = process_scan(task(tmp_path / "nope.nii.gz", good_mask, row=7), cfg)
     assert not r.ok and _dead_stages(r) == [("", "read_image")] and "row 7" in r.dead_letters[0]["reason"]
     assert "nope" not in r.dead_letters[0]["reason"]  # the path (may hold ids) is not repeated
     # corrupt gzip: the first half of a valid file
     data = open(good_img, "rb").read()
     (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
-    r = core.process_scan(task(tmp_path / "cut.nii.gz", good_mask), cfg)
+    r = process_scan(task(tmp_path / "cut.nii.gz", good_mask), cfg)
     assert not r.ok and _dead_stages(r) == [("", "read_image")] and "cannot read" in r.dead_letters[0]["reason"]
     # not gzip at all
     (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not a nifti header"))
-    assert not core.process_scan(task(tmp_path / "junk.nii.gz", good_mask), cfg).ok
+    assert not process_scan(task(tmp_path / "junk.nii.gz", good_mask), cfg).ok
     # non-3-D images
     for arr, name in ((image[:, :, 0], "2d"), (np.stack([image, image], -1), "4d")):
-        r = core.process_scan(task(save_nifti(tmp_path / f"{name}.nii.gz", arr, affine), good_mask), cfg)
+        r = process_scan(task(save_nifti(tmp_path / f"{name}.nii.gz", arr, affine), good_mask), cfg)
         assert not r.ok and "3-D" in r.dead_letters[0]["reason"], name
     # NaN and empty volumes
     nan = image.copy()
     nan[3, 3, 3] = np.nan
-    r = core.process_scan(task(save_nifti(tmp_path / "nan.nii.gz", nan, affine), good_mask), cfg)
+    r = process_scan(task(save_nifti(tmp_path / "nan.nii.gz", nan, affine), good_mask), cfg)
     assert not r.ok and _dead_stages(r) == [("", "image_values")]
-    r = core.process_scan(task(save_nifti(tmp_path / "zero.nii.gz", np.zeros_like(image), affine), good_mask), cfg)
+    r = process_scan(task(save_nifti(tmp_path / "zero.nii.gz", np.zeros_like(image), affine), good_mask), cfg)
     assert not r.ok and _dead_stages(r) == [("", "image_values")]
     # mask on another grid
-    r = core.process_scan(task(good_img, save_nifti(tmp_path / "small.nii.gz", mask[:, :, :100], affine)), cfg)
+    r = process_scan(task(good_img, save_nifti(tmp_path / "small.nii.gz", mask[:, :, :100], affine)), cfg)
     assert not r.ok and _dead_stages(r) == [("", "mask_shape")]
 
 
@@ -309,8 +312,8 @@ def test_missing_level_and_crop_outside_reject_units_only(tmp_path):
     img = save_nifti(tmp_path / "img.nii.gz", image, affine)
     no_l4 = mask.copy()
     no_l4[no_l4 == schema.LEVEL_CODES["L4"]] = 0
-    r = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", no_l4, affine),
-                               levels=("L1", "L2", "L3", "L4", "L5")), cfg)
+    r = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", no_l4, affine),
+                          levels=("L1", "L2", "L3", "L4", "L5")), cfg)
     assert r.ok and sorted(_crops(r)) == ["L1/L2", "L2/L3"]
     assert sorted(_dead_stages(r)) == [("L3/L4", "missing_level"), ("L4/L5", "missing_level")]
     assert "L4 (code 23)" in r.dead_letters[0]["reason"]
@@ -318,16 +321,16 @@ def test_missing_level_and_crop_outside_reject_units_only(tmp_path):
     # The same gap named by a centroid json instead of the manifest levels.
     cj = tmp_path / "c.json"
     cj.write_text('[{"direction": ["R", "A", "S"]}, {"label": 23, "X": 20, "Y": 37, "Z": 60}]')
-    r = core.process_scan(task(img, tmp_path / "m.nii.gz", centroids=cj), cfg)
+    r = process_scan(task(img, tmp_path / "m.nii.gz", centroids=cj), cfg)
     assert sorted(_dead_stages(r)) == [("L3/L4", "missing_level"), ("L4/L5", "missing_level")]
     # Without anything naming L4 the gap is still seen: L3 and L5 are labelled, so the body between is expected.
-    r = core.process_scan(task(img, tmp_path / "m.nii.gz"), cfg)
+    r = process_scan(task(img, tmp_path / "m.nii.gz"), cfg)
     assert sorted(_crops(r)) == ["L1/L2", "L2/L3"]
     assert sorted(_dead_stages(r)) == [("L3/L4", "missing_level"), ("L4/L5", "missing_level")]
     # A top body cut by the field of view: with a wide margin its unit's crop leaves the volume.
     image2, mask2, _ = make_scan(top_mm=2.0)
-    r = core.process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),
-                               save_nifti(tmp_path / "m2.nii.gz", mask2, affine)), PreprocessConfig(margin=0.5, width_scale=0.8))
+    r = process_scan(task(save_nifti(tmp_path / "i2.nii.gz", image2, affine),
+                          save_nifti(tmp_path / "m2.nii.gz", mask2, affine)), PreprocessConfig(margin=0.5, width_scale=0.8))
     assert _dead_stages(r) == [("L1/L2", "crop_outside")] and len(r.records) == 3
 
 
@@ -342,9 +345,9 @@ def test_centroid_json_matches_mask_centres(tmp_path):
     import json
     (tmp_path / "c.json").write_text(json.dumps(entries))
     img = save_nifti(tmp_path / "i.nii.gz", stored, stored_aff)
-    from_json = core.process_scan(task(img, centroids=tmp_path / "c.json"), PreprocessConfig())
-    from_mask = core.process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", smask, stored_aff)),
-                                  PreprocessConfig(normalise_on="volume"))
+    from_json = process_scan(task(img, centroids=tmp_path / "c.json"), PreprocessConfig())
+    from_mask = process_scan(task(img, save_nifti(tmp_path / "m.nii.gz", smask, stored_aff)),
+                             PreprocessConfig(normalise_on="volume"))
     assert sorted(_crops(from_json)) == ["L1/L2", "L2/L3", "L3/L4", "L4/L5"]
     for name, crop in _crops(from_mask).items():
         np.testing.assert_allclose(_crops(from_json)[name], crop, atol=1e-4)
@@ -353,8 +356,8 @@ def test_centroid_json_matches_mask_centres(tmp_path):
 def test_vertebra_units_centre_on_bodies(tmp_path):
     image, mask, affine = make_scan()
     cfg = PreprocessConfig(unit="vertebra", conditioning="level")
-    r = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
-                               save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    r = process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                          save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
     assert [rec.level_name for rec, _ in r.records] == ["L1", "L2", "L3", "L4", "L5"]
     for rec, g in r.records:
         assert rec.class_id == schema.VERTEBRA_UNITS.index(rec.level_name) and rec.lower_code == rec.upper_code
@@ -370,10 +373,10 @@ def test_oblique_scan_gives_the_same_crops_as_the_straight_one(tmp_path):
     rot = np.eye(4)
     rot[1:3, 1:3] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
     cfg = PreprocessConfig()
-    straight = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
-                                      save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
-    oblique = core.process_scan(task(save_nifti(tmp_path / "io.nii.gz", image, rot @ affine),
-                                     save_nifti(tmp_path / "mo.nii.gz", mask, rot @ affine)), cfg)
+    straight = process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                                 save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    oblique = process_scan(task(save_nifti(tmp_path / "io.nii.gz", image, rot @ affine),
+                                save_nifti(tmp_path / "mo.nii.gz", mask, rot @ affine)), cfg)
     assert sorted(_crops(straight)) == ["L1/L2", "L2/L3", "L3/L4", "L4/L5"]
     for (rec_s, g_s), (rec_o, g_o) in zip(straight.records, oblique.records):
         np.testing.assert_allclose(g_o.axis, rot[:3, :3] @ g_s.axis, atol=1e-6)
@@ -383,8 +386,8 @@ def test_oblique_scan_gives_the_same_crops_as_the_straight_one(tmp_path):
 def test_non_square_crops_and_slice_count_follow_config(tmp_path):
     image, mask, affine = make_scan()
     cfg = PreprocessConfig(image_size=(48, 32), slices=5, slice_spacing_mm=2.0, margin=0.25)
-    r = core.process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
-                               save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
+    r = process_scan(task(save_nifti(tmp_path / "i.nii.gz", image, affine),
+                          save_nifti(tmp_path / "m.nii.gz", mask, affine)), cfg)
     for rec, g in r.records:
         assert rec.image.shape == (48, 32, 5) and rec.slice_spacing == 2.0
         assert g.slice_offsets_mm == (-4.0, -2.0, 0.0, 2.0, 4.0)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import core, run
+from vugan.components.preprocess import run
+from vugan.components.preprocess.manifest import plan_tasks
+from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
 
 
@@ -61,12 +63,12 @@ def test_phantom_cohort_regions_splits_and_counts(phantom_run):
 def test_phantom_centroid_json_agrees_with_mask_on_non_ras_scans(phantom_run):
     cohort, _, _, _ = phantom_run
     cfg = load_config(None).preprocess
-    tasks = core.plan_tasks(str(cohort / "scans.csv"), cfg, salt="t")
+    tasks = plan_tasks(str(cohort / "scans.csv"), cfg, salt="t")
     odd = [t for t in tasks if nib.aff2axcodes(nib.load(t.image).affine) != ("R", "A", "S")][:2]
     assert odd, "the phantom cohort should hold non-RAS scans"
     for t in odd:
-        from_mask = core.process_scan(t, cfg)
-        from_json = core.process_scan(t, load_config(None, ["preprocess.centroid_source='json'"]).preprocess)
+        from_mask = process_scan(t, cfg)
+        from_json = process_scan(t, load_config(None, ["preprocess.centroid_source='json'"]).preprocess)
         a = {rec.level_name: (rec.image, g.centre) for rec, g in from_mask.records}
         b = {rec.level_name: (rec.image, g.centre) for rec, g in from_json.records}
         assert sorted(a) == sorted(b) and len(a) >= 3

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import core
+from vugan.components.preprocess.manifest import pseudonym
 from test_pipeline_helpers import TINY_SALT, tiny_run, vugan
 from test_preprocess_beam import LONG_NEEDLE, _text_and_binary
 
@@ -73,7 +73,7 @@ def test_the_environment_salt_is_the_one_used(tiny):
     rows, _ = _identifiers(run_dir)
     artifact = json.loads((run_dir / "preprocess" / "artifact.json").read_text())
     assert artifact["properties"]["salt_source"] == "env"
-    expected = {core.pseudonym(TINY_SALT, "patient", r["patient_id"]) for r in rows}
+    expected = {pseudonym(TINY_SALT, "patient", r["patient_id"]) for r in rows}
     seen = {rec.patient for s in schema.SPLITS
             for rec in schema.iter_records(schema.shard_files(str(run_dir / "preprocess"), s))}
     assert seen and seen <= expected

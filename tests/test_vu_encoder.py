@@ -4,6 +4,7 @@ real `vugan evaluate` processes of the same model, one pinned to one core, give 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from vugan.components.evaluator.features import vu_encoder as vu
+from vugan.components.evaluator.features.checksum import sha256_file
 from vugan.components.evaluator.features.embeddings import vu_embedder
 from fixtures_examples import make_examples_artifact
 from test_pipeline_helpers import ROOT, make_model_artifact
@@ -23,13 +25,21 @@ from test_pipeline_helpers import ROOT, make_model_artifact
 def test_shipped_weights_match_their_card_and_are_small():
     card = vu.read_card()
     assert card["name"] == "vu-encoder-v1" and card["file"] == vu.WEIGHTS_FILE.name
-    assert vu.sha256_file(vu.WEIGHTS_FILE) == card["sha256"]
+    assert sha256_file(vu.WEIGHTS_FILE) == card["sha256"]
     assert vu.WEIGHTS_FILE.stat().st_size < 2 * 2**20
     probe = card["held_out_patients_linear_probe_balanced_accuracy"]
     assert probe["region"] > 0.9  # on patients the network never saw (3 classes: chance 0.33)
     emb = vu_embedder()
     assert (emb.key, emb.distance_name, emb.kernel_name) == ("vu", "FD-VU", "KD-VU")
     assert emb.provenance["sha256"] == card["sha256"] and emb.provenance["version"] == "v1"
+
+
+def test_sha256_file_hashes_every_block_of_a_file_larger_than_one_read(tmp_path):
+    data = bytes(range(256)) * (4096 + 1) + b"tail"  # 1 MiB + 260 bytes: two reads, the second short
+    (tmp_path / "w.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()
+    (tmp_path / "w.bin").write_bytes(data[:-1] + b"!")  # the last byte alone changes the digest
+    assert sha256_file(str(tmp_path / "w.bin")) != hashlib.sha256(data).hexdigest()
 
 
 def test_an_altered_weights_file_is_refused_naming_it(tmp_path):

@@ -24,7 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
 from vugan.components import schema
-from vugan.components.preprocess import core
+from vugan.components.preprocess.manifest import ScanTask
+from vugan.components.preprocess.units import preview_png, process_scan
 from vugan.components.preprocess.spec import PreprocessConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -79,8 +80,8 @@ class _ExtractUnitsFn(beam.DoFn):
     def __init__(self, cfg: PreprocessConfig):
         self.cfg = cfg
 
-    def process(self, task: core.ScanTask):
-        result = core.process_scan(task, self.cfg)
+    def process(self, task: ScanTask):
+        result = process_scan(task, self.cfg)
         by_split_region: dict = {}
         for record, _ in result.records:
             key = f"{task.split}/{record.region}"
@@ -157,7 +158,7 @@ class WritePreviews(beam.PTransform):
             class_id, picked = item
             picked = sorted(picked, key=lambda x: x[0])
             safe = names[class_id].replace("/", "-")
-            _write_bytes(os.path.join(out_dir, "previews", f"{safe}.png"), core.preview_png([p[1] for p in picked]))
+            _write_bytes(os.path.join(out_dir, "previews", f"{safe}.png"), preview_png([p[1] for p in picked]))
             return safe
 
         return (units
@@ -221,7 +222,7 @@ class WriteReports(beam.PTransform):
 
 # --------------------------------------------------------------------------------------------- graph
 
-def build_pipeline(p: beam.Pipeline, tasks: Sequence[core.ScanTask], cfg: PreprocessConfig, out_dir: str,
+def build_pipeline(p: beam.Pipeline, tasks: Sequence[ScanTask], cfg: PreprocessConfig, out_dir: str,
                    extra_stats: dict | None = None, manifest_dead: Sequence[dict] = ()) -> None:
     """Add the whole preprocess graph to ``p`` (nothing runs until ``p.run()``)."""
     extracted = (p
@@ -235,7 +236,7 @@ def build_pipeline(p: beam.Pipeline, tasks: Sequence[core.ScanTask], cfg: Prepro
                                                                                manifest_dead)
 
 
-def make_pipeline(tasks: Sequence[core.ScanTask], cfg: PreprocessConfig, out_dir: str,
+def make_pipeline(tasks: Sequence[ScanTask], cfg: PreprocessConfig, out_dir: str,
                   beam_args: Sequence[str] = (), extra_stats: dict | None = None,
                   manifest_dead: Sequence[dict] = ()) -> beam.Pipeline:
     """A ready-to-run (not yet run) pipeline with options resolved from ``beam_args`` and config."""

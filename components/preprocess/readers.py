@@ -43,7 +43,7 @@ def volume_format(path: str) -> str:
         return "nifti"
     if low.endswith((".mha", ".mhd", ".nrrd", ".nhdr")):
         return "itk"
-    if low.endswith((".dcm",)) or _is_dir(path):
+    if low.endswith((".dcm",)) or is_dir(path):
         return "dicom"
     raise VolumeError(f"unknown volume format (expected .nii, .nii.gz, .mha, .nrrd or a DICOM folder)")
 
@@ -279,7 +279,7 @@ def _orientation_name(ds) -> str:
 
 # --------------------------------------------------------------------------------------------- files
 
-def _is_dir(path: str) -> bool:
+def is_dir(path: str) -> bool:
     if path.startswith("gs://"):
         import tensorflow as tf
         return tf.io.gfile.isdir(path)
@@ -291,6 +291,16 @@ def exists(path: str) -> bool:
         import tensorflow as tf
         return tf.io.gfile.exists(path)
     return os.path.exists(path)
+
+
+def read_text(path: str) -> str:
+    """A text file (the manifest, a centroid json), local or remote."""
+    if "://" in path:  # gs:// and friends: TensorFlow's file systems (imported only when needed)
+        import tensorflow as tf
+        with tf.io.gfile.GFile(path, "r") as fh:
+            return fh.read()
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
+        return fh.read()
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ import os
 import shutil
 
 from vugan.components import schema
-from vugan.components.preprocess import beam_pipeline, core
+from vugan.components.preprocess import beam_pipeline
+from vugan.components.preprocess.manifest import plan, resolve_salt
 from vugan.pipeline.artifacts import ArtifactType
 from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
@@ -45,8 +46,8 @@ def build_job(config, manifest: str, out_dir: str, beam_args=()):
     (``beam_pipeline.pipeline_options``). ``pipeline.run()`` does the work.
     """
     cfg = config.preprocess
-    salt, salt_source = core.resolve_salt(cfg)
-    planned = core.plan(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
+    salt, salt_source = resolve_salt(cfg)
+    planned = plan(str(manifest), cfg, salt)  # fails here, before any work, on a bad manifest
     tasks = planned.tasks
     patients = {s: len({t.patient for t in tasks if t.split == s}) for s in schema.SPLITS}
     h, w = cfg.image_size

@@ -24,11 +24,12 @@ features. The network runs compiled (one tf.function, fixed batch shape).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from vugan.components.evaluator.features.checksum import sha256_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +68,6 @@ def triplets_rgb(images: np.ndarray, size: int) -> np.ndarray:
     rgb = np.moveaxis(rgb, 3, 1).reshape(3 * n, h, w, 3)
     resized = tf.image.resize(tf.constant(rgb, tf.float32), (size, size), method="bilinear", antialias=True)
     return tf.clip_by_value(resized, -1.0, 1.0).numpy()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inception_embedder(weights_path: str | Path, input_size: int = 299, batch_size: int = 64,

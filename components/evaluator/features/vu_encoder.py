@@ -9,7 +9,7 @@ single IEEE operations on exact values (a multiply by a constant, a division, a 
 rounded and so the same on every IEEE machine; the output lies on a fixed grid (1/64 of a feature's real-data
 standard deviation). Result: bit-identical features, by construction, not by luck of the scheduler.
 
-The network (trained once by models/vu_encoder/train.py; weights in models/vu_encoder/):
+The network (trained once by tools/train_vu_encoder.py; weights in models/vu_encoder/):
   input   any crop [n, H, W, K] in [-1, 1] -> resampled to the fixed input spec (INPUT_SPEC) by separable
           linear interpolation on an integer grid, quantised to 255 levels;
   normal  each unit standardised to zero mean and unit standard deviation (z-score, 1/32 grid): the network sees
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vugan.components.evaluator.features.embeddings import sha256_file  # noqa: F401 (also used by models/vu_encoder)
+from vugan.components.evaluator.features.checksum import sha256_file
 
 NAME = "vu-encoder"
 VERSION = "v1"
@@ -262,7 +262,7 @@ def load_encoder(weights_path: str | Path = WEIGHTS_FILE, card_path: str | Path 
         raise EncoderWeightsError(
             f"{NAME}: weights file {path} has sha256 {digest}, but its card {Path(card_path)} says "
             f"{card['sha256']}: the file was altered or belongs to another version; restore both from the "
-            f"repository (or retrain with models/vu_encoder/train.py, which writes a new card)")
+            f"repository (or retrain with tools/train_vu_encoder.py, which writes a new card)")
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(str(arrays.pop("meta")))

@@ -1,6 +1,6 @@
 """Train the fixed VU feature network (vu-encoder) ONCE and write its weights file and model card.
 
-    nice -n 10 .venv/bin/python models/vu_encoder/train.py            # writes models/vu_encoder/vu-encoder-v1.*
+    nice -n 10 .venv/bin/python tools/train_vu_encoder.py            # writes models/vu_encoder/vu-encoder-v1.*
 
 Data (public only; the card lists it): a phantom cohort at scale from the project's own generator (seed 1001,
 not the demo's seed 0, so the demo cohort is NOT in-sample) and every scan of ../shared/data/spine-mri-cohort
@@ -31,15 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from vugan.pipeline import tf_env  # noqa: E402
-
+from vugan.pipeline import tf_env  # oneDNN and threads, before TensorFlow loads
 tf_env.configure()
 
+from vugan.components.evaluator.features import checksum  # noqa: E402
 from vugan.components.evaluator.features import vu_encoder as vu  # noqa: E402
 
-REAL_MANIFEST = ROOT.parent / "shared" / "data" / "spine-mri-cohort" / "scans.csv"
+# The real scans live beside the repository (../shared), never inside it.
+REAL_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "spine-mri-cohort" / "scans.csv"
 PHANTOM_SEED = 1001
 SALT = "vu-encoder-v1"  # fixed pseudonym salt: the same patients fall in the same split on every run
 
@@ -47,13 +46,14 @@ SALT = "vu-encoder-v1"  # fixed pseudonym salt: the same patients fall in the sa
 # ----------------------------------------------------------------------------------------------- data
 
 def cut_units(manifest: str, source: str, log) -> dict[str, np.ndarray]:
-    from vugan.components.preprocess import core
+    from vugan.components.preprocess.manifest import plan
     from vugan.components.preprocess.spec import PreprocessConfig
+    from vugan.components.preprocess.units import process_scan
 
     cfg = PreprocessConfig()
     images, regions, levels, patients = [], [], [], []
-    for task in core.plan(manifest, cfg, SALT).tasks:
-        for rec, _ in core.process_scan(task, cfg).records:
+    for task in plan(manifest, cfg, SALT).tasks:
+        for rec, _ in process_scan(task, cfg).records:
             images.append(rec.image)
             regions.append(rec.region)
             levels.append(rec.level_name)
@@ -336,7 +336,7 @@ def main(argv=None) -> int:
 
     card = {
         "name": f"{vu.NAME}-{vu.VERSION}", "version": vu.VERSION, "file": weights.name,
-        "sha256": vu.sha256_file(weights), "bytes": weights.stat().st_size,
+        "sha256": checksum.sha256_file(weights), "bytes": weights.stat().st_size,
         "date": datetime.date.today().isoformat(),
         "input_spec": {**vu.INPUT_SPEC, "mapping": "any [n, H, W, K] crop in [-1, 1] is resampled to 64 x 64 x 9 "
                                                    "by linear interpolation (half-pixel centres), quantised to "
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
                                    f"their variance); whitening and standardisation fitted on the training "
                                    f"patients; on a 1/{vu.FEATURE_GRID} grid",
                          "arithmetic": "exact integers in float64 (identical on any machine and thread count)"},
-        "training": {"script": "models/vu_encoder/train.py", "seed": args.seed, "steps": args.steps,
+        "training": {"script": "tools/train_vu_encoder.py", "seed": args.seed, "steps": args.steps,
                      "batch": args.batch,
                      "objective": "NT-Xent between two augmented views (shift, slice flip, small gain/offset, "
                                   "noise; no blur) on the pooled features + 2 x reconstruction MSE of the "
