@@ -57,8 +57,7 @@ def feature_stages(train, holdout, test, synthetic, cfg, repeats: int) -> list[t
     groups = {k: v.patients for k, v in sets.items()}
     sub = core.matched_subsample(synthetic.class_ids, holdout.class_ids, np.random.default_rng(0))
     n_embed = sum(len(v) for v in sets.values())
-    settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
-                                          width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
+    settings = utility.ClassifierSettings.from_config(cfg)
     rows = []
     runs: dict[tuple, list] = {}
     for _ in range(repeats):

@@ -27,8 +27,7 @@ def spaces_for(train, class_names, cfg, names):
     out = {}
     for name in names:
         if name == "domain":
-            settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
-                                                  width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
+            settings = utility.ClassifierSettings.from_config(cfg)
             clf = utility.train_classifier(train.images, train.class_ids, len(class_names), settings, cfg.seed,
                                            groups=train.patients.astype(str))
             out["domain"] = embeddings.domain_embedder(clf, batch_size=cfg.batch_size)

@@ -79,12 +79,12 @@ def one_case(n_syn: int, n_train: int, baseline: bool) -> dict:
     synthetic = UnitArrays(np.zeros((n_syn, 1, 1, 1), np.float32), classes, names, names,
                            np.array([f"s{i}" for i in range(n_syn)], object))
     t1 = time.perf_counter()
-    result = evaluate_privacy(train, holdout, synthetic, None, None, cfg, 0, sections=False, synthetic_rows=rows)
+    result = evaluate_privacy(train, holdout, synthetic, None, None, cfg, 0, synthetic_rows=rows)
     t_eval = time.perf_counter() - t1
     out = {"synthetic": n_syn, "train": n_train, "holdout": n_train // 2,
            "queries": result.metrics["candidates"]["member_units"] + result.metrics["candidates"]["nonmember_units"],
            "seconds_total": round(t_proj + t_eval, 1), "seconds_projection": round(t_proj, 1),
-           "phases": result.metrics["seconds"], "outcome": privacy_outcome(result.metrics, cfg)[0]}
+           "phases": result.metrics["seconds"], "outcome": privacy_outcome(result, cfg)[0]}
     if baseline:
         # The first attack's nearest-synthetic search, old way, same candidates (members of the drawn patients).
         q = train.images[: out["queries"] // 2]

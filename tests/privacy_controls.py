@@ -176,6 +176,6 @@ def calibrate(pool: UnitArrays, n: int, scenario: str, seeds, cfg) -> list[str]:
     outcomes = []
     for seed in seeds:
         train, holdout, syn = calibration_sets(pool, n, scenario, seed)
-        result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed, sections=False)
-        outcomes.append(privacy_outcome(result.metrics, cfg)[0])
+        result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
+        outcomes.append(privacy_outcome(result, cfg)[0])
     return outcomes

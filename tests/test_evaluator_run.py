@@ -171,7 +171,7 @@ def test_a_missing_privacy_evaluator_is_a_clear_error_not_a_skip(monkeypatch):
 
 
 def test_metrics_json_is_strict_json():
-    from vugan.components.evaluator.run import jsonable
+    from vugan.components.evaluator.results import jsonable
 
     out = jsonable({"a": np.float32(1.5), "b": float("nan"), "c": np.arange(2), "d": (np.int64(3), np.inf)})
     assert json.dumps(out, allow_nan=False) == '{"a": 1.5, "b": null, "c": [0, 1], "d": [3, null]}'

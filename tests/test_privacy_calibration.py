@@ -36,8 +36,9 @@ def test_at_100_patients_a_side_null_passes_and_every_leak_fails(pool):
 
 def test_memorised_patients_are_found_by_the_attacks_not_only_by_copies(pool):
     train, holdout, syn = calibration_sets(pool, 100, "d", seed=3)
-    metrics = evaluate_privacy(train, holdout, syn, None, None, CFG, 3, sections=False).metrics
-    findings, _ = privacy_findings(metrics, CFG)
+    result = evaluate_privacy(train, holdout, syn, None, None, CFG, 3)
+    findings, _ = privacy_findings(result, CFG)
+    metrics = result.metrics
     assert metrics["memorisation"]["pixel"]["copied_patients"] == 0
     assert any("score above every non-member" in f for f in findings), findings
     # The strongest attack is the one with the strongest evidence, and the headline TPR at low FPR shows it.
@@ -61,8 +62,9 @@ def test_a_flipped_attack_is_a_finding_not_a_pass(pool):
     from privacy_controls import leaky_synthetic
 
     syn = leaky_synthetic(holdout, 400, noise=0.05, seed=2)
-    metrics = evaluate_privacy(train, holdout, syn, None, None, CFG, 1, sections=False).metrics
-    findings, _ = privacy_findings(metrics, CFG)
+    result = evaluate_privacy(train, holdout, syn, None, None, CFG, 1)
+    findings, _ = privacy_findings(result, CFG)
+    metrics = result.metrics
     assert any("far below chance" in f for f in findings), findings
     assert metrics["strongest"]["patient"]["auc"] < 0.3
 

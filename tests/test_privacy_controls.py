@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vugan.components.evaluator.gate import LEAK, TOO_FEW, release_gate
+from vugan.components.evaluator.results import Evaluation
 from vugan.components.evaluator.privacy.attacks import evaluate_privacy
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
@@ -34,10 +35,13 @@ def embed(images):
     return images.reshape(len(images), -1) @ proj
 
 
-def _check_report(result):
+def _check_report(result, synthetic, members):
+    from vugan.components.evaluator.report.privacy_sections import privacy_sections
+
     json.dumps(result.metrics, allow_nan=False)  # metrics.json must be strict JSON
-    figures = [f for s in result.sections for f in s.figures]
-    assert {s.key for s in result.sections} == {"privacy", "privacy_memorisation"}
+    sections = privacy_sections(result, synthetic.images, members.images, CFG)  # drawn from the attacks' numbers
+    figures = [f for s in sections for f in s.figures]
+    assert {s.key for s in sections} == {"privacy", "privacy_memorisation"}
     assert {"privacy_roc_unit", "privacy_roc_patient", "privacy_closest_pairs"} <= {f.name for f in figures}
     assert all(f.png.startswith(b"\x89PNG") for f in figures)
 
@@ -61,11 +65,11 @@ def test_leaky_generator_is_caught(splits):
         assert memo["copied_patients"] >= 45, space  # of 50 training patients
         assert memo["closer_to_train_share"] >= 0.9, space
         assert memo["ct"] < -3, space
-    verdict = release_gate({"privacy": m}, CFG)
+    verdict = release_gate(Evaluation.from_dict({"privacy": m}), CFG)
     assert not verdict.passed and verdict.outcome == LEAK
     fails = [r for r in verdict.reasons if r.startswith("FAIL")]
     assert any("near-copy" in r for r in fails) and any("per-patient AUC" in r for r in fails)
-    _check_report(result)
+    _check_report(result, synthetic, train)
 
 
 def test_random_split_is_chance(splits):
@@ -82,9 +86,9 @@ def test_random_split_is_chance(splits):
         assert memo["copied_patients"] == 0, space
         assert 0.35 <= memo["closer_to_train_share"] <= 0.65, space
         assert abs(memo["ct"]) < 3, space
-    verdict = release_gate({"privacy": m}, CFG)
+    verdict = release_gate(Evaluation.from_dict({"privacy": m}), CFG)
     # 50 training vs 33 candidate patients (17 are DOMIAS's reference): too few to tell, and the gate says so.
     assert verdict.outcome == TOO_FEW and not verdict.passed
     assert not [r for r in verdict.reasons if r.startswith("FAIL") and "not enough patients" not in r
                 and "differential privacy" not in r]
-    _check_report(result)
+    _check_report(result, third, members)

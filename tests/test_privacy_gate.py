@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, release_gate
+from vugan.components.evaluator import gate
+from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
 from vugan.components.evaluator.privacy import stats
 from vugan.components.evaluator.privacy.attacks import add_patient_tests, select_candidates, split_reference, strongest
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.results import Evaluation
 
 CFG = PrivacyConfig(max_fid_ratio=5.0, min_tstr_balanced_accuracy=0.5, max_detectable_auc=0.75)
 
@@ -33,6 +35,11 @@ def _metrics(n=150, aucs=(0.52, 0.49), k_above=(1, 0), copied=0, ct=0.2, dp=None
             "dp": dp or {"enabled": False}}
     return {"fidelity": {"fid_ratio": 2.0, "frd_ratio": 1.5}, "utility": {"tstr_balanced_accuracy": 0.8},
             "privacy": priv}
+
+
+def release_gate(metrics: dict, cfg: PrivacyConfig) -> gate.Verdict:
+    """The gate on a metrics.json-shaped dict, read back as the typed evaluation it judges."""
+    return gate.release_gate(Evaluation.from_dict(metrics), cfg)
 
 
 def test_hand_worked_statistics():
@@ -132,8 +139,8 @@ def test_candidates_are_whole_patients_balanced_by_patient_and_disjoint_from_the
 def test_metrics_are_made_strict_json():
     import json
 
-    from vugan.components.evaluator.privacy.attacks import json_safe
+    from vugan.components.evaluator.results import jsonable
 
-    out = json_safe({"a": np.float32(0.5), "b": float("nan"), "c": (np.int64(3), np.inf), "d": np.bool_(True)})
+    out = jsonable({"a": np.float32(0.5), "b": float("nan"), "c": (np.int64(3), np.inf), "d": np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [3, None], "d": True}
     json.dumps(out, allow_nan=False)

@@ -13,6 +13,7 @@ embedding encoder is trained on the test split.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -123,10 +124,9 @@ def _digest(units: UnitArrays) -> str:
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.evaluator import core, gate
+    from vugan.components.evaluator import core
     from vugan.components.evaluator.privacy.attacks import evaluate_privacy
-    from vugan.components.evaluator.report.headline import select_headline
-    from vugan.components.evaluator.run import inception_or_skip, jsonable, load_inputs, write_outputs
+    from vugan.components.evaluator.run import inception_or_skip, judge_and_write, load_inputs
 
     cfg, pcfg = ctx.config.evaluator, ctx.config.privacy
     manifest, splits = load_inputs(ctx.inputs["examples"])
@@ -140,32 +140,25 @@ def execute(ctx: ExecContext) -> ExecResult:
     inception, skip_reason = inception_or_skip(cfg)
     outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, class_names, cfg,
                                   inception=inception, inception_skip_reason=skip_reason, timer=timer)
-    metrics = outcome.metrics
-    metrics["synthetic"].update({"generator": "unknown (audited set)", "source": str(ctx.options["synthetic"]),
-                                 "format": kind, "sha256": _digest(synthetic)})
-    # The domain encoder is trained on the TEST split, exactly as the attacks need: reuse it when it was trained.
-    encoder = outcome.domain if outcome.domain is not None else core.privacy_encoder(splits["test"], class_names,
-                                                                                     cfg, timer)
+    evaluation, digest = outcome.evaluation, _digest(synthetic)
+    evaluation.synthetic.update({"generator": "unknown (audited set)", "source": str(ctx.options["synthetic"]),
+                                 "format": kind, "sha256": digest})
+    encoder = core.attack_encoder(outcome, splits["test"], class_names, cfg, timer)
     with timer.stage("privacy", len(splits["train"]) + len(splits["holdout"]) + len(synthetic)):
         priv = evaluate_privacy(splits["train"], splits["holdout"], synthetic, None, encoder, pcfg, cfg.seed)
-    metrics["privacy"] = priv.metrics
-    metrics["privacy"]["encoder"] = encoder.description
-    metrics["privacy"]["dp"] = {"enabled": False, "note": "an audited set carries no DP guarantee of its own"}
-    metrics = jsonable(metrics)
-    verdict = gate.release_gate(metrics, pcfg).to_dict()
-    verdict["audited"] = {"synthetic": str(Path(ctx.options["synthetic"]).resolve()), "format": kind,
-                          "units": len(synthetic), "sha256": metrics["synthetic"]["sha256"]}
-    metrics["verdict"] = verdict
-    metrics["timings"] = timer.stages
+    priv = dataclasses.replace(priv, encoder=encoder.description,
+                               dp={"enabled": False, "note": "an audited set carries no DP guarantee of its own"})
+    audited = {"synthetic": str(Path(ctx.options["synthetic"]).resolve()), "format": kind,
+               "units": len(synthetic), "sha256": digest}
     config = ctx.config.to_dict()
-    metrics["config"] = {k: config[k] for k in ("evaluator", "privacy")}
-    metrics["inputs"] = {"examples": str(Path(ctx.inputs["examples"]).resolve()),
-                         "synthetic": verdict["audited"]["synthetic"]}
-    metrics["headline"] = select_headline(metrics)
+    record = {"config": {k: config[k] for k in ("evaluator", "privacy")},
+              "inputs": {"examples": str(Path(ctx.inputs["examples"]).resolve()), "synthetic": audited["synthetic"]}}
     facts = {"examples": ctx.inputs["examples"].name, "synthetic": Path(ctx.options["synthetic"]).name,
              "format": kind, "units": len(synthetic), "classes": len(class_names)}
-    write_outputs(ctx.out_dir, metrics, verdict, splits, synthetic, class_names, cfg, facts, priv,
-                  "vugan audit: a synthetic set judged against real vertebral units")
+    metrics, verdict = judge_and_write(ctx.out_dir, dataclasses.replace(evaluation, privacy=priv), synthetic, splits,
+                                       synthetic, class_names, cfg, pcfg, timer, verdict_fields={"audited": audited},
+                                       record=record, facts=facts,
+                                       title="vugan audit: a synthetic set judged against real vertebral units")
     ctx.log(f"audit: verdict {'PASSED' if verdict['passed'] else 'FAILED'} ({verdict['headline']}); "
             f"report {ctx.out_dir / 'report.html'}")
     return ExecResult(counts={"synthetic": len(synthetic), **{s: len(u) for s, u in splits.items()}},

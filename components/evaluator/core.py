@@ -26,6 +26,7 @@ import numpy as np
 
 from vugan.components.evaluator.features import cache as feature_cache
 from vugan.components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
+from vugan.components.evaluator.results import Evaluation, FidelityResult, UtilityResult
 from vugan.components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
                                                       radiomics_embedder, vu_embedder)
 from vugan.components.schema import REGIONS, UnitArrays, unit_region
@@ -252,9 +253,14 @@ def pixel_swd(units: dict[str, np.ndarray], labels: dict[str, np.ndarray], class
 
 @dataclasses.dataclass
 class EvaluationOutcome:
-    metrics: dict  # everything that goes into metrics.json except "privacy"
+    evaluation: Evaluation  # fidelity, diversity and utility (privacy is judged on the release candidate later)
     domain: Embedder | None  # the domain encoder (trained on TEST), reusable by the privacy evaluator; None if off
     synthetic: UnitArrays
+
+    @property
+    def metrics(self) -> dict:
+        """The evaluation as the dict metrics.json holds (before the JSON sanitiser), for callers that print it."""
+        return self.evaluation.to_dict()
 
 
 def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, synthetic: UnitArrays,
@@ -270,8 +276,7 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     timer = timer or StageTimer()
     vu = vu or vu_embedder()  # batches of 64: fastest in numpy here, and the result never depends on the batch
     seed = cfg.seed
-    settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
-                                          width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
+    settings = utility.ClassifierSettings.from_config(cfg)
 
     # Utility first: the TRTR classifier is also the domain encoder when the classes are the regions.
     with timer.stage("utility_classifiers", len(train) + len(synthetic) + 2 * len(test)):
@@ -279,20 +284,18 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
                                         groups=train.patients.astype(str))
         tstr = utility.train_classifier(synthetic.images, region_ids(synthetic), len(REGIONS), settings, seed)
         y_test = region_ids(test)
-        util = {"target": "region", "classes": list(REGIONS),
-                "trtr": {**utility.classification_scores(y_test, trtr.predict(test.images), REGIONS),
-                         **_selection(trtr)},
-                "tstr": {**utility.classification_scores(y_test, tstr.predict(test.images), REGIONS),
-                         **_selection(tstr)},
-                "model_selection": "best validation balanced accuracy on a slice of the TRAINING source "
-                                   "(patient-disjoint for real data); the test split is used once, for the scores",
-                "reference_study": REFERENCE_STUDY}
-        util["tstr_balanced_accuracy"] = util["tstr"]["balanced_accuracy"]
-        util["trtr_balanced_accuracy"] = util["trtr"]["balanced_accuracy"]
-        util["learning_curve"] = tstr_learning_curve(train, synthetic, test, cfg.tstr_size_multiples, settings, seed)
-        equal = next((p for p in util["learning_curve"] if p["multiple"] == 1.0 and p.get("scores")), None)
-        util["tstr_equal_size"] = equal and {**equal["scores"], "train_units": equal["units"]}
-        util["tstr_equal_size_balanced_accuracy"] = equal and equal["scores"]["balanced_accuracy"]
+        trtr_scores = {**utility.classification_scores(y_test, trtr.predict(test.images), REGIONS), **_selection(trtr)}
+        tstr_scores = {**utility.classification_scores(y_test, tstr.predict(test.images), REGIONS), **_selection(tstr)}
+        curve = tstr_learning_curve(train, synthetic, test, cfg.tstr_size_multiples, settings, seed)
+        equal = next((p for p in curve if p["multiple"] == 1.0 and p.get("scores")), None)
+        util = UtilityResult(
+            target="region", classes=list(REGIONS), trtr=trtr_scores, tstr=tstr_scores,
+            model_selection="best validation balanced accuracy on a slice of the TRAINING source "
+                            "(patient-disjoint for real data); the test split is used once, for the scores",
+            reference_study=REFERENCE_STUDY, tstr_balanced_accuracy=tstr_scores["balanced_accuracy"],
+            trtr_balanced_accuracy=trtr_scores["balanced_accuracy"], learning_curve=curve,
+            tstr_equal_size=equal and {**equal["scores"], "train_units": equal["units"]},
+            tstr_equal_size_balanced_accuracy=equal and equal["scores"]["balanced_accuracy"])
     # Optional second opinion, trained on the TEST split: it never embeds units it was trained on.
     domain = privacy_encoder(test, class_names, cfg, timer, stage="domain_encoder") if cfg.domain_encoder else None
 
@@ -303,9 +306,9 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
     selection = fair_selection(labels, groups, seed)
     used = synthetic_units_used(selection)  # only the synthetic units compared are embedded
     embedders = [e for e in (vu, inception, domain, radiomics_embedder(cfg.batch_size)) if e is not None]
-    fid: dict = {"embeddings": {}, "skipped": {}}
-    if inception is None:
-        fid["skipped"]["inception"] = inception_skip_reason or "no Inception weights configured"
+    spaces: dict = {}
+    skipped = {} if inception is not None else {
+        "inception": inception_skip_reason or "no Inception weights configured"}
     cache_folder = feature_cache.resolve_folder(cfg.feature_cache)
     # Each real split hashed once for all embedders (a few hundred MB at release scale).
     digests = {} if cache_folder is None else {"train": feature_cache.content_digest(train.images),
@@ -320,30 +323,31 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
                                             "synthetic": emb(synthetic.images[used])})
         timer.stages[f"embed_{emb.key}"]["real_feature_cache"] = {"train": s_train, "holdout": s_hold}
         with timer.stage(f"fidelity_{emb.key}", n):
-            fid["embeddings"][emb.key] = {
+            spaces[emb.key] = {
                 "distance_name": emb.distance_name, "kernel_name": emb.kernel_name,
                 "description": emb.description, "provenance": emb.provenance,
                 **fidelity_in_space(feats, labels, groups, class_names, cfg, seed, selection, used)}
     with timer.stage("swd_pixel", len(train) + len(holdout) + len(sub)):
-        fid["pixel"] = {"description": pixel_embedder().description,
-                        **pixel_swd({k: v.images for k, v in sets.items()}, labels, class_names, sub, cfg, seed)}
-    headline = next(k for k in HEADLINE_SPACES if k in fid["embeddings"])
-    head = fid["embeddings"][headline]["against_holdout"]["overall"]
+        pixel = {"description": pixel_embedder().description,
+                 **pixel_swd({k: v.images for k, v in sets.items()}, labels, class_names, sub, cfg, seed)}
+    headline = next(k for k in HEADLINE_SPACES if k in spaces)
+    head = spaces[headline]["against_holdout"]["overall"]
+    frd = spaces["radiomics"]["against_holdout"]["overall"]
     # The release gate reads fid_ratio (privacy/spec.py: fid_ratio_key): the fair ratio against HOLDOUT patients
     # in the headline space, so copying the training data cannot pass for fidelity.
-    fid.update({"fid_ratio": head["fd_ratio"], "fid_ratio_ci": head["fd_ratio_ci"],
-                "fid_ratio_embedding": headline, "fid_ratio_reference": "holdout",
-                "fid_ratio_against_train": fid["embeddings"][headline]["overall"]["fd_ratio"],
-                "fid_ratio_against_train_ci": fid["embeddings"][headline]["overall"]["fd_ratio_ci"],
-                "possible_copying": fid["embeddings"][headline]["copying"]["flagged"]})
-    fid["fid_ratio_encoder"] = {k: vu.provenance.get(k) for k in ("name", "version", "sha256")}
-    frd = fid["embeddings"]["radiomics"]["against_holdout"]["overall"]
-    fid["frd_ratio"], fid["frd_ratio_ci"] = frd["fd_ratio"], frd["fd_ratio_ci"]
-    fid["comparison"] = (
-        "each ratio = distance(synthetic, reference) / distance(real patients, reference), against two references: "
-        "TRAIN (real comparator: holdout patients) and HOLDOUT (real comparator: train patients); synthetic units "
-        "grouped into pseudo-patients mirroring the real comparator's patients, so both comparators have the same "
-        "patients and units per class; 95% intervals from a patient bootstrap")
+    fid = FidelityResult(
+        embeddings=spaces, skipped=skipped, pixel=pixel, fid_ratio=head["fd_ratio"], fid_ratio_ci=head["fd_ratio_ci"],
+        fid_ratio_embedding=headline, fid_ratio_reference="holdout",
+        fid_ratio_against_train=spaces[headline]["overall"]["fd_ratio"],
+        fid_ratio_against_train_ci=spaces[headline]["overall"]["fd_ratio_ci"],
+        possible_copying=spaces[headline]["copying"]["flagged"],
+        fid_ratio_encoder={k: vu.provenance.get(k) for k in ("name", "version", "sha256")},
+        frd_ratio=frd["fd_ratio"], frd_ratio_ci=frd["fd_ratio_ci"],
+        comparison="each ratio = distance(synthetic, reference) / distance(real patients, reference), against two "
+                   "references: TRAIN (real comparator: holdout patients) and HOLDOUT (real comparator: train "
+                   "patients); synthetic units grouped into pseudo-patients mirroring the real comparator's "
+                   "patients, so both comparators have the same patients and units per class; 95% intervals from "
+                   "a patient bootstrap")
 
     with timer.stage("ms_ssim", 2 * cfg.msssim_pairs * len(class_names) * 2):
         div = diversity.diversity_report(
@@ -351,16 +355,13 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
             diversity.MsSsimSettings(cfg.msssim_scales, cfg.msssim_filter_size, cfg.msssim_pairs),
             cfg.mode_collapse_margin, seed, real_patients=train.patients)
 
-    metrics = {
-        "counts": {"train": len(train), "holdout": len(holdout), "test": len(test), "synthetic": len(synthetic),
-                   "synthetic_matched_subsample": int(len(sub)),
-                   "synthetic_per_class": {n: int((synthetic.class_ids == c).sum())
-                                           for c, n in enumerate(class_names)}},
-        "class_names": list(class_names),
-        "synthetic": {"seed": seed, "class_prior": "the real train split's"},
-        "fidelity": fid, "diversity": div, "utility": util,
-    }
-    return EvaluationOutcome(metrics=metrics, domain=domain, synthetic=synthetic)
+    evaluation = Evaluation(
+        counts={"train": len(train), "holdout": len(holdout), "test": len(test), "synthetic": len(synthetic),
+                "synthetic_matched_subsample": int(len(sub)),
+                "synthetic_per_class": {n: int((synthetic.class_ids == c).sum()) for c, n in enumerate(class_names)}},
+        class_names=list(class_names), synthetic={"seed": seed, "class_prior": "the real train split's"},
+        fidelity=fid, diversity=div, utility=util)
+    return EvaluationOutcome(evaluation=evaluation, domain=domain, synthetic=synthetic)
 
 
 def tstr_learning_curve(train: UnitArrays, synthetic: UnitArrays, test: UnitArrays, multiples, settings,
@@ -395,13 +396,19 @@ def _selection(clf: utility.TrainedClassifier) -> dict:
             "train_units": clf.train_size, "val_units": clf.val_size}
 
 
+def attack_encoder(outcome: EvaluationOutcome, test: UnitArrays, class_names: tuple[str, ...], cfg,
+                   timer: StageTimer | None = None) -> Embedder:
+    """The encoder of the embedding-space attacks: the evaluation's domain encoder when it was trained (it is
+    trained on the TEST split, exactly as the attacks need), else one trained now (privacy_encoder)."""
+    return outcome.domain if outcome.domain is not None else privacy_encoder(test, class_names, cfg, timer)
+
+
 def privacy_encoder(test: UnitArrays, class_names: tuple[str, ...], cfg, timer: StageTimer | None = None,
                     stage: str = "privacy_encoder") -> Embedder:
     """The encoder of the embedding-space attacks: trained on the TEST split, patients that are neither members,
     nor candidates, nor the DOMIAS reference, so it never saw the members it is used to find (the TRTR classifier,
     trained on the members themselves, would embed them better than anyone else and bias the attacks)."""
-    settings = utility.ClassifierSettings(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size,
-                                          width=cfg.classifier_width, val_fraction=cfg.classifier_val_fraction)
+    settings = utility.ClassifierSettings.from_config(cfg)
     timer = timer or StageTimer()
     with timer.stage(stage, len(test)):
         clf = utility.train_classifier(test.images, test.class_ids, len(class_names), settings, cfg.seed,

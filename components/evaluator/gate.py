@@ -1,4 +1,4 @@
-"""The release gate: metrics.json in, a verdict a data-protection reviewer can read out.
+"""The release gate: the typed evaluation (results.py) in, a verdict a data-protection reviewer can read out.
 
 Privacy has three outcomes, each with its reason:
   * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), or an attack's evidence
@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
+from vugan.components.evaluator.results import Evaluation, PrivacyResult
 
 LEAK, NO_LEAK, TOO_FEW = "leak found", "no leak found at the detectable size", "not enough patients to tell"
 
@@ -34,23 +35,14 @@ class Verdict:
                 "reasons": list(self.reasons), "forced": False}
 
 
-def _lookup(metrics: dict, dotted: str):
-    node = metrics
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
-
-
 def _fmt(x, nd=3) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
 
-def privacy_findings(priv: dict, cfg: PrivacyConfig) -> tuple[list[str], list[str]]:
-    """(findings that mean a leak, notes) from the privacy metrics."""
+def privacy_findings(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[list[str], list[str]]:
+    """(findings that mean a leak, notes) from the privacy result."""
     findings, notes = [], []
-    pix = (priv.get("memorisation") or {}).get("pixel") or {}
+    pix = (priv.memorisation or {}).get("pixel") or {}
     if "copied_patients" not in pix:
         findings.append("copy check missing (pixel-space memorisation not computed)")
     else:
@@ -59,7 +51,7 @@ def privacy_findings(priv: dict, cfg: PrivacyConfig) -> tuple[list[str], list[st
                 f"{pix['n_synthetic']} synthetic units within the copy radius {_fmt(pix['copy_radius'], 2)}: "
                 f"{pix['copy_rule']}); allowed: {cfg.max_copied_patients}")
         (findings if n_pat > cfg.max_copied_patients else notes).append(text)
-    for name, a in (priv.get("attacks") or {}).items():
+    for name, a in (priv.attacks or {}).items():
         if not a.get("gated"):
             continue
         t, p = a["patient"]["tests"], a["patient"]
@@ -73,8 +65,8 @@ def privacy_findings(priv: dict, cfg: PrivacyConfig) -> tuple[list[str], list[st
                             "finds the members")
         if t["leak_tail"]:
             findings.append(f"attack {name}: {t['members_above_all_nonmembers']} member patients score above every "
-                            f"non-member (p = {t['p_tail']:.2g} < {cfg.alpha / priv['family']['tests']:.2g})")
-    for space, m in (priv.get("memorisation") or {}).items():
+                            f"non-member (p = {t['p_tail']:.2g} < {cfg.alpha / priv.family['tests']:.2g})")
+    for space, m in (priv.memorisation or {}).items():
         ct = m.get("ct")
         if ct is None or not np.isfinite(ct):
             notes.append(f"C_T ({space}) not computable: fewer than {cfg.ct_min_cell} held-out units per cell")
@@ -85,15 +77,15 @@ def privacy_findings(priv: dict, cfg: PrivacyConfig) -> tuple[list[str], list[st
     return findings, notes
 
 
-def privacy_outcome(priv: dict, cfg: PrivacyConfig) -> tuple[str, list[str], str]:
+def privacy_outcome(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[str, list[str], str]:
     """(outcome, reasons, one-line headline) of the privacy part."""
     findings, notes = privacy_findings(priv, cfg)
-    det = priv.get("detectable") or {}
-    c = priv.get("candidates") or {}
-    best = (priv.get("strongest") or {}).get("patient") or {}
+    det = priv.detectable or {}
+    c = priv.candidates or {}
+    best = (priv.strongest or {}).get("patient") or {}
     auc_det = det.get("auc")
     size = (f"{c.get('member_patients', 0)} member vs {c.get('nonmember_patients', 0)} non-member patients, "
-            f"{(priv.get('family') or {}).get('tests', 0)} tests at family-wise alpha {cfg.alpha:g}")
+            f"{(priv.family or {}).get('tests', 0)} tests at family-wise alpha {cfg.alpha:g}")
     strongest = (f"strongest attack per patient: {best['attack']}, AUC {_fmt(best['auc'])} "
                  f"[95% CI {_fmt(best['auc_ci'][0])}, {_fmt(best['auc_ci'][1])}], TPR {_fmt(best['tpr_at_1pct_fpr'], 2)} "
                  f"at 1% FPR" if best else "no attack on released images ran")
@@ -127,7 +119,8 @@ def _dp_release(dp: dict, cfg: PrivacyConfig) -> tuple[bool, str]:
                   f"{cfg.max_dp_epsilon:g}: any membership attack on one patient is bounded by that guarantee")
 
 
-def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
+def quality_rules(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
+    """The fidelity and utility rules; each reads the metric its privacy.*_key names (results.GATE_METRICS)."""
     ok, reasons = True, []
     for key, thr, op, label in [(cfg.fid_ratio_key, cfg.max_fid_ratio, "<=", "FD-VU ratio against holdout patients"),
                                 (cfg.frd_ratio_key, cfg.max_frd_ratio, "<=", "FRD ratio against holdout patients"),
@@ -135,8 +128,8 @@ def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
         if thr <= 0:
             reasons.append(f"OFF: {label} not checked (threshold 0)")
             continue
-        v = _lookup(metrics, key)
-        if v is None or not np.isfinite(v):
+        v = evaluation.reading(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
             ok = False
             reasons.append(f"FAIL: quality metric {key} missing")
             continue
@@ -146,17 +139,18 @@ def quality_rules(metrics: dict, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
     return ok, reasons
 
 
-def release_gate(metrics: dict, cfg: PrivacyConfig) -> Verdict:
-    """Never raises on missing metrics: a missing privacy evaluation is a failed verdict naming it."""
-    priv = metrics.get("privacy") if isinstance(metrics, dict) else None
-    if not isinstance(priv, dict) or not priv.get("enabled", False):
+def release_gate(evaluation: Evaluation, cfg: PrivacyConfig) -> Verdict:
+    """Never raises on missing metrics: a missing privacy evaluation is a failed verdict naming it (a metrics.json
+    read back: ``Evaluation.from_dict``)."""
+    priv = evaluation.privacy
+    if priv is None or not priv.enabled:
         return Verdict(False, "privacy not evaluated",
                        ["FAIL: privacy metrics missing (privacy evaluation not run or turned off)"],
                        "privacy not evaluated")
     outcome, reasons, headline = privacy_outcome(priv, cfg)
     privacy_ok = outcome == NO_LEAK
     if outcome == TOO_FEW:
-        privacy_ok, why = _dp_release(priv.get("dp") or {}, cfg)
+        privacy_ok, why = _dp_release(priv.dp or {}, cfg)
         reasons.append(f"{'PASS' if privacy_ok else 'FAIL'}: release under differential privacy: {why}")
-    quality_ok, q_reasons = quality_rules(metrics, cfg)
+    quality_ok, q_reasons = quality_rules(evaluation, cfg)
     return Verdict(bool(privacy_ok and quality_ok), outcome, reasons + q_reasons, headline)

@@ -8,13 +8,13 @@ metrics.json, verdict.json (with the release chain), report.html and figures/ (d
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+import time
 from pathlib import Path
 
-import numpy as np
-
-from vugan.components.evaluator.report.headline import select_headline
+from vugan.components.evaluator.report.headline import headline
+from vugan.components.evaluator.results import Evaluation, jsonable  # noqa: F401  (run.jsonable: one sanitiser)
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
 from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
@@ -29,24 +29,6 @@ def _import_privacy():
         raise RuntimeError(f"evaluate: the privacy evaluator (components/evaluator/privacy/) could not be "
                            f"imported ({type(exc).__name__}: {exc}); no verdict can be given without it") from exc
     return privacy
-
-
-def jsonable(obj):
-    """numpy scalars/arrays to Python, NaN/inf to None (metrics.json stays strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def load_inputs(examples_dir: Path, split_names=("train", "holdout", "test")):
@@ -73,8 +55,8 @@ def inception_or_skip(cfg):
                               cfg.inception_sha256), ""
 
 
-def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthetic, class_names, cfg, facts: dict,
-                  priv, title: str) -> None:
+def write_outputs(out: Path, metrics: dict, verdict: dict, evaluation: Evaluation, splits: dict, synthetic,
+                  class_names, cfg, facts: dict, privacy_sections: list, title: str) -> None:
     """metrics.json, verdict.json and report.html (shared by `vugan evaluate` and `vugan audit`)."""
     from vugan.components.evaluator.report import sections
     from vugan.components.evaluator.report.figures import class_grids
@@ -85,11 +67,49 @@ def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthet
     (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
     grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
                         class_names, cfg.grid_units, cfg.seed)
-    ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
-            sections.diversity_section(metrics), sections.utility_section(metrics)]
-    priv_sections = list(priv.sections)  # the DP guarantee goes right after the attacks' summary section
-    priv_sections[1:1] = [dp_section(metrics["privacy"]["dp"], metrics["privacy"].get("strongest") or {})]
+    ours = [sections.overview_section(evaluation, grids), sections.fidelity_section(evaluation),
+            sections.diversity_section(evaluation), sections.utility_section(evaluation)]
+    priv_sections = list(privacy_sections)  # the DP guarantee goes right after the attacks' summary section
+    priv_sections[1:1] = [dp_section(evaluation.privacy.dp, evaluation.privacy.strongest or {})]
     write_report(out, title, facts, verdict, ours + priv_sections)
+
+
+def judge_and_write(out: Path, evaluation: Evaluation, judged, splits: dict, synthetic, class_names, cfg, pcfg,
+                    timer, *, verdict_fields: dict, record: dict, facts: dict, title: str) -> tuple[dict, dict]:
+    """The one judging path of `vugan evaluate` and `vugan audit`: privacy figures, the release gate on the typed
+    evaluation, the run record around it, and metrics.json, verdict.json and report.html.
+
+    Args:
+      evaluation: fidelity, diversity, utility and privacy (its evidence included) of the set.
+      judged: the units the privacy result judged (the release candidate, or the audited set).
+      synthetic: the units of the report's image grids (the evaluation's draw).
+      verdict_fields: what the verdict says about the judged set beside the gate ("release" or "audited").
+      record: "config" and "inputs" of metrics.json.
+    Returns:
+      (metrics, verdict) as written.
+    """
+    from vugan.components.evaluator import gate
+    from vugan.components.evaluator.report.privacy_sections import privacy_sections
+
+    priv = evaluation.privacy
+    tick = time.perf_counter()
+    drawn = privacy_sections(priv, judged.images, splits["train"].images, pcfg)
+    if priv.seconds:  # the figures' time, as part of the privacy evaluation's total
+        sec = time.perf_counter() - tick
+        seconds = {k: v for k, v in priv.seconds.items() if k != "total"}
+        seconds.update(figures=round(sec, 3), total=round(priv.seconds["total"] + sec, 3))
+        priv = dataclasses.replace(priv, seconds=seconds)
+    # From here on every reader sees the record exactly as metrics.json holds it (strict JSON values).
+    evaluation = Evaluation.from_dict(jsonable(dataclasses.replace(evaluation, privacy=priv).to_dict()))
+    verdict = gate.release_gate(evaluation, pcfg).to_dict()
+    verdict.update(verdict_fields)
+    metrics = evaluation.to_dict()
+    metrics["verdict"] = verdict
+    metrics["timings"] = timer.stages
+    metrics.update(record)
+    metrics["headline"] = headline(evaluation)  # what the datasheet and the run summary show
+    write_outputs(out, metrics, verdict, evaluation, splits, synthetic, class_names, cfg, facts, drawn, title)
+    return metrics, verdict
 
 
 def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path, encoder, bundle, release: dict,
@@ -122,7 +142,7 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
 
 
 def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.evaluator import core, gate
+    from vugan.components.evaluator import core
     from vugan.components.synthesize import core as syn
     from vugan.models.bundle import generate, load_model_bundle
 
@@ -154,33 +174,23 @@ def execute(ctx: ExecContext) -> ExecResult:
     inception, skip_reason = inception_or_skip(cfg)
     outcome = core.evaluate_units(splits["train"], splits["holdout"], splits["test"], synthetic, class_names, cfg,
                                   inception=inception, inception_skip_reason=skip_reason, timer=timer)
-    metrics = outcome.metrics
-    metrics["synthetic"].update({"generator": variant, "model_steps": bundle.info.get("steps")})
-    # The domain encoder is trained on the TEST split, exactly as the attacks need: reuse it when it was trained.
-    encoder = outcome.domain if outcome.domain is not None else core.privacy_encoder(splits["test"], class_names,
-                                                                                     cfg, timer)
+    evaluation = outcome.evaluation
+    evaluation.synthetic.update({"generator": variant, "model_steps": bundle.info.get("steps")})
+    encoder = core.attack_encoder(outcome, splits["test"], class_names, cfg, timer)
     priv, judged, release = judge_release(ctx, splits, candidate, candidate_dir, encoder, bundle, release,
                                           scfg.release_filter, timer, privacy)
-    metrics["privacy"] = priv.metrics
-    metrics["privacy"]["encoder"] = encoder.description
     # The model's formal guarantee, when trained with DP (trainer.dp), read beside the attacks.
-    metrics["privacy"]["dp"] = bundle.info.get("dp") or {"enabled": False}
-    metrics["release"] = release
-    metrics = jsonable(metrics)
-    verdict = gate.release_gate(metrics, pcfg).to_dict()
-    verdict["release"] = release
-    metrics["verdict"] = verdict
-    metrics["timings"] = timer.stages
+    priv = dataclasses.replace(priv, encoder=encoder.description, dp=bundle.info.get("dp") or {"enabled": False})
+    evaluation = dataclasses.replace(evaluation, privacy=priv, release=release)
     config = ctx.config.to_dict()
-    metrics["config"] = {k: config[k] for k in ("evaluator", "privacy", "synthesize")}
-    metrics["inputs"] = {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}
-    metrics["headline"] = select_headline(metrics)  # what the datasheet and the run summary show
-
+    record = {"config": {k: config[k] for k in ("evaluator", "privacy", "synthesize")},
+              "inputs": {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}}
     facts = {"examples": ctx.inputs["examples"].name, "model": ctx.inputs["model"].name,
              "generator": variant, "seed": cfg.seed, "classes": len(class_names),
              "release candidate": f"{release['judged_units']} units, seed {scfg.seed}"}
-    write_outputs(ctx.out_dir, metrics, verdict, splits, synthetic, class_names, cfg, facts, priv,
-                  "vugan evaluation: synthetic vs real vertebral units")
+    metrics, verdict = judge_and_write(ctx.out_dir, evaluation, judged, splits, synthetic, class_names, cfg, pcfg,
+                                       timer, verdict_fields={"release": release}, record=record, facts=facts,
+                                       title="vugan evaluation: synthetic vs real vertebral units")
     out = ctx.out_dir
     ctx.log(f"evaluate: verdict {'PASSED' if verdict['passed'] else 'FAILED'} ({verdict['headline']}); "
             f"report {out / 'report.html'}")

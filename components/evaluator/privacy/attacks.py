@@ -18,7 +18,6 @@ Statistics per patient are exact permutation tests (privacy/stats.py); gate.py t
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from vugan.components.evaluator import knn
 from vugan.components.evaluator.privacy import stats as mia_stats
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
-from vugan.components.evaluator.report.types import ReportSection
+from vugan.components.evaluator.results import PrivacyEvidence, PrivacyResult, jsonable
 from vugan.components.schema import UnitArrays
 
 # Attack catalogue: name -> (family, one-line description, direction of the raw quantity).
@@ -47,13 +46,6 @@ ATTACKS = {
 RELEASED_IMAGE_ATTACKS = ("fbb_nearest", "ref_pairwise", "ref_density", "domias")
 MODEL_ATTACKS = ("pbb_reconstruction", "logan_realfake", "logan_aux_confidence")
 MEDIAN_SAMPLE = 2048  # synthetic units a query's median distance is estimated from (a population statistic)
-
-
-@dataclasses.dataclass(frozen=True)
-class PrivacyResult:
-    metrics: dict
-    sections: list[ReportSection]
-    copy_mask: np.ndarray | None = None  # [n synthetic] near-copies of a training unit (pixel space)
 
 
 # ------------------------------------------------------------------------------------------------ candidates
@@ -200,24 +192,24 @@ def strongest(attacks: dict, level: str = "patient", gated_only: bool = True) ->
 # ------------------------------------------------------------------------------------------------ entry point
 
 def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: UnitArrays, bundle, embed_fn,
-                     cfg: PrivacyConfig, seed: int, sections: bool = True,
-                     synthetic_rows: np.ndarray | None = None) -> PrivacyResult:
-    """Run every attack and memorisation check; see the module docstring for who is who.
+                     cfg: PrivacyConfig, seed: int, synthetic_rows: np.ndarray | None = None) -> PrivacyResult:
+    """Run every attack and memorisation check; see the module docstring for who is who. Numbers only: the
+    report's privacy sections are drawn from the result (report/privacy_sections.py, ``privacy_sections``).
 
     Args:
       members / nonmembers: real train / holdout units (patient-disjoint). synthetic: the set to be released.
       bundle: models.bundle.ModelBundle or None (model attacks are then reported as skipped).
       embed_fn: images [N, H, W, K] -> features [N, D] from an encoder that never saw the members, or None.
-      sections: build the report sections (figures); the calibration harness turns them off.
       synthetic_rows: the synthetic set's pixel rows already through knn.Projection (a large set streamed through
-        the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs
-        sections=False and no embed_fn).
+        the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs no embed_fn).
+    Returns:
+      a PrivacyResult (results.py): its JSON fields, the near-copy mask of the synthetic set and the per-candidate
+      evidence the report's figures draw.
     """
     from vugan.components.evaluator.privacy.memorisation import memorisation_report
 
     if not cfg.enabled:
-        return PrivacyResult({"enabled": False}, [ReportSection("privacy", "Privacy", "Privacy evaluation turned off "
-                                                                "(privacy.enabled = false).")])
+        return PrivacyResult(enabled=False)
     if len(members) == 0 or len(nonmembers) == 0 or len(synthetic) == 0 or (
             synthetic_rows is not None and len(synthetic_rows) != len(synthetic)):
         raise ValueError(f"privacy needs members, non-members and synthetic units; got {len(members)}, "
@@ -238,8 +230,8 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
 
     # Per space: members, non-members and synthetic rows, each real unit projected (or embedded) once.
     proj = knn.Projection(int(np.prod(members.images.shape[1:])), cfg.knn_dims)
-    if synthetic_rows is not None and (sections or embed_fn is not None):
-        raise ValueError("synthetic_rows replaces the synthetic images only without report sections and encoder")
+    if synthetic_rows is not None and embed_fn is not None:
+        raise ValueError("synthetic_rows replaces the synthetic images only without an encoder")
     syn_rows = proj(synthetic.images) if synthetic_rows is None else np.asarray(synthetic_rows, np.float32)
     spaces = {"pixel": (proj(members.images), proj(nonmembers.images), syn_rows)}
     skipped: dict[str, str] = {}
@@ -320,28 +312,6 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         "memorisation": memo,
         "seconds": phase,
     }
-    out_sections = []
-    if sections:
-        from vugan.components.evaluator.report.privacy_sections import build_sections
-
-        tick = time.perf_counter()
-        out_sections = build_sections(metrics, scores, used, labels, groups, memo_arrays, synthetic.images,
-                                      members.images, cfg)
-        phase["figures"] = round(time.perf_counter() - tick, 3)
     phase["total"] = round(time.perf_counter() - t0, 3)
-    return PrivacyResult(json_safe(metrics), out_sections, memo_arrays["pixel"]["copies"])
-
-
-def json_safe(obj):
-    """nan / inf -> None (strict JSON has neither), numpy scalars -> Python numbers, tuples -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
+    evidence = PrivacyEvidence(scores=scores, used=used, labels=labels, groups=groups, memorisation=memo_arrays)
+    return PrivacyResult(**jsonable(metrics), copy_mask=memo_arrays["pixel"]["copies"], evidence=evidence)

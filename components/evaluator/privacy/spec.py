@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from vugan.components.evaluator.results import GATE_METRICS
+
 F = dataclasses.field
 
 
@@ -81,10 +83,11 @@ class PrivacyConfig:
                                       "HOLDOUT patients, the same fair comparison as max_fid_ratio, so fidelity does "
                                       "not hang on one network; 0 = off"})
     frd_ratio_key: str = F(default="fidelity.frd_ratio", metadata={
-        "help": "dotted path of the FRD ratio the gate reads in metrics.json"})
+        "choices": tuple(GATE_METRICS), "help": "the metric (its metrics.json path) of the FRD rule"})
     min_tstr_balanced_accuracy: float = F(default=0.5, metadata={
         "range": (0.0, 1.0), "help": "smallest allowed train-synthetic-test-real balanced accuracy; 0 = off"})
-    fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={"help": "dotted path of the FD ratio the gate reads in metrics.json (FD-VU)"})
+    fid_ratio_key: str = F(default="fidelity.fid_ratio", metadata={
+        "choices": tuple(GATE_METRICS), "help": "the metric (its metrics.json path) of the FD-VU rule"})
     tstr_key: str = F(default="utility.tstr_balanced_accuracy", metadata={
-        "help": "dotted path of the TSTR balanced accuracy in metrics.json"})
+        "choices": tuple(GATE_METRICS), "help": "the metric (its metrics.json path) of the TSTR rule"})
 

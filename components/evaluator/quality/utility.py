@@ -26,6 +26,12 @@ class ClassifierSettings:
     embedding_dim: int = 64
     val_fraction: float = 0.15
 
+    @classmethod
+    def from_config(cls, cfg) -> "ClassifierSettings":
+        """The evaluator's classifiers (TSTR/TRTR, the domain encoder) as [evaluator] configures them."""
+        return cls(epochs=cfg.classifier_epochs, batch_size=cfg.classifier_batch_size, width=cfg.classifier_width,
+                   val_fraction=cfg.classifier_val_fraction)
+
 
 @dataclasses.dataclass
 class TrainedClassifier:

@@ -117,14 +117,15 @@ def msssim_bars(per_class: dict[str, dict]) -> Figure:
                   "one means the generator repeats itself (mode collapse).", _png(fig))
 
 
-def utility_bars(util: dict) -> Figure:
+def utility_bars(util) -> Figure:
+    """util: a results.UtilityResult."""
     plt = _plt()
-    ref = util["reference_study"]
-    equal = util.get("tstr_equal_size") or {}
+    ref = util.reference_study
+    equal = util.tstr_equal_size or {}
     labels = ["TRTR (ours)", "TSTR 1x (ours)", "TSTR all (ours)", "TRTR (ref. study)", "TSTR (ref. study)"]
-    ba = [util["trtr"]["balanced_accuracy"], equal.get("balanced_accuracy", np.nan), util["tstr"]["balanced_accuracy"],
+    ba = [util.trtr["balanced_accuracy"], equal.get("balanced_accuracy", np.nan), util.tstr["balanced_accuracy"],
           ref["trtr"]["balanced_accuracy"], ref["tstr"]["balanced_accuracy"]]
-    auc = [util["trtr"]["macro_auc"], equal.get("macro_auc"), util["tstr"]["macro_auc"], ref["trtr"]["macro_auc"],
+    auc = [util.trtr["macro_auc"], equal.get("macro_auc"), util.tstr["macro_auc"], ref["trtr"]["macro_auc"],
            ref["tstr"]["macro_auc"]]
     fig, ax = plt.subplots(figsize=(7.0, 3.0))
     x = np.arange(5)

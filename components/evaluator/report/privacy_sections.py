@@ -9,6 +9,7 @@ import numpy as np
 from vugan.components.evaluator.privacy import stats as mia_stats
 from vugan.components.evaluator.report import privacy_figures as pf
 from vugan.components.evaluator.report.types import Figure, ReportSection
+from vugan.components.evaluator.results import PrivacyResult
 
 # Reference study (Sun et al. 2023, tcoroller/pGAN notebooks): share of training VUs among the top 333 of 1,000
 # candidates, training vs same-study held-out (chance 0.5). See docs reference-study.md section 3.3.
@@ -75,27 +76,27 @@ def reference_figure(attacks: dict) -> bytes:
     return pf._png(fig)
 
 
-def summary_html(metrics: dict) -> str:
-    c, st = metrics["candidates"], metrics["strongest"]
+def summary_html(priv: PrivacyResult) -> str:
+    c, st = priv.candidates, priv.strongest
     parts = [
         f"<p><b>What was tried.</b> We played the attacker: given {c['member_units']} image units of "
         f"{c['member_patients']} patients whose scans trained the generator and {c['nonmember_units']} units of "
         f"{c['nonmember_patients']} patients it never saw ({c['reference_patients']} further unseen patients serve "
         "as DOMIAS's reference), can anyone tell which patients were in the training "
         f"data by looking at the {c['synthetic_units']} released synthetic units (or, worse, at the model)? "
-        f"{len(metrics['attacks'])} attacks were run, including the two of the reference study. Each is scored by "
+        f"{len(priv.attacks)} attacks were run, including the two of the reference study. Each is scored by "
         "its AUC: 0.5 means guessing, 1.0 means every training patient is found. Results are given per image unit "
-        f"and per patient (patient score = {metrics['patient_aggregate']} over the patient's units).</p>"]
+        f"and per patient (patient score = {priv.patient_aggregate} over the patient's units).</p>"]
     s = st.get("patient")
     if s:
         t = s.get("tests") or {}
         lo, hi = t.get("auc_bounds_corrected", [None, None])
         parts.append(f"<p><b>Strongest attack per patient</b> (the one with the strongest evidence): "
                      f"{html.escape(s['attack'])}, AUC {_fmt(s['auc'])} (95% CI {_fmt(s['auc_ci'][0])} to "
-                     f"{_fmt(s['auc_ci'][1])}; corrected for the {metrics['family']['tests']} tests tried: "
+                     f"{_fmt(s['auc_ci'][1])}; corrected for the {priv.family['tests']} tests tried: "
                      f"{_fmt(lo)} to {_fmt(hi)}); it finds {_fmt(s['tpr_at_1pct_fpr'], 2)} of the training patients "
                      f"at a 1% false-positive rate and {_fmt(s['tpr_at_0.1pct_fpr'], 2)} at 0.1%.</p>")
-    det = metrics.get("detectable") or {}
+    det = priv.detectable or {}
     parts.append(f"<p><b>What this cohort could detect:</b> an attack with per-patient AUC of at least "
                  f"{_fmt(det.get('auc'))} would have been found with {100 * det.get('power', 0):.0f}% power.</p>")
     w = st.get("model_worst_case")
@@ -103,7 +104,7 @@ def summary_html(metrics: dict) -> str:
         parts.append(f"<p><b>Worst case with the model</b> (not part of the gate: the discriminator is never "
                      f"released): {html.escape(w['attack'])}, per-patient AUC {_fmt(w['auc'])} (95% CI "
                      f"{_fmt(w['auc_ci'][0])} to {_fmt(w['auc_ci'][1])}).</p>")
-    for space, m in metrics["memorisation"].items():
+    for space, m in priv.memorisation.items():
         parts.append(
             f"<p><b>Copies ({space} space):</b> {m['copied_patients']} of {m['train_patients']} training patients "
             f"have a near-copy ({m['n_copies']} of {m['n_synthetic']} synthetic units): {html.escape(m['copy_rule'])} "
@@ -111,16 +112,31 @@ def summary_html(metrics: dict) -> str:
             f"{100 * m['closer_to_train_share']:.0f}% of synthetic units are closer to the training data than to "
             "equally many held-out patients (50% expected without memorisation); the C_T data-copying score is "
             f"{_fmt(m['ct'], 2)} (strongly negative values, below about -3, mean copying).</p>")
-    if metrics["skipped"]:
+    if priv.skipped:
         parts.append("<p><b>Not tried:</b> " + "; ".join(f"{html.escape(k)} ({html.escape(v)})"
-                                                         for k, v in metrics["skipped"].items()) + ".</p>")
+                                                         for k, v in priv.skipped.items()) + ".</p>")
     parts.append("<p>These are empirical attacks, not a formal guarantee: a stronger attack than those tried may "
                  "exist. Please look at the closest synthetic-training pairs below.</p>")
     return "".join(parts)
 
 
-def build_sections(metrics, scores, used, labels, groups, memo_arrays, syn_images, train_images, cfg):
-    attacks = metrics["attacks"]
+def privacy_sections(priv: PrivacyResult, syn_images: np.ndarray, train_images: np.ndarray,
+                     cfg) -> list[ReportSection]:
+    """The report's privacy sections, drawn from the attacks' numbers and evidence (privacy/attacks.py).
+
+    Args:
+      priv: evaluate_privacy's result (with its evidence). syn_images / train_images: the judged synthetic set and
+        the members (the closest-pairs grid shows them). cfg: PrivacyConfig.
+    """
+    if not priv.enabled:
+        return [ReportSection("privacy", "Privacy", "Privacy evaluation turned off (privacy.enabled = false).")]
+    ev = priv.evidence
+    return build_sections(priv, ev.scores, ev.used, ev.labels, ev.groups, ev.memorisation, syn_images, train_images,
+                          cfg)
+
+
+def build_sections(priv: PrivacyResult, scores, used, labels, groups, memo_arrays, syn_images, train_images, cfg):
+    attacks = priv.attacks
     figs = []
     for level in ("unit", "patient"):
         curves = {}
@@ -169,8 +185,8 @@ def build_sections(metrics, scores, used, labels, groups, memo_arrays, syn_image
         "their difference. A reviewer should check these do not show the same patient.",
         pf.pair_grid_figure(syn_images[closest], train_images[a["syn_train_index"][closest]],
                             a["syn_train"][closest], "closest synthetic-training pairs")))
-    explanation = summary_html(metrics)
-    body = attack_table(attacks, metrics["skipped"]) + (
+    explanation = summary_html(priv)
+    body = attack_table(attacks, priv.skipped) + (
         "<p>Reference study at N = 333 of 1,000 candidates (train vs same-study held-out, chance 0.5): "
         + ", ".join(f"{k} {v:.2f}" for k, v in REFERENCE_TOP_N.items()) + ".</p>")
     return [ReportSection("privacy", "Privacy: membership inference", explanation, body, tuple(figs)),
@@ -178,7 +194,7 @@ def build_sections(metrics, scores, used, labels, groups, memo_arrays, syn_image
                           "Does the generator reproduce training units? Distances to the closest real record, the "
                           "share of synthetic units nearer to training than held-out data, the C_T data-copying "
                           "test (Meehan et al. 2020) and the closest pairs for visual inspection.",
-                          memorisation_table(metrics["memorisation"]), tuple(mem_figs))]
+                          memorisation_table(priv.memorisation), tuple(mem_figs))]
 
 
 def dp_section(dp: dict | None, strongest: dict) -> ReportSection:

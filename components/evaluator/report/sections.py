@@ -6,6 +6,7 @@ import html
 
 from vugan.components.evaluator.report import figures
 from vugan.components.evaluator.report.types import ReportSection
+from vugan.components.evaluator.results import Evaluation
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -23,15 +24,15 @@ def table(header: list[str], rows: list[list], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def overview_section(metrics: dict, grids: figures.Figure) -> ReportSection:
-    c = metrics["counts"]
+def overview_section(evaluation: Evaluation, grids: figures.Figure) -> ReportSection:
+    c = evaluation.counts
     body = table(["set", "units"], [["real train (generator's training data)", c["train"]],
                                     ["real holdout (patients never seen; real-vs-real baseline)", c["holdout"]],
                                     ["real test (only for the classifier scores)", c["test"]],
                                     ["synthetic (drawn with the training class prior)", c["synthetic"]]])
     return ReportSection("overview", "Data and images",
                          "The real units come from three patient-disjoint splits. The synthetic units were drawn "
-                         f"from the generator with seed {metrics['synthetic']['seed']}, with each class as "
+                         f"from the generator with seed {evaluation.synthetic['seed']}, with each class as "
                          "frequent as in the training data. Look at the grids first: synthetic units should "
                          "look like the real ones of the same class.", body, (grids,))
 
@@ -52,10 +53,10 @@ def _kid_cell(o: dict) -> str:
     return f"difference {fmt(o['kid_difference'])}" + ("" if se is None else f" ± {fmt(se)}")
 
 
-def fidelity_section(metrics: dict) -> ReportSection:
-    fid = metrics["fidelity"]
+def fidelity_section(evaluation: Evaluation) -> ReportSection:
+    fid = evaluation.fidelity
     rows, per_class_ratios, overall = [], {}, {}
-    for key, e in fid["embeddings"].items():
+    for key, e in fid.embeddings.items():
         ho, tr = e["against_holdout"]["overall"], e["overall"]
         n = ho["n"]
         rows.append([e["distance_name"], _ratio_ci(ho), _ratio_ci(tr), _kid_cell(ho),
@@ -66,21 +67,21 @@ def fidelity_section(metrics: dict) -> ReportSection:
     body = table(["space", "ratio against HOLDOUT patients [95% interval]",
                   "ratio against TRAIN patients [95% interval]", f"kernel distance (against holdout)",
                   "sizes (synthetic / real comparator)"], rows)
-    rule = (f'<p class="note">The release gate reads the ratio against holdout in the {html.escape(str(fid["fid_ratio_embedding"]))} '
-            f'space: {fmt(fid["fid_ratio"], 2)}, and, as a network-free second opinion, the FRD ratio against '
-            f'holdout: {fmt(fid.get("frd_ratio"), 2)}.</p>')
-    if fid.get("possible_copying"):
+    rule = (f'<p class="note">The release gate reads the ratio against holdout in the {html.escape(str(fid.fid_ratio_embedding))} '
+            f'space: {fmt(fid.fid_ratio, 2)}, and, as a network-free second opinion, the FRD ratio against '
+            f'holdout: {fmt(fid.frd_ratio, 2)}.</p>')
+    if fid.possible_copying:
         rule += ('<p class="warning">POSSIBLE COPYING: against the generator\'s own training patients the synthetic '
                  'units are clearly closer than new real patients are (interval below 1). Read the privacy '
                  'sections.</p>')
     body += rule
-    px = fid["pixel"]["overall"]
+    px = fid.pixel["overall"]
     body += (f'<p class="note">SWD-pixel (raw pixels, synthetic vs train beside holdout vs train): '
              f'{fmt(px["swd"])} vs {fmt(px["swd_baseline"])}, ratio {fmt(px["swd_ratio"], 2)}.</p>')
-    for key, reason in fid["skipped"].items():
+    for key, reason in fid.skipped.items():
         body += f'<p class="skipped">SKIPPED: {html.escape(key)} metrics: {html.escape(reason)}</p>'
     class_rows = []
-    for key, e in fid["embeddings"].items():
+    for key, e in fid.embeddings.items():
         for name, v in e["against_holdout"]["per_class"].items():
             class_rows.append([name, e["distance_name"], _ratio_ci(v), _ratio_ci(e["per_class"][name]),
                                (v.get("n") or {}).get("synthetic")])
@@ -89,21 +90,21 @@ def fidelity_section(metrics: dict) -> ReportSection:
         class_rows, "compact")
     emb_rows = [[e["distance_name"], html.escape(e["description"]),
                  html.escape(", ".join(f"{k}: {v}" for k, v in e["provenance"].items()))]
-                for e in fid["embeddings"].values()]
+                for e in fid.embeddings.values()]
     body += "<h3>Feature spaces used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
     figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class (against holdout)")]
-    head = fid["embeddings"][fid["fid_ratio_embedding"]]["against_holdout"]["overall"]
+    head = fid.embeddings[fid.fid_ratio_embedding]["against_holdout"]["overall"]
     if head.get("prdc"):
         figs.append(figures.prdc_bars(head["prdc"], head["prdc_baseline"],
-                                      fid["embeddings"][fid["fid_ratio_embedding"]]["distance_name"] + " space"))
-    enc = fid.get("fid_ratio_encoder") or {}
+                                      fid.embeddings[fid.fid_ratio_embedding]["distance_name"] + " space"))
+    enc = fid.fid_ratio_encoder or {}
     if enc.get("sha256"):
         body = (f'<p class="note">Headline feature network: <b>{html.escape(str(enc["name"]))}</b> (version '
                 f'{html.escape(str(enc["version"]))}, weights sha256 <code>{html.escape(enc["sha256"])}</code>), '
                 f'fixed and shipped with vugan, identical on any machine; the release gate reads its ratio against '
                 f'holdout patients.</p>') + body
         prdc_rows = []
-        for e in fid["embeddings"].values():
+        for e in fid.embeddings.values():
             o = e["against_holdout"]["overall"]
             if o.get("prdc"):
                 for k in ("precision", "recall", "density", "coverage"):
@@ -130,8 +131,8 @@ def fidelity_section(metrics: dict) -> ReportSection:
     return ReportSection("fidelity", "Fidelity", explanation, body, tuple(figs))
 
 
-def diversity_section(metrics: dict) -> ReportSection:
-    d = metrics["diversity"]
+def diversity_section(evaluation: Evaluation) -> ReportSection:
+    d = evaluation.diversity
     rows = [[name, v["real"], v["synthetic"], v["difference"]] for name, v in d["per_class"].items()]
     rows.append(["<b>all classes (mean)</b>", d["ms_ssim"]["real"], d["ms_ssim"]["synthetic"],
                  d["ms_ssim"]["difference"]])
@@ -155,20 +156,20 @@ def diversity_section(metrics: dict) -> ReportSection:
         "near-repeats (mode collapse), which is bad.", body, (figures.msssim_bars(d["per_class"]),))
 
 
-def utility_section(metrics: dict) -> ReportSection:
-    u = metrics["utility"]
-    ref = u["reference_study"]
+def utility_section(evaluation: Evaluation) -> ReportSection:
+    u = evaluation.utility
+    ref = u.reference_study
     rows = []
     for key, label in (("trtr", "trained on real train (TRTR)"),
-                       ("tstr", f"trained on synthetic, configured size ({u['tstr'].get('train_units', 0) + u['tstr'].get('val_units', 0)} units)")):
-        v = u[key]
+                       ("tstr", f"trained on synthetic, configured size ({u.tstr.get('train_units', 0) + u.tstr.get('val_units', 0)} units)")):
+        v = getattr(u, key)
         rows.append([label, v["balanced_accuracy"], v["macro_auc"],
                      " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
     for key, label in (("trtr", "reference study, real (different dataset)"),
                        ("tstr", "reference study, synthetic (different dataset)")):
         rows.append([f"<i>{label}</i>", ref[key]["balanced_accuracy"], ref[key]["macro_auc"], "", ""])
-    trtr_units = u["trtr"].get("train_units", 0) + u["trtr"].get("val_units", 0)
-    for p in u.get("learning_curve") or []:
+    trtr_units = u.trtr.get("train_units", 0) + u.trtr.get("val_units", 0)
+    for p in u.learning_curve or []:
         label = f"trained on synthetic, {p['multiple']:g}x the real training size ({p['units']} units)"
         if p.get("scores"):
             v = p["scores"]
@@ -178,12 +179,12 @@ def utility_section(metrics: dict) -> ReportSection:
         else:
             rows.insert(len(rows) - 2, [label, "not run", html.escape(p.get("missing", "")), "", ""])
     body = table(["classifier", "balanced accuracy", "macro AUC",
-                  "AUC per class (" + " / ".join(u["classes"]) + ")", "chosen epoch"], rows)
+                  "AUC per class (" + " / ".join(u.classes) + ")", "chosen epoch"], rows)
     body += (f'<p class="note">TRTR learns from {trtr_units} real units. Compare TRTR with TSTR at 1x (the same '
              f'number of units per class): a TSTR above TRTR only at larger sizes is a data-quantity effect, not '
              f'better data.</p>')
-    body += (f'<p class="note">Tested on {u["tstr"]["test_size"]} real test units. Model selection: '
-             f'{html.escape(u["model_selection"])}. Reference: {html.escape(ref["source"])}. Classes absent from '
+    body += (f'<p class="note">Tested on {u.tstr["test_size"]} real test units. Model selection: '
+             f'{html.escape(u.model_selection)}. Reference: {html.escape(ref["source"])}. Classes absent from '
              f'the test split have no AUC (n/a).</p>')
     return ReportSection(
         "utility", "Utility (train on synthetic, test on real)",

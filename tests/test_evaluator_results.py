@@ -1,0 +1,98 @@
+"""The evaluator's typed results (components/evaluator/results.py): ``Evaluation.to_dict()`` is exactly the dict the
+evaluator built before it had types (same keys, same order, same values), read back by ``from_dict``; the gate's
+config keys name metrics through one mapping and an unknown one is a clear error."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures_examples import class_image
+from vugan.components import schema
+from vugan.components.evaluator.spec import EvaluatorConfig
+
+# Written by the evaluator before the typed results (outcome.metrics, through the JSON sanitiser) on small_sets().
+BEFORE = Path(__file__).parent / "data" / "evaluation_before_typed_results.json"
+CFG = EvaluatorConfig(min_synthetic=36, classifier_epochs=2, msssim_pairs=10, swd_projections=16, prdc_k=2,
+                      fidelity_bootstrap=20, domain_encoder=False, feature_cache="off", batch_size=64,
+                      tstr_size_multiples=(1.0, 3.0))
+# Trained classifiers: their numbers may move with the machine (threads, kernels); their layout may not.
+MACHINE_DEPENDENT = ("utility.trtr.", "utility.tstr", "utility.learning_curve", "utility.trtr_balanced_accuracy")
+
+
+def small_sets(shape=(32, 32, 3)):
+    def units(n_per_class, seed, prefix):
+        rng = np.random.default_rng(seed)
+        ids = np.repeat(np.arange(3, dtype=np.int32), n_per_class)
+        images = np.stack([class_image(rng, int(c), 3, shape) for c in ids]).astype(np.float32)
+        names = np.array([schema.REGIONS[c] for c in ids], object)
+        return schema.UnitArrays(images=images, class_ids=ids, regions=names, level_names=names,
+                                 patients=np.array([f"{prefix}{i % 4}" for i in range(len(ids))], object))
+
+    return units(12, 1, "tr"), units(6, 2, "ho"), units(6, 3, "te"), units(12, 4, "sy")
+
+
+def leaves(value, path=""):
+    """(path, value) of every leaf, in order; dict keys and their order are part of the path list."""
+    if isinstance(value, dict):
+        yield path + "{}", list(value)
+        for k, v in value.items():
+            yield from leaves(v, f"{path}{k}.")
+    elif isinstance(value, list):
+        yield path + "[]", len(value)
+        for i, v in enumerate(value):
+            yield from leaves(v, f"{path}{i}.")
+    else:
+        yield path, value
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    from vugan.components.evaluator import core
+
+    train, holdout, test, synthetic = small_sets()
+    return core.evaluate_units(train, holdout, test, synthetic, schema.REGIONS, CFG).evaluation
+
+
+def test_to_dict_is_the_dict_the_untyped_evaluator_built(evaluation):
+    from vugan.components.evaluator.results import jsonable
+
+    before = json.loads(BEFORE.read_text())
+    now = json.loads(json.dumps(jsonable(evaluation.to_dict()), allow_nan=False))
+    got, want = list(leaves(now)), list(leaves(before))
+    assert [p for p, _ in got] == [p for p, _ in want]  # same keys, same order, same list lengths
+    for (path, v), (_, w) in zip(got, want):
+        if path.startswith(MACHINE_DEPENDENT) and isinstance(w, float):
+            continue
+        assert v == (pytest.approx(w, rel=1e-9, abs=1e-12) if isinstance(w, float) else w), path
+
+
+def test_typed_results_read_by_attribute_and_round_trip(evaluation):
+    from vugan.components.evaluator.results import Evaluation, jsonable
+
+    assert evaluation.fidelity.fid_ratio_embedding == "vu"
+    assert evaluation.fidelity.fid_ratio == evaluation.fidelity.embeddings["vu"]["against_holdout"]["overall"]["fd_ratio"]
+    assert evaluation.utility.tstr_balanced_accuracy == evaluation.utility.tstr["balanced_accuracy"]
+    assert "privacy" not in evaluation.to_dict()  # judged later, on the release candidate
+    record = jsonable(evaluation.to_dict())
+    assert jsonable(Evaluation.from_dict(record).to_dict()) == record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evaluation.fidelity.fid_ratio = 1.0
+
+
+def test_gate_keys_name_metrics_through_one_mapping(evaluation):
+    from vugan.components.evaluator.privacy.spec import PrivacyConfig
+    from vugan.components.evaluator.results import GATE_METRICS
+    from vugan.pipeline.config import ConfigError, build_section
+
+    assert evaluation.reading("fidelity.frd_ratio") == evaluation.fidelity.frd_ratio
+    assert evaluation.reading(PrivacyConfig().tstr_key) == evaluation.utility.tstr_balanced_accuracy
+    assert set(GATE_METRICS) >= {PrivacyConfig().fid_ratio_key, PrivacyConfig().frd_ratio_key,
+                                 PrivacyConfig().tstr_key}
+    with pytest.raises(ValueError, match="not a metric the release gate can read"):
+        evaluation.reading("fidelity.embeddings.vu.overall.fd_ratio")
+    with pytest.raises(ConfigError, match="privacy.fid_ratio_key.*allowed values"):
+        build_section("privacy", PrivacyConfig, {"fid_ratio_key": "fidelity.fid"})
