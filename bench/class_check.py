@@ -5,7 +5,8 @@
 The classifier is deliberately simple and independent of the GAN (logistic regression on 16x16 block means of all
 K slices), so a high score means the generator reproduces the gross anatomy that separates the regions, not that it
 fooled its own auxiliary head. It prints the classifier's accuracy on the real test split (its own ceiling) and on
-generated units, overall and per class. Classes absent from training (prior 0) are left out.
+generated units, overall and per class. Classes absent from training (prior 0) are left out. The check itself is
+the evaluator's (utility.class_check in metrics.json); this script adds the per-class draw and the grid.
 """
 from __future__ import annotations
 
@@ -17,27 +18,21 @@ tf_env.configure()
 import numpy as np  # noqa: E402
 
 
-def block_means(images: np.ndarray, cells: int = 16) -> np.ndarray:
-    n, h, w, k = images.shape
-    return images.reshape(n, cells, h // cells, cells, w // cells, k).mean(axis=(2, 4)).reshape(n, -1)
-
-
 def class_check(train, test, bundle, *, per_class: int = 100, seed: int = 0) -> dict:
-    """Fit the region classifier on ``train`` (a schema split), score ``test`` and ``per_class`` generated units
-    of every class with a non-zero prior."""
-    from sklearn.linear_model import LogisticRegression
-
+    """Generate ``per_class`` units of every class with a non-zero prior and score them with the product's class
+    check (components/evaluator/quality/class_check.py, fitted on ``train``, a schema split, and scored on
+    ``test``); the generated units come back with the numbers, for the grid."""
+    from vugan.components.evaluator.quality.class_check import class_check as score
+    from vugan.components.schema import UnitArrays
     from vugan.models.bundle import generate
 
-    clf = LogisticRegression(max_iter=2000, C=0.1).fit(block_means(train.images), train.class_ids)
     prior = bundle.info.get("class_prior") or [1.0] * len(bundle.class_names)
     classes = [c for c in range(len(bundle.class_names)) if prior[c] > 0]
     ids = np.repeat(np.array(classes, np.int32), per_class)
     fake = generate(bundle, ids, seed=seed)
-    pred = clf.predict(block_means(fake))
-    return {"real_test_accuracy": float(np.mean(clf.predict(block_means(test.images)) == test.class_ids)),
-            "accuracy": float(np.mean(pred == ids)), "generated": int(len(ids)),
-            "per_class": {bundle.class_names[c]: float(np.mean(pred[ids == c] == c)) for c in classes},
+    none = np.full(len(ids), "", object)  # the check reads images and class ids only
+    synthetic = UnitArrays(images=fake, class_ids=ids, regions=none, level_names=none, patients=none)
+    return {**score(train, test, synthetic, bundle.class_names, classes),
             "images": fake, "class_ids": ids, "classes": classes}
 
 

@@ -62,6 +62,12 @@ def test_to_dict_is_the_dict_the_untyped_evaluator_built(evaluation):
 
     before = json.loads(BEFORE.read_text())
     now = json.loads(json.dumps(jsonable(evaluation.to_dict()), allow_nan=False))
+    # The one key added since the golden file was written: the class check (quality/class_check.py), placed LAST
+    # in the utility block so every key before it keeps its place. Everything else must still match exactly.
+    assert list(now["utility"])[-1] == "class_check" and "class_check" not in before["utility"]
+    check = now["utility"].pop("class_check")
+    assert set(check) == {"accuracy", "per_class", "real_test_accuracy", "generated", "classifier"}
+    assert list(check["per_class"]) == list(schema.REGIONS) and check["generated"] == 36
     got, want = list(leaves(now)), list(leaves(before))
     assert [p for p, _ in got] == [p for p, _ in want]  # same keys, same order, same list lengths
     for (path, v), (_, w) in zip(got, want):

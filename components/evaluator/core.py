@@ -11,6 +11,7 @@ Who is compared with whom (and why), in every feature space:
     its patients' class lists, so both comparators have the same patients and units per class (FD and KID depend
     on both); patient-bootstrap 95% intervals on every ratio (quality/baselines.py);
   * utility classifiers are tested on the TEST split; TSTR at the real training size is like for like with TRTR;
+    the class check (quality/class_check.py) labels the synthetic units with a classifier fitted on TRAIN;
   * feature spaces: the fixed vu-encoder ("FD-VU", the headline and the gate's fidelity rule; never trained on any
     split of this run), Inception when weights are given, and optionally (evaluator.domain_encoder) the
     evaluator-trained "domain" CNN, trained on the TEST split so it never embeds the members it learned from.
@@ -25,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from vugan.components.evaluator.features import cache as feature_cache
-from vugan.components.evaluator.quality import baselines, diversity, fidelity, radiomics, utility
+from vugan.components.evaluator.quality import baselines, class_check, diversity, fidelity, radiomics, utility
 from vugan.components.evaluator.results import Evaluation, FidelityResult, UtilityResult
 from vugan.components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
                                                       radiomics_embedder, vu_embedder)
@@ -295,7 +296,10 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
             reference_study=REFERENCE_STUDY, tstr_balanced_accuracy=tstr_scores["balanced_accuracy"],
             trtr_balanced_accuracy=trtr_scores["balanced_accuracy"], learning_curve=curve,
             tstr_equal_size=equal and {**equal["scores"], "train_units": equal["units"]},
-            tstr_equal_size_balanced_accuracy=equal and equal["scores"]["balanced_accuracy"])
+            tstr_equal_size_balanced_accuracy=equal and equal["scores"]["balanced_accuracy"],
+            # The README's headline check, on the classes themselves (levels or regions), by a classifier that is
+            # not the GAN's own auxiliary head; classes the synthetic set lacks (prior 0) are left out.
+            class_check=class_check.class_check(train, test, synthetic, class_names))
     # Optional second opinion, trained on the TEST split: it never embeds units it was trained on.
     domain = privacy_encoder(test, class_names, cfg, timer, stage="domain_encoder") if cfg.domain_encoder else None
 

@@ -85,7 +85,7 @@ class FidelityResult(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class UtilityResult(_Record):
-    """TRTR and TSTR region classifiers scored on the real TEST split, and the TSTR learning curve."""
+    """TRTR and TSTR region classifiers scored on the real TEST split, the TSTR learning curve, and the class check."""
     target: str
     classes: list
     trtr: dict
@@ -97,6 +97,9 @@ class UtilityResult(_Record):
     learning_curve: list
     tstr_equal_size: dict | None
     tstr_equal_size_balanced_accuracy: float | None
+    # quality/class_check.py: are generated units recognisably of their class (a real-trained classifier labels them)
+    # Last, and written only when set, so the keys before it keep their order and older files read back unchanged.
+    class_check: dict | None = _optional()
 
 
 @dataclasses.dataclass(frozen=True)

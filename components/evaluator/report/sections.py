@@ -186,6 +186,8 @@ def utility_section(evaluation: Evaluation) -> ReportSection:
     body += (f'<p class="note">Tested on {u.tstr["test_size"]} real test units. Model selection: '
              f'{html.escape(u.model_selection)}. Reference: {html.escape(ref["source"])}. Classes absent from '
              f'the test split have no AUC (n/a).</p>')
+    if u.class_check:
+        body += class_check_table(u.class_check)
     return ReportSection(
         "utility", "Utility (train on synthetic, test on real)",
         "<b>Utility: can the synthetic set replace the real one for training a model?</b> A classifier learns to "
@@ -193,6 +195,22 @@ def utility_section(evaluation: Evaluation) -> ReportSection:
         "(TRTR); both are scored on real patients neither has seen. <b>Higher is better</b>; TSTR close to TRTR "
         "means the synthetic data carry the same information. Balanced accuracy: chance is 1 / number of regions "
         "present; AUC: 0.5 is chance, 1 is perfect.", body, (figures.utility_bars(u),))
+
+
+def class_check_table(check: dict) -> str:
+    """One row: the share of generated units a real-trained classifier labels with their class, per class, beside
+    the same classifier on the real test split (its ceiling)."""
+    per_class = " / ".join(f"{html.escape(name)} {fmt(v, 2)}" for name, v in check["per_class"].items())
+    body = "<h3>Class check</h3>" + table(
+        ["generated units labelled with their class", "per class", "real test units (the ceiling)",
+         "generated units"],
+        [[check["accuracy"], per_class or "n/a", check["real_test_accuracy"], check["generated"]]], "compact")
+    note = (f'Are generated units recognisably of their class? A classifier independent of the GAN '
+            f'({html.escape(check["classifier"])}) labels them; read the score against the ceiling. A class the '
+            f'training split lacks cannot be named by it (n/a).')
+    if check.get("missing"):
+        note += f' Not run: {html.escape(check["missing"])}.'
+    return body + f'<p class="note">{note}</p>'
 
 
 def _pm(v, std) -> str:
