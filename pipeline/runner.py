@@ -215,13 +215,9 @@ def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force
 
 def _release_refusal(run_dir: Path, force_release: bool) -> str | None:
     """Why synthesize may not run (the evaluator's verdict failed and no override), or None."""
-    from vugan.components.synthesize.core import read_verdict
+    from vugan.components.synthesize.release import refusal
 
-    verdict = read_verdict(run_dir / "evaluate")
-    if verdict.passed or force_release:
-        return None
-    return "release gate: verdict failed (" + ("; ".join(verdict.reasons) or "no reason given") + \
-           "); pass --force-release to vugan run or vugan synthesize to override (recorded)"
+    return refusal(run_dir / "evaluate", force_release)
 
 
 def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, str]:
@@ -454,6 +450,8 @@ def component_status(run_dir: Path, name: str, state: dict | None = None) -> tup
 def list_runs(runs_dir: str | Path = "runs") -> str:
     """A table of runs (oldest first) with each component's status and the release verdict."""
     runs_dir = Path(runs_dir)
+    from vugan.components.synthesize.release import verdict_word
+
     runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) if runs_dir.is_dir() else []
     if not runs:
         return f"no runs in {runs_dir}"
@@ -462,13 +460,7 @@ def list_runs(runs_dir: str | Path = "runs") -> str:
     for run in runs:
         state = _load_state(run)
         cells = [component_status(run, n, state)[0] for n in ORDER]
-        verdict = "-"
-        vpath = run / "evaluate" / "verdict.json"
-        if vpath.exists():
-            try:
-                verdict = "passed" if json.loads(vpath.read_text()).get("passed") is True else "failed"
-            except json.JSONDecodeError:
-                verdict = "unreadable"
+        verdict = verdict_word(run / "evaluate")
         created = str(state.get("created_at", "?"))[:19].replace("T", " ")
         lines.append(f"{run.name:<24} {created:<20} " + " ".join(f"{c:<10}" for c in cells) + f" {verdict}")
     return "\n".join(lines)

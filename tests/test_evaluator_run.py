@@ -59,7 +59,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert release["model_fingerprint"] == read_artifact(out.parent / "model")["fingerprint"]
     assert release["generator"] == "EMA" and release["judged_units"] == metrics["privacy"]["candidates"][
         "synthetic_units"] == manifest["counts"]["candidate"]
-    from vugan.components.synthesize.core import candidate_digest
+    from vugan.components.synthesize.release import candidate_digest
 
     assert release["candidate_sha256"] == candidate_digest(out / "candidate")
     assert "never the members" in metrics["privacy"]["encoder"]

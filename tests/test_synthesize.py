@@ -104,7 +104,7 @@ def test_datasheet(released, model_dir):
 
 
 def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
-    from vugan.components.synthesize.core import ReleaseRefused
+    from vugan.components.synthesize.release import ReleaseRefused
     from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=2)
@@ -133,14 +133,16 @@ def test_forced_release_is_recorded(model_dir, tmp_path):
 
 
 def test_missing_verdict_counts_as_failed(tmp_path):
-    from vugan.components.synthesize import core
+    from vugan.components.synthesize import release
 
-    verdict = core.read_verdict(tmp_path)
+    verdict = release.read_verdict(tmp_path)
     assert not verdict.passed and not verdict.found
-    with pytest.raises(core.ReleaseRefused):
-        core.release_decision(verdict, force=False)
+    with pytest.raises(release.ReleaseRefused):
+        release.release_decision(verdict, force=False)
     (tmp_path / "verdict.json").write_text(json.dumps({"passed": "yes", "reasons": "fid too high"}))
-    assert core.read_verdict(tmp_path) == core.Verdict(False, ("fid too high",), True)
+    assert release.read_verdict(tmp_path) == release.Verdict(False, "", ("fid too high",), found=True)
+    (tmp_path / "verdict.json").write_text("[true]")  # JSON, but not a verdict
+    assert not release.read_verdict(tmp_path).found and release.verdict_word(tmp_path) == "unreadable"
 
 
 def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
@@ -185,7 +187,7 @@ def test_level_conditioning_records():
 
 
 def test_headline_metrics_prefers_known_paths():
-    from vugan.components.synthesize.core import headline_metrics
+    from vugan.components.synthesize.release import headline_metrics
 
     metrics = {"counts": {"train": 5}, "fidelity": {"fid_ratio": 2.0, "pixel": {"kid": 0.1}},
                "privacy": {"strongest": {"unit": {"auc": 0.55, "n_members": 8}}, "passed": True}}
@@ -197,7 +199,7 @@ def test_headline_metrics_prefers_known_paths():
 def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
     """What is released is what was judged: a verdict on another model, generator variant, seed, count or filter,
     or a candidate changed after the verdict, is refused naming the link, even with --force-release."""
-    from vugan.components.synthesize.core import ReleaseMismatch
+    from vugan.components.synthesize.release import ReleaseMismatch
     from vugan.components.synthesize.run import SPEC
 
     config = _config(units_per_class=2, write_nifti=False)

@@ -125,7 +125,7 @@ def _digest(units: UnitArrays) -> str:
 def execute(ctx: ExecContext) -> ExecResult:
     from vugan.components.evaluator import core, gate
     from vugan.components.evaluator.privacy.attacks import evaluate_privacy
-    from vugan.components.evaluator.report.headline import select_headline
+    from vugan.components.synthesize.release import select_headline
     from vugan.components.evaluator.run import inception_or_skip, jsonable, load_inputs, write_outputs
 
     cfg, pcfg = ctx.config.evaluator, ctx.config.privacy

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vugan.components.evaluator.report.headline import select_headline
+from vugan.components.synthesize.release import select_headline, write_verdict
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
 from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
 
@@ -82,7 +82,7 @@ def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthet
     from vugan.components.evaluator.report.privacy_sections import dp_section
 
     (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
+    write_verdict(out, jsonable(verdict))
     grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
                         class_names, cfg.grid_units, cfg.seed)
     ours = [sections.overview_section(metrics, grids), sections.fidelity_section(metrics),
@@ -95,8 +95,8 @@ def write_outputs(out: Path, metrics: dict, verdict: dict, splits: dict, synthet
 def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path, encoder, bundle, release: dict,
                   release_filter: bool, timer, privacy):
     """Privacy of the release candidate, after the release filter when it is on; writes the filter record and
-    completes the release chain (components/synthesize/core.py) with the candidate's digest."""
-    from vugan.components.synthesize import core as syn
+    completes the release chain (components/synthesize/release/) with the candidate's digest."""
+    from vugan.components.synthesize import release as syn
 
     pcfg, seed = ctx.config.privacy, ctx.config.evaluator.seed
     n = len(splits["train"]) + len(splits["holdout"]) + len(candidate)
@@ -123,7 +123,7 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
 
 def execute(ctx: ExecContext) -> ExecResult:
     from vugan.components.evaluator import core, gate
-    from vugan.components.synthesize import core as syn
+    from vugan.components.synthesize import release as syn
     from vugan.models.bundle import generate, load_model_bundle
 
     cfg, pcfg, scfg = ctx.config.evaluator, ctx.config.privacy, ctx.config.synthesize

@@ -1,9 +1,12 @@
-"""The evaluator's headline metrics: the few scalars a datasheet or a run summary shows, chosen by the producer of
-metrics.json (written there as ``metrics["headline"]``) so that every consumer shows the same ones."""
+"""The headline metrics: the few scalars a datasheet or a run summary shows. The evaluator chooses them when it
+writes metrics.json (``metrics["headline"]``) and the datasheet reads them back, so both show the same ones; the
+selection lives here, in the release's home, because both sides of the release need it."""
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any, Iterator
 
 _HEADLINE_NAME = re.compile(r"fid|kid|auc|accuracy|acc\b|epsilon|precision|recall|ssim|closer|c_t|coverage", re.I)
@@ -48,3 +51,20 @@ def select_headline(metrics: dict, limit: int = 14) -> dict[str, float]:
         return dict(list(known.items())[:limit])
     picked = {k: v for k, v in leaves.items() if _HEADLINE_NAME.search(k.rsplit(".", 1)[-1])}
     return dict(list((picked or leaves).items())[:limit])
+
+
+def read_metrics(evaluation_dir: str | Path) -> dict:
+    """``metrics.json`` of an Evaluation artifact, or {} (the datasheet says so) when missing or not a JSON object."""
+    try:
+        data = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
+    """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``; for a
+    metrics.json written without one, the same selection made here."""
+    if isinstance(metrics.get("headline"), dict):
+        return dict(list(numeric_leaves(metrics["headline"]))[:limit])
+    return select_headline(metrics, limit)
