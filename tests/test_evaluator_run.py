@@ -37,7 +37,7 @@ def evaluation(tmp_path_factory):
     keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
                                    input_shape=(75, 75, 3)).save_weights(weights)
     config = load_config(ROOT / "configs" / "tiny.toml", FAST + [f'evaluator.inception_weights="{weights}"'])
-    from vugan.components.evaluator.run import SPEC
+    from vugan.components.evaluator.component import SPEC
 
     out = tmp / "evaluation"
     manifest = SPEC.run(config, {"examples": examples, "model": model}, out)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import core, readers, run
+from vugan.components.preprocess import component, core, readers
 from vugan.components.preprocess.spec import PreprocessConfig
 from vugan.pipeline.config import load_config
 from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
@@ -277,7 +277,7 @@ def duplicates_run(tmp_path_factory):
     ]
     manifest = write_manifest(d / "scans.csv", rows)
     out = d / "out"
-    result = run.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
+    result = component.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
     return out, result
 
 
@@ -308,7 +308,7 @@ def test_duplicates_across_patients_are_dead_letters_and_inputs_add_up(duplicate
 def test_a_header_only_manifest_is_an_error_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path / "scans.csv", [])
     with pytest.raises(core.ManifestError, match="a header but no rows"):
-        run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
+        component.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
     assert not (tmp_path / "out" / "artifact.json").exists()
 
 

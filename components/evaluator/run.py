@@ -16,7 +16,7 @@ import numpy as np
 
 from vugan.components.synthesize.release import select_headline, write_verdict
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.component import ExecContext, ExecResult
 
 
 def _import_privacy():
@@ -198,11 +198,3 @@ def execute(ctx: ExecContext) -> ExecResult:
                     "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
                     "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
                     "ms_ssim": metrics["diversity"]["ms_ssim"]})
-
-
-SPEC = ComponentSpec(
-    name="evaluate", artifact_type=ArtifactType.EVALUATION,
-    inputs={"examples": ArtifactType.EXAMPLES, "model": ArtifactType.MODEL},
-    # [synthesize] too: the evaluator stages and judges the very set synthesize will publish.
-    config_sections=("evaluator", "privacy", "synthesize"), execute=execute,
-    description="fidelity, diversity, utility and privacy of the synthetic set; metrics.json, report.html, verdict")

@@ -18,17 +18,7 @@ from pathlib import Path
 
 from vugan.components.synthesize import core, datasheet, release
 from vugan.pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artifact
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--force-release", action="store_true",
-                        help="publish although the verdict failed (recorded in the datasheet and the artifact)")
-
-
-def options_from_args(args, extra) -> dict:
-    # --force is the CLI's "ignore the cache" flag only; overriding the gate takes --force-release.
-    return {"force_release": bool(getattr(args, "force_release", False))}
+from vugan.pipeline.component import ExecContext, ExecResult
 
 
 def _examples_properties(model_manifest: dict, model_dir: Path) -> tuple[dict, str]:
@@ -114,14 +104,3 @@ def execute(ctx: ExecContext) -> ExecResult:
                     "conditioning": conditioning, "split": core.SPLIT, "seeds": summary["seeds"],
                     "base_seed": cfg.seed, "release": record, "model_fingerprint": model_manifest["fingerprint"],
                     "headline_metrics": json.loads(json.dumps(headline))})
-
-
-SPEC = ComponentSpec(
-    name="synthesize",
-    artifact_type=ArtifactType.SYNTHETIC_DATASET,
-    inputs={"model": ArtifactType.MODEL, "evaluation": ArtifactType.EVALUATION},
-    summary_inputs=("evaluation",),  # only the verdict and headline metrics reach the datasheet
-    config_sections=("synthesize",),
-    execute=execute,
-    description="draw the shareable synthetic dataset (TFRecords, NIfTI, previews, datasheet) behind the release gate",
-)
