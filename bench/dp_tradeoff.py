@@ -57,7 +57,7 @@ def build_phantom_cohort(out: Path, patients: int, image_size: int, seed: int) -
 def train_one(examples: str, out: Path, config: str | None, overrides: list[str]) -> dict:
     """One trainer run (the real component); returns model_info.json and the steady-state seconds per step."""
     from vugan.components.trainer.callbacks import read_stats
-    from vugan.components.trainer.run import SPEC
+    from vugan.components.trainer.component import SPEC
     from vugan.pipeline.config import load_config
 
     cfg = load_config(config, overrides)

@@ -7,7 +7,9 @@ Every component sub-command accepts the same core flags:
   --run DIR            rerun this component inside an existing run folder (inputs from that run)
   --force / --dry-run  ignore the cache / print the plan and exit
   --debug              library logs, warnings and full tracebacks on the terminal (else: <out>/log.txt)
-Unknown flags are refused, except Apache Beam pipeline options for preprocess and run.
+Unknown flags are refused, except those a component declares it passes on (ComponentSpec.cli.extra_args: Apache
+Beam pipeline options), for it and for ``run``. Everything component-specific (sub-commands, flags, options, the
+``run`` steps) comes from the components' declared contracts (``pipeline.registry.components()``).
 """
 from __future__ import annotations
 
@@ -24,9 +26,7 @@ from vugan.pipeline import console  # noqa: E402
 from vugan.pipeline.artifacts import ArtifactError  # noqa: E402
 from vugan.pipeline.config import ConfigError, load_config  # noqa: E402
 from vugan.pipeline.locks import FolderLockedError  # noqa: E402
-
-# The registry lives in pipeline.registry (the runner reads it too); re-exported for existing imports.
-from vugan.pipeline.registry import COMPONENT_MODULES, component_module as _component_module  # noqa: E402,F401
+from vugan.pipeline.registry import components  # noqa: E402
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -38,31 +38,31 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    registry = components()
     parser = argparse.ArgumentParser(prog="vugan", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMPONENT_MODULES:
-        module = _component_module(name)
-        spec = module.SPEC
-        p = sub.add_parser(name, help=spec.description, description=spec.description)
+    for spec in registry.specs:
+        p = sub.add_parser(spec.name, help=spec.description, description=spec.description)
         _add_common(p)
         p.add_argument("--out", type=Path, help="output folder for this component's artifact")
-        if name != "phantom":
+        if spec.takes_run_folder:
             p.add_argument("--run", type=Path, help="an existing run folder: rerun this component there")
             p.add_argument("--force", action="store_true", help="run even when the cache says nothing changed")
             p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
         for input_name in spec.inputs:
             p.add_argument(f"--{input_name}", type=Path, help=f"input artifact folder ({spec.inputs[input_name].value})")
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(p)
+        if spec.cli.add_arguments is not None:
+            spec.cli.add_arguments(p)
     p = sub.add_parser("run", help="run the whole pipeline into a new numbered run folder")
     _add_common(p)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    p.add_argument("--manifest", help="scans.csv to preprocess (overrides run.manifest)")
+    p.add_argument("--manifest", help="the scans.csv manifest the run starts from (overrides run.manifest)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is cached, why) and exit")
     p.add_argument("--run", type=Path, help="rerun inside this existing run folder, skipping cached components")
     p.add_argument("--force", action="store_true", help="with --run: rerun every component even when cached")
-    p.add_argument("--force-release", action="store_true",
-                   help="let synthesize write the synthetic set although the verdict failed (recorded)")
+    for spec in registry.pipeline:
+        if spec.cli.add_run_arguments is not None:
+            spec.cli.add_run_arguments(p)
     p = sub.add_parser("runs", help="list runs and each component's state")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--debug", action="store_true", help="full tracebacks on the terminal")
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(out) / "log.txt" if out and "://" not in out else None
     with console.quiet_terminal(log_path, debug) as log:
         parser = build_parser()
-        # Beam pipeline options are left for preprocess (parse_known_args); anything else unknown is refused.
+        # Pass-through flags (Beam pipeline options) are left for the component declaring them (parse_known_args);
+        # anything else unknown is refused.
         args, extra = parser.parse_known_args(argv)
         try:
             return _dispatch(parser, args, extra, argv)
@@ -118,55 +119,58 @@ def _error(args, message: str, log, debug: bool) -> None:
     print(f"vugan {args.command}: error: {message}", file=sys.stderr)
 
 
-def _reject_unknown(parser, extra, allow_beam: bool) -> None:
+def _reject_unknown(parser, extra, specs) -> None:
+    """Refuse unknown flags unless one of ``specs`` declares it takes them (ComponentSpec.cli.extra_args)."""
     if not extra:
         return
+    kinds = [spec.cli.extra_args for spec in specs if spec.cli.extra_args is not None]
     unknown = list(extra)
-    if allow_beam:
-        from vugan.components.preprocess.beam_pipeline import unknown_beam_flags
-        unknown = unknown_beam_flags(extra)
+    for kind in kinds:  # each kind takes away the flags it knows
+        unknown = list(kind.unknown(unknown))
     if unknown:
-        what = "neither a vugan flag nor an Apache Beam pipeline option" if allow_beam else "not a vugan flag"
+        what = ("neither a vugan flag nor " + " nor ".join(k.kind for k in kinds)) if kinds else "not a vugan flag"
         parser.error(f"unrecognized arguments: {' '.join(unknown)} ({what}; see --help)")
 
 
 def _dispatch(parser, args, extra, argv) -> int:
     if args.command == "runs":
-        _reject_unknown(parser, extra, allow_beam=False)
+        _reject_unknown(parser, extra, ())
         from vugan.pipeline.runner import list_runs
         print(list_runs(args.runs_dir))
         return 0
-    if args.command == "run":
-        _reject_unknown(parser, extra, allow_beam=True)  # they go to preprocess
-    else:
-        module = _component_module(args.command)
-        _reject_unknown(parser, extra, allow_beam=getattr(module, "ACCEPTS_EXTRA_ARGS", False))
+    registry = components()
+    spec = None if args.command == "run" else registry.spec(args.command)
+    _reject_unknown(parser, extra, registry.pipeline if spec is None else (spec,))  # `run`: for its steps
     if getattr(args, "run", None) is not None:
         # Inside a run folder the base is the run's saved config, not the defaults.
         from vugan.pipeline.runner import resolve_run_config
         config = resolve_run_config(args.run, args.config, args.overrides)
     else:
         config = load_config(args.config, args.overrides)
-    if args.command == "run":
+    if spec is None:
         from vugan.pipeline.runner import run_pipeline
+        # Each step's options from `vugan run`'s flags (a step's run flags carry the names of its own).
+        options = {s.name: s.cli.options(args, extra) for s in registry.pipeline if s.cli.options is not None}
         result = run_pipeline(config, args.runs_dir, manifest=args.manifest, dry_run=args.dry_run,
                               config_path=args.config, extra_args=extra, run_dir=args.run, force=args.force,
-                              force_release=args.force_release, command=" ".join(["vugan", *argv]),
+                              options=options, command=" ".join(["vugan", *argv]),
                               debug=bool(getattr(args, "debug", False)))
         return 0 if args.dry_run or result.ok else 1
-    if args.command == "audit" and getattr(args, "run", None) is not None:
-        module.defaults_in_run(args)  # audit is no step of a run: --run names its inputs and its --out
+    if not spec.in_pipeline and getattr(args, "run", None) is not None:
+        spec.cli.in_run_folder(args)  # no step of a run: --run names its inputs and its --out
         args.run = None
-    options = module.options_from_args(args, extra) if hasattr(module, "options_from_args") else {}
-    config = module.adjust_config(config, args) if hasattr(module, "adjust_config") else config
+    options = spec.cli.options(args, extra) if spec.cli.options is not None else {}
+    if spec.cli.adjust_config is not None:
+        config = spec.cli.adjust_config(config, args)
     if getattr(args, "run", None) is not None:
         from vugan.pipeline.runner import rerun_component
-        result = rerun_component(args.run, args.command, config, options=options, force=args.force,
-                                 dry_run=args.dry_run, overrides=args.overrides, config_path=args.config)
+        result = rerun_component(args.run, spec.name, config, options=options, force=args.force,
+                                 dry_run=args.dry_run, overrides=args.overrides, config_path=args.config,
+                                 extra_args=extra)
         return 0 if args.dry_run or result.ok else 1
     if args.out is None:
         parser.error(f"{args.command}: pass --out DIR (or --run DIR to work inside a run folder)")
-    inputs = {name: getattr(args, name) for name in module.SPEC.inputs if getattr(args, name) is not None}
+    inputs = {name: getattr(args, name) for name in spec.inputs if getattr(args, name) is not None}
     if getattr(args, "dry_run", False):
         print(json.dumps({"component": args.command, "out": str(args.out),
                           "inputs": {k: str(v) for k, v in inputs.items()},
@@ -174,7 +178,7 @@ def _dispatch(parser, args, extra, argv) -> int:
                                       for k, v in options.items()}, "config": config.to_dict()},
                          indent=2))
         return 0
-    manifest = module.SPEC.run(config, inputs, args.out, options=options)
+    manifest = spec.run(config, inputs, args.out, options=options)
     print(json.dumps({"artifact": str(args.out), "counts": manifest["counts"]}, indent=2))
     return 0
 

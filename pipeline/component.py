@@ -1,21 +1,27 @@
-"""The component contract: declared inputs, outputs and config sections, and one ``execute`` function.
+"""The component contract: what a component reads, writes and is configured by, and how it is driven.
 
-Every component (``components/<name>/run.py``) exposes a module-level ``SPEC`` of type :class:`ComponentSpec`.
-The CLI and the sequential pipeline only ever talk to components through it, so each component can be run on
-its own (``vugan <name> --out DIR --<input> DIR``), inside a run folder (``vugan <name> --run DIR``) or by
-``vugan run``; all three write the same artifact folder.
+Every component declares one :class:`ComponentSpec` in its own small file (``components/<name>/component.py``):
+inputs and output (artifact types), config sections (those it defines and those it reads), its executor, and the
+hooks through which the command line and the pipeline drive it (its own flags, options, preflight check, cache
+key, what the run summary shows). ``components/registry.py`` lists the specs. The CLI (``pipeline.cli``) and the
+sequential pipeline (``pipeline.runner``) read only these declarations and never name a component, so each
+component can be run on its own (``vugan <name> --out DIR --<input> DIR``), inside a run folder
+(``vugan <name> --run DIR``) or by ``vugan run``; all three write the same artifact folder.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
 from vugan.pipeline.config import PipelineConfig, fingerprint, write_resolved
 from vugan.pipeline.locks import folder_lock
+
+Options = Mapping[str, Any]  # what the command line hands a component beyond config and inputs (ExecContext.options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +43,50 @@ class ExecResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExtraArgs:
+    """Flags unknown to vugan that a component takes and passes on (Apache Beam pipeline options)."""
+
+    kind: str  # what they are, for the error that refuses the others ("an Apache Beam pipeline option")
+    unknown: Callable[[Sequence[str]], list[str]]  # those of the given flags that are NOT of this kind
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+    """What a component adds to the common flags of ``vugan <name>`` and ``vugan run``; every hook is optional."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # its own flags
+    add_run_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # flags it adds to `vugan run`
+    # Parsed flags and extra args -> ExecContext.options. Also called on `vugan run`'s flags, which is why a flag
+    # a component adds to `vugan run` has the same name there.
+    options: Callable[[argparse.Namespace, Sequence[str]], dict] | None = None
+    adjust_config: Callable[[PipelineConfig, argparse.Namespace], PipelineConfig] | None = None  # flags -> config
+    extra_args: ExtraArgs | None = None
+    child_flags: Callable[[Options], list[str]] | None = None  # its options as flags of its step's command in a run
+    # `vugan <name> --run DIR` of a component that is no step of the pipeline: fills in its inputs and --out from
+    # the run folder on the parsed flags (it then runs on its own, with the run's saved config).
+    in_run_folder: Callable[[argparse.Namespace], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pointer:
+    """One line of the summary ``vugan run`` prints: where to find one of the component's outputs."""
+
+    label: str
+    path: str  # relative to the component's folder in the run ("" = the folder)
+    rank: int  # position in the summary, smallest first
+    command: str = ""  # shown instead of the path, formatted with {path} and {runs} (the runs folder)
+    refused_note: str = ""  # shown when the step was refused (its preflight said no)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of ``vugan runs``: one word read from the component's folder in each run."""
+
+    title: str
+    read: Callable[[Path], str]
+
+
+@dataclasses.dataclass(frozen=True)
 class ComponentSpec:
     name: str  # CLI sub-command and run sub-folder
     artifact_type: ArtifactType
@@ -48,10 +98,32 @@ class ComponentSpec:
     # Inputs of which this component reads only the producer's summary (e.g. the verdict): a change elsewhere in
     # that artifact leaves this component cached.
     summary_inputs: tuple[str, ...] = ()
+    config_classes: Mapping[str, type] = dataclasses.field(default_factory=dict)  # sections it defines
+    in_pipeline: bool = True  # a step of `vugan run`; otherwise it runs alone (vugan <name> --out DIR)
+    cli: CommandLine = CommandLine()
+    # What besides config and inputs changes its output (a JSON-able value, fingerprinted into run.json's
+    # options_key): a change reruns it in a run folder.
+    options_key: Callable[[PipelineConfig, Options], Any] | None = None
+    # Why it may not run now (a reason, shown as the step's state "refused"), or None; given its input folders
+    # and options. The pipeline asks before it starts the step.
+    preflight: Callable[[Mapping[str, Path], Options], str | None] | None = None
+    pointers: tuple[Pointer, ...] = ()
+    runs_column: Column | None = None
 
     def __post_init__(self):
         if not self.config_sections:
             raise ValueError(f"component {self.name}: declare at least one config section")
+        unknown = sorted(set(self.summary_inputs) - set(self.inputs))
+        if unknown:
+            raise ValueError(f"component {self.name}: summary input {unknown[0]!r} is not one of its inputs")
+        if not self.in_pipeline and (self.preflight or self.cli.child_flags or self.cli.add_run_arguments):
+            raise ValueError(f"component {self.name}: preflight, child_flags and add_run_arguments are for "
+                             "pipeline steps; it declares in_pipeline=False")
+
+    @property
+    def takes_run_folder(self) -> bool:
+        """Whether ``vugan <name>`` has ``--run DIR`` (and ``--force``, ``--dry-run``)."""
+        return self.in_pipeline or self.cli.in_run_folder is not None
 
     def config_fingerprint(self, config: PipelineConfig) -> str:
         return fingerprint({name: dataclasses.asdict(getattr(config, name)) for name in self.config_sections})

@@ -1,13 +1,15 @@
 """One TOML file per run, loaded into frozen dataclasses, one section per component.
 
-Each component declares its own section dataclass in ``components/<name>/spec.py``; this module composes
-them into :class:`PipelineConfig`, applies type-checked ``--set section.key=value`` overrides, validates
+Each component declares its own section dataclass in ``components/<name>/spec.py`` and names it in its
+contract (``ComponentSpec.config_classes``); this module composes them, in registry order, into
+:class:`PipelineConfig`, applies type-checked ``--set section.key=value`` overrides, validates
 ranges and choices declared in field metadata, and fingerprints sections so reruns can be cached.
 
 Field metadata understood by the validator:
   ``range=(lo, hi)``   inclusive numeric bounds (None for an open end);
   ``choices=(...)``    the allowed values;
   ``help="..."``       a sentence shown in errors and ``vugan config --explain``.
+A section class may also hold ``REFUSED_KEYS`` ({key: why}): keys refused with their own reason.
 """
 from __future__ import annotations
 
@@ -27,25 +29,11 @@ class ConfigError(ValueError):
 
 
 def _section_classes() -> dict[str, type]:
-    # Imported lazily so that `import pipeline.config` stays cheap and free of TensorFlow.
-    from vugan.components.evaluator.privacy.spec import PrivacyConfig
-    from vugan.components.evaluator.spec import EvaluatorConfig
-    from vugan.components.exporter.spec import ExporterConfig
-    from vugan.components.phantom.spec import PhantomConfig
-    from vugan.components.preprocess.spec import PreprocessConfig
-    from vugan.components.synthesize.spec import SynthesizeConfig
-    from vugan.components.trainer.spec import TrainerConfig
+    # The sections come from the components' contracts (ComponentSpec.config_classes), in registry order; [run] is
+    # the pipeline's own. Imported lazily so that `import pipeline.config` stays cheap and free of TensorFlow.
+    from vugan.pipeline.registry import components
 
-    return {
-        "run": RunConfig,
-        "phantom": PhantomConfig,
-        "preprocess": PreprocessConfig,
-        "trainer": TrainerConfig,
-        "evaluator": EvaluatorConfig,
-        "privacy": PrivacyConfig,
-        "synthesize": SynthesizeConfig,
-        "exporter": ExporterConfig,
-    }
+    return {"run": RunConfig, **components().config_classes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +41,7 @@ class RunConfig:
     name: str = dataclasses.field(default="run", metadata={"help": "short description used in the run folder name"})
     seed: int = dataclasses.field(default=0, metadata={"range": (0, 2**31 - 1), "help": "global seed"})
     manifest: str = dataclasses.field(
-        default="", metadata={"help": "scans.csv to preprocess (local or gs://); empty means: pass --manifest"})
+        default="", metadata={"help": "the scans.csv manifest a run reads (local or gs://); empty means: pass --manifest"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,19 +150,14 @@ def _check_metadata(key: str, value: Any, meta: dict) -> None:
                 raise ConfigError(f"{key}: {item!r} is out of range; allowed values: {lo_s} to {hi_s}")
 
 
-# Keys that are refused with their own reason (never echoing the value given).
-_REFUSED_KEYS = {
-    "preprocess.salt": "a salt is never taken from config or the command line (it would stay in shell history, "
-                       "config.toml and run.json); export VUGAN_SALT or set preprocess.salt_file to a file holding it",
-}
-
-
 def build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # Keys a section refuses with their own reason (never echoing the value given): its REFUSED_KEYS.
+    refused = getattr(cls, "REFUSED_KEYS", {})
     for key in values:
-        if f"{name}.{key}" in _REFUSED_KEYS:
-            raise ConfigError(f"{name}.{key}: {_REFUSED_KEYS[f'{name}.{key}']}")
+        if key in refused:
+            raise ConfigError(f"{name}.{key}: {refused[key]}")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         allowed = ", ".join(sorted(fields))

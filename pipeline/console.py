@@ -28,7 +28,7 @@ _ADVICE = {
     errno.EEXIST: ("it exists already", "remove it or choose another path"),
     errno.ENAMETOOLONG: ("the name is too long", "use a shorter path"),
     errno.EMFILE: ("too many open files", "raise the open-file limit (ulimit -n)"),
-    errno.ENOMEM: ("out of memory", "use a machine with more memory, or lower preprocess.max_voxels"),
+    errno.ENOMEM: ("out of memory", "use a machine with more memory, or lower the sizes in the config (e.g. max_voxels, batch_size)"),
 }
 
 

@@ -1,10 +1,13 @@
-"""The sequential pipeline: preprocess -> train -> evaluate -> synthesize -> export inside one run folder.
+"""The sequential pipeline: the registry's steps (``components/registry.py``), in order, inside one run folder.
 
 A run folder (``runs/00007-demo/``) holds the resolved ``config.toml``, ``run.json`` (state and history of each
 component) and one sub-folder per component, named as its CLI command. New runs never reuse a folder. Inside
 an existing run, a component is CACHED (skipped) when its artifact exists and neither its config sections, nor
-its inputs' fingerprints, nor its options (the preprocess manifest and its content) changed; otherwise it
-reruns, and what depends on its output follows only if that output really changed.
+its inputs' fingerprints, nor its options key (``ComponentSpec.options_key``, e.g. a manifest and its content)
+changed; otherwise it reruns, and what depends on its output follows only if that output really changed. A step
+whose ``preflight`` says no is REFUSED (a state of the run, not a crash).
+
+This module reads only the components' declared contracts (``pipeline.component``); it names none of them.
 
 Each component runs in its own process (the same ``vugan <component> --out DIR`` command a user would type):
 TensorFlow state such as the trainer's logical-device split or mixed-precision policy cannot leak into the
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -23,25 +25,34 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from vugan.pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
+from vugan.pipeline.component import ComponentSpec, Options
 from vugan.pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
 from vugan.pipeline.locks import folder_lock
-from vugan.pipeline.registry import component_spec
+from vugan.pipeline.registry import components
 
-ORDER = ("preprocess", "train", "evaluate", "synthesize", "export")
 RUN_JSON = "run.json"
 _RUN_DIR = re.compile(r"^(\d{5})-")
 
 
-def _spec(name: str):
-    return component_spec(name)
+def _spec(name: str) -> ComponentSpec:
+    return components().spec(name)
+
+
+def _order() -> tuple[str, ...]:
+    return components().order
 
 
 def _producers() -> dict[str, str]:
-    """Artifact type -> the pipeline component producing it (how input names map to run sub-folders)."""
-    return {_spec(n).artifact_type.value: n for n in ORDER}
+    """Artifact type -> the pipeline step producing it (how input names map to run sub-folders)."""
+    return components().producers
+
+
+def _input_dirs(spec: ComponentSpec, run_dir: Path) -> dict[str, Path]:
+    producers = _producers()
+    return {inp: run_dir / producers[t.value] for inp, t in spec.inputs.items()}
 
 
 def _now() -> str:
@@ -126,15 +137,9 @@ class Step:
     command: list[str] = dataclasses.field(default_factory=list)
 
 
-def options_key(name: str, config: PipelineConfig, beam_args: Sequence[str]) -> str:
-    """What besides config and inputs changes a component's output: the preprocess manifest (path and bytes)."""
-    if name != "preprocess":
-        return ""
-    manifest = config.run.manifest
-    digest = ""
-    if manifest and "://" not in manifest and Path(manifest).is_file():
-        digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16]
-    return fingerprint({"manifest": manifest, "sha256": digest, "beam_args": list(beam_args)})
+def options_key(spec: ComponentSpec, config: PipelineConfig, options: Options) -> str:
+    """What besides config and inputs changes a component's output (its declared options key), fingerprinted."""
+    return "" if spec.options_key is None else fingerprint(spec.options_key(config, options))
 
 
 def _config_diff(out_dir: Path, spec, config: PipelineConfig) -> str:
@@ -192,36 +197,38 @@ def decide(name: str, run_dir: Path, config: PipelineConfig, state: dict, opt_ke
                      f"artifact {manifest['fingerprint']})"
 
 
-def child_command(name: str, run_dir: Path, beam_args: Sequence[str] = (), force_release: bool = False,
+def child_command(name: str, run_dir: Path, options: Options | None = None, extra_args: Sequence[str] = (),
                   debug: bool = False) -> list[str]:
-    """The standalone command that runs one component of a run (what a user could type); ``debug`` passes
-    ``--debug`` on, so library logs and full tracebacks of the component reach the terminal too."""
+    """The standalone command that runs one component of a run (what a user could type): its inputs from the
+    run's folders, its options as its declared flags, and the run's extra args when it takes them (they go last:
+    they are its own pass-through flags); ``debug`` passes ``--debug`` on, so library logs and full tracebacks of
+    the component reach the terminal too."""
     spec = _spec(name)
-    producers = _producers()
     cmd = [sys.executable, "-m", "vugan.pipeline.cli", name, "--config", str(run_dir / "config.toml"),
            "--out", str(run_dir / name)]
-    for inp, t in spec.inputs.items():
-        cmd += [f"--{inp}", str(run_dir / producers[t.value])]
-    if name == "synthesize" and force_release:
-        cmd.append("--force-release")
+    for inp, folder in _input_dirs(spec, run_dir).items():
+        cmd += [f"--{inp}", str(folder)]
+    if spec.cli.child_flags is not None:
+        cmd += spec.cli.child_flags(options or {})
     if debug:
         cmd.append("--debug")
-    if name == "preprocess":
-        cmd += list(beam_args)
+    if spec.cli.extra_args is not None:
+        cmd += list(extra_args)
     return cmd
 
 
 # ------------------------------------------------------------------------------------------------ execution
 
-def _release_refusal(run_dir: Path, force_release: bool) -> str | None:
-    """Why synthesize may not run (the evaluator's verdict failed and no override), or None."""
-    from vugan.components.synthesize.core import read_verdict
-
-    verdict = read_verdict(run_dir / "evaluate")
-    if verdict.passed or force_release:
+def _refusal(spec: ComponentSpec, run_dir: Path, options: Options, dry_run: bool,
+             rerunning: Mapping[str, str]) -> str | None:
+    """Why the step may not run now (its declared preflight), or None. A plan cannot ask while an input's
+    producer reruns first: that input is not there yet."""
+    if spec.preflight is None:
         return None
-    return "release gate: verdict failed (" + ("; ".join(verdict.reasons) or "no reason given") + \
-           "); pass --force-release to vugan run or vugan synthesize to override (recorded)"
+    producers = _producers()
+    if dry_run and any(producers[t.value] in rerunning for t in spec.inputs.values()):
+        return None
+    return spec.preflight(_input_dirs(spec, run_dir), options)
 
 
 def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, str]:
@@ -255,19 +262,21 @@ class RunResult:
 
 
 def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, force: bool, dry_run: bool,
-               beam_args: Sequence[str], force_release: bool, command: str, debug: bool = False) -> RunResult:
+               options: Mapping[str, Options], extra_args: Sequence[str], command: str,
+               debug: bool = False) -> RunResult:
     state = _load_state(run_dir)
     state.setdefault("components", {})
     steps: list[Step] = []
     rerunning: dict[str, str] = {}
     for name in names:
-        opt_key = options_key(name, config, beam_args)
+        spec, opts = _spec(name), options.get(name, {})
+        opt_key = options_key(spec, config, opts)
         action, reason = decide(name, run_dir, config, state, opt_key, force, rerunning if dry_run else {})
-        if action == "run" and name == "synthesize":
-            refusal = None if dry_run and "evaluate" in rerunning else _release_refusal(run_dir, force_release)
+        if action == "run":
+            refusal = _refusal(spec, run_dir, opts, dry_run, rerunning)
             if refusal:
                 action, reason = "refused", refusal
-        step = Step(name, action, reason, child_command(name, run_dir, beam_args, force_release, debug))
+        step = Step(name, action, reason, child_command(name, run_dir, opts, extra_args, debug))
         steps.append(step)
         if dry_run:
             if action == "run":
@@ -299,7 +308,8 @@ def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, f
             if action == "cached":
                 entry.setdefault("options_key", opt_key)
             if action == "refused":
-                # The payload of an earlier release no longer matches this model/evaluation: unmark it.
+                # An earlier output no longer matches what its preflight now refuses (e.g. a release of another
+                # evaluation): unmark it.
                 (run_dir / name / MANIFEST).unlink(missing_ok=True)
         _save_state(run_dir, state)
     if not dry_run:
@@ -327,20 +337,18 @@ def _summary(result: RunResult, runs_dir: Path | None) -> str:
     for s in result.steps:
         lines.append(f"  {s.name:<11} {s.action:<8} {s.reason if s.action != 'done' else ''}".rstrip())
     tb_root = runs_dir if runs_dir is not None else run_dir.parent
-    where = [
-        ("report", run_dir / "evaluate" / "report.html"),
-        ("TensorBoard", f"tensorboard --logdir {tb_root}   (this run: {run_dir / 'train' / 'logs'})"),
-        ("SavedModel", run_dir / "export" / "saved_model"),
-        ("synthetic data", run_dir / "synthesize"),
-    ]
+    pointers = sorted(((p, spec) for spec in components().pipeline for p in spec.pointers), key=lambda x: x[0].rank)
     lines.append("")
-    for label, target in where:
-        note = ""
-        if isinstance(target, Path) and not target.exists():
-            note = "   (not written)"
-        if label == "synthetic data" and by_name.get("synthesize") and by_name["synthesize"].action == "refused":
-            note = "   (refused by the release gate)"
-        lines.append(f"  {label + ':':<16} {target}{note}")
+    for pointer, spec in pointers:
+        path = run_dir / spec.name / pointer.path
+        if pointer.command:
+            target, note = pointer.command.format(path=path, runs=tb_root), ""
+        else:
+            target, note = path, "" if path.exists() else "   (not written)"
+        step = by_name.get(spec.name)
+        if pointer.refused_note and step is not None and step.action == "refused":
+            note = f"   ({pointer.refused_note})"
+        lines.append(f"  {pointer.label + ':':<16} {target}{note}")
     return "\n".join(lines)
 
 
@@ -348,18 +356,21 @@ def _summary(result: RunResult, runs_dir: Path | None) -> str:
 
 def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest: str | None = None,
                  dry_run: bool = False, config_path: str | Path | None = None, extra_args: Sequence[str] = (),
-                 run_dir: str | Path | None = None, force: bool = False, force_release: bool = False,
-                 command: str = "vugan run", debug: bool = False) -> RunResult:
+                 run_dir: str | Path | None = None, force: bool = False,
+                 options: Mapping[str, Options] | None = None, command: str = "vugan run",
+                 debug: bool = False) -> RunResult:
     """Run every component in order into a new numbered run folder, or inside ``run_dir`` with caching.
 
     Args:
       config: the resolved config (for ``run_dir``: the run's saved config plus overrides, see
         :func:`resolve_run_config`).
-      manifest: scans.csv to preprocess; overrides ``config.run.manifest`` and is saved in the run's config.
-      extra_args: Beam pipeline options for preprocess.
-      force: rerun every component even when cached. force_release: let synthesize publish despite a failed
-        verdict (recorded in its datasheet). debug: each component runs with ``--debug``.
+      manifest: the scans.csv manifest the run reads; overrides ``config.run.manifest`` and is saved in the run's config.
+      extra_args: pass-through flags (Beam pipeline options) for the step that takes them (ComponentSpec.cli).
+      options: component name -> its options (what its ``cli.options`` hook made of `vugan run`'s flags).
+      force: rerun every component even when cached. debug: each component runs with ``--debug``.
     """
+    options = dict(options or {})
+    order = _order()
     if manifest:
         config = config.replace("run", manifest=_absolute_manifest(manifest))
     elif config.run.manifest:
@@ -368,15 +379,15 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
         raise ValueError("vugan run: no manifest; pass --manifest scans.csv or set run.manifest in the config")
     if dry_run:
         target = Path(run_dir) if run_dir is not None else Path(runs_dir) / next_run_name(runs_dir, config.run.name)
-        result = _run_steps(target, config, ORDER, force=force, dry_run=True, beam_args=extra_args,
-                            force_release=force_release, command=command, debug=debug)
+        result = _run_steps(target, config, order, force=force, dry_run=True, options=options,
+                            extra_args=extra_args, command=command, debug=debug)
         print(f"plan for {target}{'' if run_dir is not None else ' (new run; nothing is created by --dry-run)'}:")
         print(format_plan(result.steps))
         return result
     if run_dir is None:
         target = new_run_dir(runs_dir, config.run.name)
         state = {"run": target.name, "created_at": _now(), "config_source": str(config_path or ""),
-                 "components": {n: {"state": "pending"} for n in ORDER}, "history": []}
+                 "components": {n: {"state": "pending"} for n in order}, "history": []}
         _save_state(target, state)
     else:
         target = Path(run_dir)
@@ -384,42 +395,41 @@ def run_pipeline(config: PipelineConfig, runs_dir: str | Path = "runs", manifest
             raise FileNotFoundError(f"run folder {target} does not exist")
     with folder_lock(target, "run"):  # two `vugan run --run DIR` at once would interleave run.json
         write_resolved(config, target)
-        result = _run_steps(target, config, ORDER, force=force, dry_run=False, beam_args=extra_args,
-                            force_release=force_release, command=command, debug=debug)
+        result = _run_steps(target, config, order, force=force, dry_run=False, options=options,
+                            extra_args=extra_args, command=command, debug=debug)
     print(_summary(result, Path(runs_dir) if run_dir is None else None))
     return result
 
 
-def rerun_component(run_dir: str | Path, name: str, config: PipelineConfig, options: Mapping[str, Any] | None = None,
+def rerun_component(run_dir: str | Path, name: str, config: PipelineConfig, options: Options | None = None,
                     force: bool = False, dry_run: bool = False, overrides: Sequence[str] = (),
-                    config_path: str | Path | None = None) -> RunResult:
+                    config_path: str | Path | None = None, extra_args: Sequence[str] = ()) -> RunResult:
     """``vugan <name> --run DIR``: rerun one component from the artifacts its inputs left in the run folder.
 
     ``config`` should come from :func:`resolve_run_config` (the run's saved config plus overrides); it becomes
     the run's saved config, so a later ``vugan run --run DIR`` does not undo the change.
     """
     run_dir = Path(run_dir)
-    if name not in ORDER:
-        raise ValueError(f"{name}: not a pipeline component; allowed: {', '.join(ORDER)}")
+    order = _order()
+    if name not in order:
+        raise ValueError(f"{name}: not a pipeline component; allowed: {', '.join(order)}")
     if not (run_dir / "config.toml").exists():
         raise FileNotFoundError(f"{run_dir}: no config.toml; is this a run folder made by `vugan run`?")
     options = dict(options or {})
-    if options.get("manifest"):
+    if options.get("manifest"):  # a component's --manifest is the run's manifest ([run] manifest), kept absolute
         config = config.replace("run", manifest=_absolute_manifest(str(options["manifest"])))
-    beam_args = list(options.get("beam_args") or [])
-    force_release = bool(options.get("force_release")) and name == "synthesize"
     command = f"vugan {name} --run {run_dir}" + "".join(f" --set {o}" for o in overrides)
     if dry_run:
-        result = _run_steps(run_dir, config, [name], force=force, dry_run=True, beam_args=beam_args,
-                            force_release=force_release, command=command)
+        result = _run_steps(run_dir, config, [name], force=force, dry_run=True, options={name: options},
+                            extra_args=extra_args, command=command)
         print(f"plan for {run_dir}:")
         print(format_plan(result.steps))
         return result
     with folder_lock(run_dir, "run"):
         write_resolved(config, run_dir)
-        result = _run_steps(run_dir, config, [name], force=force, dry_run=False, beam_args=beam_args,
-                            force_release=force_release, command=command)
-    stale = [n for n in ORDER[ORDER.index(name) + 1:] if component_status(run_dir, n)[0] == "stale"]
+        result = _run_steps(run_dir, config, [name], force=force, dry_run=False, options={name: options},
+                            extra_args=extra_args, command=command)
+    stale = [n for n in order[order.index(name) + 1:] if component_status(run_dir, n)[0] == "stale"]
     if stale:
         print(f"note: downstream now stale: {', '.join(stale)} (vugan run --run {run_dir} reruns them)")
     return result
@@ -452,23 +462,20 @@ def component_status(run_dir: Path, name: str, state: dict | None = None) -> tup
 
 
 def list_runs(runs_dir: str | Path = "runs") -> str:
-    """A table of runs (oldest first) with each component's status and the release verdict."""
+    """A table of runs (oldest first) with each step's status and the steps' declared columns (the verdict)."""
     runs_dir = Path(runs_dir)
     runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) if runs_dir.is_dir() else []
     if not runs:
         return f"no runs in {runs_dir}"
-    header = f"{'run':<24} {'created':<20} " + " ".join(f"{n:<10}" for n in ORDER) + " verdict"
+    order = _order()
+    columns = [(spec.name, spec.runs_column) for spec in components().pipeline if spec.runs_column is not None]
+    header = f"{'run':<24} {'created':<20} " + " ".join(f"{n:<10}" for n in order) + \
+        "".join(f" {column.title}" for _, column in columns)
     lines = [header]
     for run in runs:
         state = _load_state(run)
-        cells = [component_status(run, n, state)[0] for n in ORDER]
-        verdict = "-"
-        vpath = run / "evaluate" / "verdict.json"
-        if vpath.exists():
-            try:
-                verdict = "passed" if json.loads(vpath.read_text()).get("passed") is True else "failed"
-            except json.JSONDecodeError:
-                verdict = "unreadable"
+        cells = [component_status(run, n, state)[0] for n in order]
+        extra = "".join(f" {column.read(run / name)}" for name, column in columns)
         created = str(state.get("created_at", "?"))[:19].replace("T", " ")
-        lines.append(f"{run.name:<24} {created:<20} " + " ".join(f"{c:<10}" for c in cells) + f" {verdict}")
+        lines.append(f"{run.name:<24} {created:<20} " + " ".join(f"{c:<10}" for c in cells) + extra)
     return "\n".join(lines)

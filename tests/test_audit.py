@@ -48,7 +48,7 @@ def cohort(tmp_path_factory):
 
 
 def _audit(examples, synthetic, out):
-    from vugan.components.evaluator.audit import SPEC
+    from vugan.components.evaluator.audit_component import SPEC
     from vugan.pipeline.config import load_config
 
     config = load_config(ROOT / "configs" / "tiny.toml", FAST)

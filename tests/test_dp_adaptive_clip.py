@@ -12,7 +12,7 @@ import tensorflow as tf
 from dp_accounting import rdp
 
 from vugan.components.trainer.dp_training import TrainUnits, plan_dp
-from vugan.components.trainer.run import SPEC
+from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
 from vugan.models import dp
 from vugan.models import dp_accounting as acc

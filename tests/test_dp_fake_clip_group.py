@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.gan_model import DPSettings
-from vugan.components.trainer.run import SPEC
+from vugan.components.trainer.component import SPEC
 from vugan.pipeline.config import load_config
 from test_trainer import TINY
 from test_trainer_dp import BATCH, N_PATIENTS, N_UNITS, QUIET, _gan_and_batches, examples  # noqa: F401 (fixture)

@@ -102,3 +102,10 @@ def test_gate_keys_name_metrics_through_one_mapping(evaluation):
         evaluation.reading("fidelity.embeddings.vu.overall.fd_ratio")
     with pytest.raises(ConfigError, match="privacy.fid_ratio_key.*allowed values"):
         build_section("privacy", PrivacyConfig, {"fid_ratio_key": "fidelity.fid"})
+
+
+def test_the_headline_reads_every_path_the_release_shows_and_only_those():
+    from vugan.components.evaluator.report.headline import READERS
+    from vugan.components.synthesize.release.headline import KNOWN_HEADLINES
+
+    assert list(READERS) == list(KNOWN_HEADLINES)

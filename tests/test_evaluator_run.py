@@ -37,7 +37,7 @@ def evaluation(tmp_path_factory):
     keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
                                    input_shape=(75, 75, 3)).save_weights(weights)
     config = load_config(ROOT / "configs" / "tiny.toml", FAST + [f'evaluator.inception_weights="{weights}"'])
-    from vugan.components.evaluator.run import SPEC
+    from vugan.components.evaluator.component import SPEC
 
     out = tmp / "evaluation"
     manifest = SPEC.run(config, {"examples": examples, "model": model}, out)
@@ -59,7 +59,7 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert release["model_fingerprint"] == read_artifact(out.parent / "model")["fingerprint"]
     assert release["generator"] == "EMA" and release["judged_units"] == metrics["privacy"]["candidates"][
         "synthetic_units"] == manifest["counts"]["candidate"]
-    from vugan.components.synthesize.core import candidate_digest
+    from vugan.components.synthesize.release import candidate_digest
 
     assert release["candidate_sha256"] == candidate_digest(out / "candidate")
     assert "never the members" in metrics["privacy"]["encoder"]

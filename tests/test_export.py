@@ -14,7 +14,7 @@ from test_pipeline_helpers import BIN, CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, last
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from vugan.components.exporter.run import SPEC
+    from vugan.components.exporter.component import SPEC
     from vugan.pipeline.config import load_config
 
     root = tmp_path_factory.mktemp("export")

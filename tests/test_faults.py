@@ -183,7 +183,7 @@ def test_the_terminal_shows_vugan_lines_only_and_the_log_keeps_the_rest(tmp_path
 # ----------------------------------------------------------------------------------------- training
 
 def test_training_stops_with_a_clear_error_at_the_first_non_finite_loss(tmp_path):
-    from vugan.components.trainer.run import SPEC
+    from vugan.components.trainer.component import SPEC
 
     examples = make_examples_artifact(tmp_path / "examples", n_per_class=8, shape=(16, 16, 3))
     cfg = load_config(None, ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16", "trainer.steps=6",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import readers, run
+from vugan.components.preprocess import component, readers
 from vugan.components.preprocess.manifest import ManifestError, ScanTask, content_digests, file_digest, plan
 from vugan.components.preprocess.scan_reading import max_voxels
 from vugan.components.preprocess.units import process_scan
@@ -280,7 +280,7 @@ def duplicates_run(tmp_path_factory):
     ]
     manifest = write_manifest(d / "scans.csv", rows)
     out = d / "out"
-    result = run.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
+    result = component.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
     return out, result
 
 
@@ -311,7 +311,7 @@ def test_duplicates_across_patients_are_dead_letters_and_inputs_add_up(duplicate
 def test_a_header_only_manifest_is_an_error_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path / "scans.csv", [])
     with pytest.raises(ManifestError, match="a header but no rows"):
-        run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
+        component.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
     assert not (tmp_path / "out" / "artifact.json").exists()
 
 

@@ -44,13 +44,13 @@ def make_model_artifact(out_dir: Path, ema: bool = True, seed: int = 0) -> Path:
 def make_evaluation_artifact(out_dir: Path, passed: bool, reasons=(), metrics: dict | str | None = None,
                              model_dir: Path | None = None, config=None, dropped=()) -> Path:
     """An Evaluation artifact with a given verdict. With ``model_dir``, the release candidate is staged exactly as
-    the evaluator stages it (components/synthesize/core.py, ``config.synthesize``) and the chain is recorded."""
+    the evaluator stages it (components/synthesize/release/, ``config.synthesize``) and the chain is recorded."""
     from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
 
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = {"passed": passed, "reasons": list(reasons), "forced": False}
     if model_dir is not None:
-        from vugan.components.synthesize import core as syn
+        from vugan.components.synthesize import release as syn
         from vugan.models.bundle import generate, load_model_bundle
 
         scfg = config.synthesize

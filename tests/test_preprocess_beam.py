@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import beam_pipeline, run
+from vugan.components.preprocess import beam_pipeline, component, run
 from vugan.components.preprocess.manifest import ManifestError, plan_tasks, pseudonym
 from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
@@ -34,7 +34,7 @@ def _records(out):
 @pytest.fixture(scope="session")
 def real_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("real")
-    manifest = run.SPEC.run(load_config(None), {}, out, options={"manifest": f"{REAL}/scans.csv"})
+    manifest = component.SPEC.run(load_config(None), {}, out, options={"manifest": f"{REAL}/scans.csv"})
     return out, manifest, _records(out)
 
 
@@ -144,7 +144,7 @@ def bad_run(tmp_path_factory):
     (d / "salt.txt").write_text("pepper\n")
     cfg = load_config(None, ["preprocess.direct_running_mode='multi_processing'", "preprocess.direct_num_workers=2",
                              "preprocess.shards_per_split=2", f"preprocess.salt_file='{d / 'salt.txt'}'"])
-    result = run.SPEC.run(cfg, {}, out, options={"manifest": manifest})
+    result = component.SPEC.run(cfg, {}, out, options={"manifest": manifest})
     return out, result, rows
 
 
@@ -183,7 +183,7 @@ def test_missing_manifest_column_fails_before_any_work(tmp_path):
     manifest = write_manifest(tmp_path / "scans.csv", [{"scan_id": "a", "patient_id": "b", "image": "x.nii"}],
                               columns=("scan_id", "patient_id", "image", "levels"))
     with pytest.raises(ManifestError, match="missing column 'vertebra_mask'"):
-        run.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
+        component.SPEC.run(load_config(None), {}, tmp_path / "out", options={"manifest": manifest})
     assert not any((tmp_path / "out").glob("Split-*")) and not (tmp_path / "out" / "artifact.json").exists()
 
 
@@ -251,7 +251,7 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
         scan_id=IDENTITY["AccessionNumber"], patient_id=IDENTITY["PatientID"], sequence="T2", image=series,
         vertebra_mask=save_nifti(tmp_path / "mask.nii.gz", smask, stored_affine))])
     out = tmp_path / "out"
-    result = run.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
+    result = component.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
     assert result["counts"]["vus_written"] == 4 and result["counts"]["scans_failed"] == 0
     text, binary = _text_and_binary(out)
     needles = list(IDENTITY.values()) + ["Doe", "Jane", "19610423", "PAT-8841X", "Example Spine"]

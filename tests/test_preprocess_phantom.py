@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vugan.components import schema
-from vugan.components.preprocess import run
+from vugan.components.preprocess import component
 from vugan.components.preprocess.manifest import plan_tasks
 from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
@@ -25,7 +25,7 @@ def phantom_run(tmp_path_factory):
     cohort = tmp_path_factory.mktemp("phantom")
     generate_cohort(cohort, PhantomConfig(patients=20, seed=0))
     out = tmp_path_factory.mktemp("phantom_examples")
-    manifest = run.SPEC.run(load_config(None), {}, out, options={"manifest": str(cohort / "scans.csv")})
+    manifest = component.SPEC.run(load_config(None), {}, out, options={"manifest": str(cohort / "scans.csv")})
     records = {s: list(schema.iter_records(schema.shard_files(str(out), s))) for s in schema.SPLITS}
     return cohort, out, manifest, records
 

@@ -77,7 +77,7 @@ def test_release_filter_drops_near_copies_and_judges_the_rest(pool, tmp_path):
     from vugan.components.evaluator import core
     from vugan.components.evaluator.privacy import attacks
     from vugan.components.evaluator.run import judge_release
-    from vugan.components.synthesize import core as syn
+    from vugan.components.synthesize import release as syn
     from vugan.pipeline.component import ExecContext
     from vugan.pipeline.config import load_config
 

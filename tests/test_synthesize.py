@@ -31,7 +31,7 @@ METRICS = {"fidelity": {"fid": 12.5, "per_class": {"cervical": {"fid": 20.0}}},
 
 @pytest.fixture(scope="module")
 def released(model_dir, tmp_path_factory):
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.component import SPEC
 
     root = tmp_path_factory.mktemp("released")
     config = _config(units_per_class=5, shards=2, preview_units=4)
@@ -104,8 +104,8 @@ def test_datasheet(released, model_dir):
 
 
 def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
-    from vugan.components.synthesize.core import ReleaseRefused
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.release import ReleaseRefused
+    from vugan.components.synthesize.component import SPEC
 
     config = _config(units_per_class=2)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["mia_auc 0.81 > 0.6"],
@@ -116,7 +116,7 @@ def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
 
 
 def test_forced_release_is_recorded(model_dir, tmp_path):
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.component import SPEC
 
     config = _config(units_per_class=2, write_nifti=False)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=False, reasons=["fid 300 > 100"],
@@ -133,19 +133,21 @@ def test_forced_release_is_recorded(model_dir, tmp_path):
 
 
 def test_missing_verdict_counts_as_failed(tmp_path):
-    from vugan.components.synthesize import core
+    from vugan.components.synthesize import release
 
-    verdict = core.read_verdict(tmp_path)
+    verdict = release.read_verdict(tmp_path)
     assert not verdict.passed and not verdict.found
-    with pytest.raises(core.ReleaseRefused):
-        core.release_decision(verdict, force=False)
+    with pytest.raises(release.ReleaseRefused):
+        release.release_decision(verdict, force=False)
     (tmp_path / "verdict.json").write_text(json.dumps({"passed": "yes", "reasons": "fid too high"}))
-    assert core.read_verdict(tmp_path) == core.Verdict(False, ("fid too high",), True)
+    assert release.read_verdict(tmp_path) == release.Verdict(False, "", ("fid too high",), found=True)
+    (tmp_path / "verdict.json").write_text("[true]")  # JSON, but not a verdict
+    assert not release.read_verdict(tmp_path).found and release.verdict_word(tmp_path) == "unreadable"
 
 
 def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
     from vugan.components import schema
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.component import SPEC
 
     images = {}
     for name, seed, batch in (("a", 7, 256), ("b", 7, 1), ("c", 8, 256)):
@@ -160,7 +162,7 @@ def test_same_seed_same_units_other_seed_differs(model_dir, tmp_path):
 
 
 def test_rerun_clears_previous_outputs(model_dir, tmp_path):
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.component import SPEC
 
     out = tmp_path / "out"
     for n, shards in ((4, 3), (1, 1)):
@@ -185,7 +187,7 @@ def test_level_conditioning_records():
 
 
 def test_headline_metrics_prefers_known_paths():
-    from vugan.components.synthesize.core import headline_metrics
+    from vugan.components.synthesize.release import headline_metrics
 
     metrics = {"counts": {"train": 5}, "fidelity": {"fid_ratio": 2.0, "pixel": {"kid": 0.1}},
                "privacy": {"strongest": {"unit": {"auc": 0.55, "n_members": 8}}, "passed": True}}
@@ -197,8 +199,8 @@ def test_headline_metrics_prefers_known_paths():
 def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
     """What is released is what was judged: a verdict on another model, generator variant, seed, count or filter,
     or a candidate changed after the verdict, is refused naming the link, even with --force-release."""
-    from vugan.components.synthesize.core import ReleaseMismatch
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.release import ReleaseMismatch
+    from vugan.components.synthesize.component import SPEC
 
     config = _config(units_per_class=2, write_nifti=False)
     evaluation = make_evaluation_artifact(tmp_path / "evaluate", passed=True, model_dir=model_dir, config=config)
@@ -236,7 +238,7 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
 
 def test_release_filter_drops_what_the_evaluation_dropped(model_dir, tmp_path):
     from vugan.components import schema
-    from vugan.components.synthesize.run import SPEC
+    from vugan.components.synthesize.component import SPEC
 
     config = _config(units_per_class=3, write_nifti=False, release_filter=True)
     dropped = ["syn-cervical-000001"]

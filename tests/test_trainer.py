@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.callbacks import read_stats
-from vugan.components.trainer.run import SPEC
+from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
 from vugan.models.bundle import discriminate, generate, load_model_bundle
 from vugan.pipeline.config import load_config

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.callbacks import read_stats
-from vugan.components.trainer.run import SPEC
+from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
 from vugan.models import dp_accounting as acc
 from vugan.pipeline.config import load_config

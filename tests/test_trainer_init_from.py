@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vugan.components.trainer.run import SPEC
+from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
 from vugan.models.bundle import load_model_bundle
 from vugan.pipeline.artifacts import read_artifact

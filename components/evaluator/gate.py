@@ -13,26 +13,15 @@ epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rule
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.results import Evaluation, PrivacyResult
+from vugan.components.synthesize.release.verdict import Verdict  # the one verdict type (the release's home)
 
 LEAK, NO_LEAK, TOO_FEW = "leak found", "no leak found at the detectable size", "not enough patients to tell"
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    outcome: str  # one of LEAK, NO_LEAK, TOO_FEW (or "privacy not evaluated")
-    reasons: list[str]
-    headline: str = ""
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "privacy_outcome": self.outcome, "headline": self.headline,
-                "reasons": list(self.reasons), "forced": False}
 
 
 def _fmt(x, nd=3) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from vugan.components.evaluator.report.headline import headline
 from vugan.components.evaluator.results import Evaluation, jsonable  # noqa: F401  (run.jsonable: one sanitiser)
+from vugan.components.synthesize.release import write_verdict
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.component import ExecContext, ExecResult
 
 
 def _import_privacy():
@@ -64,7 +65,7 @@ def write_outputs(out: Path, metrics: dict, verdict: dict, evaluation: Evaluatio
     from vugan.components.evaluator.report.privacy_sections import dp_section
 
     (out / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2, allow_nan=False) + "\n")
-    (out / "verdict.json").write_text(json.dumps(jsonable(verdict), indent=2) + "\n")
+    write_verdict(out, jsonable(verdict))
     grids = class_grids(splits["train"].images, splits["train"].class_ids, synthetic.images, synthetic.class_ids,
                         class_names, cfg.grid_units, cfg.seed)
     ours = [sections.overview_section(evaluation, grids), sections.fidelity_section(evaluation),
@@ -115,8 +116,8 @@ def judge_and_write(out: Path, evaluation: Evaluation, judged, splits: dict, syn
 def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path, encoder, bundle, release: dict,
                   release_filter: bool, timer, privacy):
     """Privacy of the release candidate, after the release filter when it is on; writes the filter record and
-    completes the release chain (components/synthesize/core.py) with the candidate's digest."""
-    from vugan.components.synthesize import core as syn
+    completes the release chain (components/synthesize/release/) with the candidate's digest."""
+    from vugan.components.synthesize import release as syn
 
     pcfg, seed = ctx.config.privacy, ctx.config.evaluator.seed
     n = len(splits["train"]) + len(splits["holdout"]) + len(candidate)
@@ -143,7 +144,7 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
 
 def execute(ctx: ExecContext) -> ExecResult:
     from vugan.components.evaluator import core
-    from vugan.components.synthesize import core as syn
+    from vugan.components.synthesize import release as syn
     from vugan.models.bundle import generate, load_model_bundle
 
     cfg, pcfg, scfg = ctx.config.evaluator, ctx.config.privacy, ctx.config.synthesize
@@ -208,11 +209,3 @@ def execute(ctx: ExecContext) -> ExecResult:
                     "tstr_balanced_accuracy": metrics["utility"]["tstr_balanced_accuracy"],
                     "trtr_balanced_accuracy": metrics["utility"]["trtr_balanced_accuracy"],
                     "ms_ssim": metrics["diversity"]["ms_ssim"]})
-
-
-SPEC = ComponentSpec(
-    name="evaluate", artifact_type=ArtifactType.EVALUATION,
-    inputs={"examples": ArtifactType.EXAMPLES, "model": ArtifactType.MODEL},
-    # [synthesize] too: the evaluator stages and judges the very set synthesize will publish.
-    config_sections=("evaluator", "privacy", "synthesize"), execute=execute,
-    description="fidelity, diversity, utility and privacy of the synthetic set; metrics.json, report.html, verdict")

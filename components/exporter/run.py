@@ -14,7 +14,7 @@ import shutil
 
 from vugan.components.exporter import core
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.component import ExecContext, ExecResult
 
 SAVED_MODEL = "saved_model"
 
@@ -46,13 +46,3 @@ def execute(ctx: ExecContext) -> ExecResult:
         properties={"saved_model": SAVED_MODEL, "signatures": list(core.SIGNATURES),
                     "class_names": list(bundle.class_names), "image_shape": list(info.image_shape),
                     "noise_dim": info.noise_dim, "ema": ema_used, "model_fingerprint": model_manifest["fingerprint"]})
-
-
-SPEC = ComponentSpec(
-    name="export",
-    artifact_type=ArtifactType.PUSHED_MODEL,
-    inputs={"model": ArtifactType.MODEL},
-    config_sections=("exporter",),
-    execute=execute,
-    description="trained generator -> TensorFlow SavedModel (serving_default, generate) for TF Serving",
-)

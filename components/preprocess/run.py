@@ -17,18 +17,7 @@ from vugan.components import schema
 from vugan.components.preprocess import beam_pipeline
 from vugan.components.preprocess.manifest import plan, resolve_salt
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
-
-ACCEPTS_EXTRA_ARGS = True  # unknown flags are Beam pipeline options
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--manifest", help="scans.csv to preprocess (local or gs://); overrides run.manifest")
-
-
-def options_from_args(args, extra) -> dict:
-    return {"manifest": getattr(args, "manifest", None), "beam_args": list(extra or [])}
-
+from vugan.pipeline.component import ExecContext, ExecResult
 
 def _clear_previous(out_dir: str) -> None:
     # A rerun into the same folder must not leave shards of an earlier run with another shard count.
@@ -87,13 +76,3 @@ def execute(ctx: ExecContext) -> ExecResult:
                   "splits": splits, "slice_spacing_mm": cfg.slice_spacing_mm,
                   "by_split_region": stats["by_split_region"]}
     return ExecResult(counts=counts, properties=properties)
-
-
-SPEC = ComponentSpec(
-    name="preprocess",
-    artifact_type=ArtifactType.EXAMPLES,
-    inputs={},
-    config_sections=("preprocess",),
-    execute=execute,
-    description="MRI volumes (scans.csv) -> vertebral-unit crops in per-split TFRecords (Apache Beam)",
-)

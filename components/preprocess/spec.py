@@ -61,6 +61,12 @@ class PreprocessConfig:
     direct_running_mode: str = F(default="in_memory", metadata={
         "choices": ("in_memory", "multi_threading", "multi_processing"), "help": "DirectRunner execution mode"})
 
+    # Not a field: refused with this reason wherever it is given (pipeline.config), never echoing the value.
+    REFUSED_KEYS = {
+        "salt": "a salt is never taken from config or the command line (it would stay in shell history, "
+                "config.toml and run.json); export VUGAN_SALT or set preprocess.salt_file to a file holding it",
+    }
+
     def validate(self) -> None:
         if abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ValueError(f"split_fractions {self.split_fractions} must sum to 1 (train, holdout, test)")

@@ -1,8 +1,8 @@
 """The shareable synthetic dataset: units drawn from the generator, written in the real data's formats.
 
-Nothing here decides whether the set may be shared: the evaluator's verdict does. :func:`release_decision`
-refuses a failed (or missing) verdict unless forced, and a forced release is recorded (who, when, why) in the
-datasheet and the artifact properties, so the override travels with the data.
+Nothing here decides whether the set may be shared: the evaluator's verdict does, through the release chain
+(``release/``): it refuses a failed (or missing) verdict unless forced, and a forced release is recorded (who,
+when, why) in the datasheet and the artifact properties, so the override travels with the data.
 
 Outputs (docs/contracts.md): ``Split-synthetic/data-*.tfrecord.gz`` (``schema.encode``, ``synthetic=1``),
 ``nifti/<unit>.nii.gz``, ``previews/<class>.png``, ``manifest.csv`` and ``datasheet.md``.
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as _dt
-import getpass
-import json
 import math
 import os
 import re
@@ -29,73 +26,6 @@ SPLIT = "synthetic"
 # Units generated per call of the sampling function; each chunk has its own derived seed, so the output does not
 # depend on memory settings (batch_size only changes how a chunk is split into forward passes).
 CHUNK = 1024
-
-
-class ReleaseRefused(ValueError):
-    """The evaluator's verdict did not pass and the release was not forced."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    reasons: tuple[str, ...]
-    found: bool  # False when verdict.json is missing or unreadable (treated as not passed)
-
-
-def read_verdict(evaluation_dir: str | Path) -> Verdict:
-    """``verdict.json`` of an Evaluation artifact; anything but ``"passed": true`` counts as not passed."""
-    path = Path(evaluation_dir) / "verdict.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return Verdict(False, (f"no readable verdict at {path} ({type(exc).__name__})",), found=False)
-    reasons = data.get("reasons") or []
-    if not isinstance(reasons, list):
-        reasons = [str(reasons)]
-    return Verdict(data.get("passed") is True, tuple(str(r) for r in reasons), found=True)
-
-
-def read_metrics(evaluation_dir: str | Path) -> dict:
-    """``metrics.json`` or {} (the datasheet says so) when it is missing or not a JSON object."""
-    try:
-        data = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def headline_metrics(metrics: dict, limit: int = 14) -> dict[str, float]:
-    """Scalar metrics worth a line in the datasheet: the evaluator's own choice, ``metrics["headline"]``
-    (components/evaluator/report/headline.py); for a metrics.json written without one, the same selection made here."""
-    from vugan.components.evaluator.report.headline import numeric_leaves, select_headline
-
-    if isinstance(metrics.get("headline"), dict):
-        return dict(list(numeric_leaves(metrics["headline"]))[:limit])
-    return select_headline(metrics, limit)
-
-
-def release_decision(verdict: Verdict, force: bool, who: str | None = None, when: str | None = None) -> dict:
-    """The release record; raises :class:`ReleaseRefused` for a failed verdict without ``force``."""
-    if verdict.passed:
-        return {"passed": True, "forced": False, "reasons": list(verdict.reasons)}
-    if not force:
-        reasons = "; ".join(verdict.reasons) or "no reason given"
-        raise ReleaseRefused(
-            f"synthesize: the evaluator's verdict did not pass ({reasons}); no synthetic data was written. "
-            f"Improve the model, or pass --force-release to release anyway (the override is recorded in the datasheet)")
-    return {"passed": False, "forced": True, "reasons": list(verdict.reasons),
-            "forced_by": who or _user(), "forced_at": when or _now()}
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return os.environ.get("USER", "unknown")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def class_seed(seed: int, class_id: int, chunk: int) -> int:
@@ -249,112 +179,3 @@ def synthesize(sample: SampleFn, class_names: Sequence[str], conditioning: str, 
     counts = {c: sum(r["class_name"] == c for r in rows) for c in class_names}
     return {"counts": counts, "seeds": seeds, "units": len(rows), "shards": [os.path.relpath(p, out_dir)
                                                                             for p in shard_paths]}
-
-
-# ------------------------------------------------------------------------------------------------ release chain
-#
-# What is released is what was judged. The evaluator stages the release CANDIDATE (the very units synthesize will
-# publish: same model, generator variant, seed and count) under ``evaluate/candidate/`` (not shareable: no NIfTI,
-# no previews, no datasheet) and judges it; its verdict.json records the chain below. Synthesize publishes the
-# candidate's units only when every link matches, and refuses naming the first that does not.
-
-CANDIDATE = "candidate"
-FILTER_FILE = "release_filter.json"
-
-
-class ReleaseMismatch(ReleaseRefused):
-    """The evaluation judged another set than the one asked for (model, generator variant, seed, count, filter)."""
-
-
-def generator_variant(use_ema: bool, info: dict) -> str:
-    return "EMA" if use_ema and info.get("ema") else "raw"
-
-
-def release_spec(model_fingerprint: str, variant: str, seed: int, units_per_class: int, release_filter: bool) -> dict:
-    return {"model_fingerprint": model_fingerprint, "generator": variant, "seed": int(seed),
-            "units_per_class": int(units_per_class), "release_filter": bool(release_filter)}
-
-
-def candidate_digest(candidate_dir: str | Path) -> str:
-    """SHA-256 of the candidate's CONTENT: every unit's id, class and float32 pixels, in record order, and the
-    filter file (file bytes would not do: the gzip container differs between two writes of the same records)."""
-    import hashlib
-
-    root = Path(candidate_dir)
-    h = hashlib.sha256()
-    for rec in schema.iter_records(schema.shard_files(str(root), SPLIT)):
-        h.update(f"{rec.patient}\0{rec.class_id}\0".encode())
-        h.update(np.ascontiguousarray(rec.image, np.float32).tobytes())
-    if (root / FILTER_FILE).is_file():
-        h.update((root / FILTER_FILE).read_bytes())
-    return h.hexdigest()
-
-
-def stage_candidate(sample: SampleFn, class_names: Sequence[str], conditioning: str, cfg, out_dir: Path,
-                    class_prior=None, log: Callable[[str], None] = print):
-    """Draw the release candidate into ``out_dir`` (one shard, records only); returns it as UnitArrays whose
-    ``patients`` are the unit ids."""
-    out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    synthesize(sample, class_names, conditioning, cfg.units_per_class, cfg.seed, out_dir, Geometry(None, None),
-               shards=1, write_volumes=False, preview_units=0, log=log, class_prior=class_prior)
-    shutil.rmtree(out_dir / "previews", ignore_errors=True)
-    return schema.load_split(str(out_dir), SPLIT)
-
-
-def write_filter(candidate_dir: Path, enabled: bool, dropped: Sequence[str], rule: str) -> dict:
-    record = {"enabled": bool(enabled), "dropped_units": sorted(str(u) for u in dropped), "rule": rule}
-    (Path(candidate_dir) / FILTER_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def read_release_record(evaluation_dir: str | Path) -> dict | None:
-    try:
-        data = json.loads((Path(evaluation_dir) / "verdict.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    rec = data.get("release") if isinstance(data, dict) else None
-    return rec if isinstance(rec, dict) else None
-
-
-def check_release(evaluation_dir: str | Path, expected: dict) -> dict:
-    """The evaluation's release record when it judged exactly ``expected`` and its candidate is intact; else
-    raises ReleaseMismatch naming the first difference (no override: a verdict on another set says nothing)."""
-    record = read_release_record(evaluation_dir)
-    where = Path(evaluation_dir) / "verdict.json"
-    if record is None:
-        raise ReleaseMismatch(f"synthesize: {where} records no judged release candidate; rerun the evaluator "
-                              "(vugan evaluate) with this model and [synthesize] config")
-    labels = {"model_fingerprint": "model fingerprint", "generator": "generator variant (synthesize.use_ema)",
-              "seed": "seed (synthesize.seed)", "units_per_class": "count (synthesize.units_per_class)",
-              "release_filter": "release filter (synthesize.release_filter)"}
-    for key, label in labels.items():
-        if record.get(key) != expected[key]:
-            raise ReleaseMismatch(
-                f"synthesize: the evaluation judged another set: {label} is {record.get(key)!r} there but "
-                f"{expected[key]!r} here; no synthetic data was written. Rerun the evaluator for this model and "
-                "config (vugan evaluate, or vugan run --run DIR)")
-    digest = candidate_digest(Path(evaluation_dir) / CANDIDATE)
-    if record.get("candidate_sha256") != digest:
-        raise ReleaseMismatch(f"synthesize: the judged candidate under {Path(evaluation_dir) / CANDIDATE} changed "
-                              f"since the verdict (sha256 {digest[:12]} != {str(record.get('candidate_sha256'))[:12]})"
-                              "; rerun the evaluator")
-    return record
-
-
-def candidate_sampler(candidate_dir: str | Path) -> SampleFn:
-    """A sampling function that returns the staged candidate's units for each (class, chunk seed)."""
-    with open(Path(candidate_dir) / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    units = schema.load_split(str(candidate_dir), SPLIT)  # one shard: records in manifest order
-    by_seed: dict[int, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_seed.setdefault(int(row["seed"]), []).append(i)
-
-    def sample(class_ids: np.ndarray, seed: int) -> np.ndarray:
-        idx = by_seed.get(int(seed), [])
-        if len(idx) != len(class_ids) or not np.all(units.class_ids[idx] == class_ids):
-            raise ReleaseMismatch(f"synthesize: the candidate holds no chunk with seed {seed} of these classes")
-        return units.images[idx]
-
-    return sample

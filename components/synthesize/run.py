@@ -3,7 +3,7 @@
   vugan synthesize --model RUN/train --evaluation RUN/evaluate --out DIR [--force] [--force-release]
 
 Runs after the evaluator because nothing shareable may be written before the release gate is known. It publishes
-the evaluator's staged candidate (core.py, "release chain"): the very units that were judged. It refuses, before
+the evaluator's staged candidate (release/, "the release chain"): the very units that were judged. It refuses, before
 any file is written,
   * an evaluation of another set (model fingerprint, generator variant, seed, count or filter differ, or the
     candidate changed): never overridable;
@@ -16,19 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vugan.components.synthesize import core, datasheet
+from vugan.components.synthesize import core, datasheet, release
 from vugan.pipeline.artifacts import ArtifactError, ArtifactType, _version, read_artifact
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--force-release", action="store_true",
-                        help="publish although the verdict failed (recorded in the datasheet and the artifact)")
-
-
-def options_from_args(args, extra) -> dict:
-    # --force is the CLI's "ignore the cache" flag only; overriding the gate takes --force-release.
-    return {"force_release": bool(getattr(args, "force_release", False))}
+from vugan.pipeline.component import ExecContext, ExecResult
 
 
 def _examples_properties(model_manifest: dict, model_dir: Path) -> tuple[dict, str]:
@@ -66,18 +56,19 @@ def execute(ctx: ExecContext) -> ExecResult:
     # The chain and the gate come first: a refused release writes nothing and loads no model.
     model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
     info = json.loads((Path(model_dir) / "model_info.json").read_text())
-    variant = core.generator_variant(cfg.use_ema, info)
-    judged = core.check_release(eval_dir, core.release_spec(model_manifest["fingerprint"], variant, cfg.seed,
-                                                            cfg.units_per_class, cfg.release_filter))
-    verdict = core.read_verdict(eval_dir)
-    release = core.release_decision(verdict, force=bool(ctx.options.get("force_release")))
-    if release["forced"]:
+    variant = release.generator_variant(cfg.use_ema, info)
+    judged = release.check_release(eval_dir, release.release_spec(model_manifest["fingerprint"], variant, cfg.seed,
+                                                                  cfg.units_per_class, cfg.release_filter))
+    verdict = release.read_verdict(eval_dir)
+    record = release.release_decision(verdict, force=bool(ctx.options.get("force_release")))
+    if record["forced"]:
         ctx.log(f"synthesize: WARNING: verdict failed ({'; '.join(verdict.reasons)}); released by --force-release "
-                f"({release['forced_by']}, {release['forced_at']})")
-    filt = json.loads((Path(eval_dir) / core.CANDIDATE / core.FILTER_FILE).read_text())
-    release["filter"] = {"enabled": filt["enabled"], "dropped_units": len(filt["dropped_units"]),
-                         "rule": filt["rule"]}
-    release["candidate_sha256"] = judged["candidate_sha256"]
+                f"({record['forced_by']}, {record['forced_at']})")
+    candidate_dir = Path(eval_dir) / release.CANDIDATE
+    filt = release.read_filter(candidate_dir)
+    record["filter"] = {"enabled": filt["enabled"], "dropped_units": len(filt["dropped_units"]),
+                        "rule": filt["rule"]}
+    record["candidate_sha256"] = judged["candidate_sha256"]
 
     from vugan.models.bundle import load_model_bundle
 
@@ -88,22 +79,22 @@ def execute(ctx: ExecContext) -> ExecResult:
     conditioning = bundle.info.get("conditioning") or props.get("conditioning") or "region"
 
     summary = core.synthesize(
-        core.candidate_sampler(Path(eval_dir) / core.CANDIDATE), bundle.class_names, conditioning,
+        release.candidate_sampler(candidate_dir), bundle.class_names, conditioning,
         cfg.units_per_class, cfg.seed, ctx.out_dir, geometry, shards=cfg.shards, write_volumes=cfg.write_nifti,
         preview_units=cfg.preview_units, log=ctx.log, class_prior=bundle.info.get("class_prior"),
         drop=frozenset(filt["dropped_units"]))
 
-    metrics = core.read_metrics(eval_dir)
-    headline = core.headline_metrics(metrics)
+    metrics = release.read_metrics(eval_dir)
+    headline = release.headline_metrics(metrics)
     model = {"fingerprint": model_manifest["fingerprint"], "uri": str(Path(model_dir).resolve()),
              "ema": variant == "EMA",
              "steps": bundle.info.get("steps"), "examples_fingerprint": examples_fp,
              # The verdict and headline metrics this datasheet reports (pipeline.artifacts summary fingerprint).
              "evaluation_fingerprint": eval_manifest.get("summary_fingerprint", eval_manifest["fingerprint"])}
     text = datasheet.render(
-        created_at=core._now(), version=_version(), summary=summary, class_names=bundle.class_names,
+        created_at=release.now(), version=_version(), summary=summary, class_names=bundle.class_names,
         image_shape=bundle.image_shape, conditioning=conditioning, base_seed=cfg.seed, model=model,
-        release=release, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note,
+        release=record, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note,
         dp=bundle.info.get("dp"))
     (ctx.out_dir / "datasheet.md").write_text(text)
     ctx.log(f"synthesize: {summary['units']} units in {len(summary['shards'])} shard(s); datasheet.md written")
@@ -111,16 +102,5 @@ def execute(ctx: ExecContext) -> ExecResult:
         counts={"units": summary["units"], **{f"units_{core.safe_name(c)}": n for c, n in summary["counts"].items()}},
         properties={"class_names": list(bundle.class_names), "image_shape": list(bundle.image_shape),
                     "conditioning": conditioning, "split": core.SPLIT, "seeds": summary["seeds"],
-                    "base_seed": cfg.seed, "release": release, "model_fingerprint": model_manifest["fingerprint"],
+                    "base_seed": cfg.seed, "release": record, "model_fingerprint": model_manifest["fingerprint"],
                     "headline_metrics": json.loads(json.dumps(headline))})
-
-
-SPEC = ComponentSpec(
-    name="synthesize",
-    artifact_type=ArtifactType.SYNTHETIC_DATASET,
-    inputs={"model": ArtifactType.MODEL, "evaluation": ArtifactType.EVALUATION},
-    summary_inputs=("evaluation",),  # only the verdict and headline metrics reach the datasheet
-    config_sections=("synthesize",),
-    execute=execute,
-    description="draw the shareable synthetic dataset (TFRecords, NIfTI, previews, datasheet) behind the release gate",
-)

@@ -12,7 +12,7 @@ import os
 import sys
 
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.component import ExecContext, ExecResult
 
 
 def configure_devices(cpu_replicas: int) -> None:
@@ -120,16 +120,6 @@ def dp_summary(record: dict | None) -> dict:
             "noise_multiplier", "clip_norm", "q", "target_epsilon", "stopped_at_target_epsilon")
     return {k: record.get(k) for k in keys}
 
-
-SPEC = ComponentSpec(
-    name="train",
-    artifact_type=ArtifactType.MODEL,
-    inputs={"examples": ArtifactType.EXAMPLES},
-    config_sections=("trainer",),
-    execute=execute,
-    description="train the class-conditional GAN (ac-GAN) on vertebral-unit examples",
-    skip_dirs=("logs", "checkpoints"),
-)
 
 
 if __name__ == "__main__":  # python -m vugan.components.trainer.run ... (same flags as `vugan train`)
