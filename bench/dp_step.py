@@ -17,7 +17,7 @@ tf_env.configure()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from vugan.models import dp  # noqa: E402
+from vugan.components.trainer.dp import per_example as dp  # noqa: E402
 
 NUM_CLASSES = 5
 

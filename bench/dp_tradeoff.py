@@ -113,10 +113,10 @@ def evaluate_one(examples: str, model_dir: Path, splits: dict, args) -> dict:
 
 def noise_levels(args, train) -> list[float]:
     """--noise as given, or with --epsilon the sigma per target: q = batch / training units, as the trainer plans it
-    (components/trainer/dp_training.py), delta the trainer's default for this many patients."""
+    (components/trainer/dp/plan.py), delta the trainer's default for this many patients."""
     if not args.epsilon:
         return [float(x) for x in args.noise.split(",")]
-    from vugan.models import dp_accounting as acc
+    from vugan.components.trainer.dp import accounting as acc
 
     q = args.batch / len(train)
     delta = acc.default_delta(len(set(train.patients)))

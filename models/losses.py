@@ -97,7 +97,7 @@ def inverse_frequency_weights(class_counts) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Per-example halves of the discriminator's loss, for DP-SGD (models/dp.py clips the real half per example).
+# Per-example halves of the discriminator's loss, for DP-SGD (components/trainer/dp clips the real half per example).
 # sum_i real_i + sum_i fake_i, divided by the global batch, equals modified_discriminator_loss +
 # aux_weight * acgan_discriminator_loss when the fakes carry the real batch's labels (tested in test_trainer_dp.py).
 

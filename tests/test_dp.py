@@ -1,4 +1,5 @@
-"""DP-SGD gradients (models/dp.py): clipping, patient grouping, noise, vectorised per-example gradients, replicas.
+"""DP-SGD gradients (components/trainer/dp/per_example.py): clipping, patient grouping, noise, vectorised
+per-example gradients, replicas.
 
 The hand-worked case is a linear logistic model with two weights w = (0.5, -1), where example i's gradient is
 (sigmoid(w.x_i) - y_i) x_i:
@@ -17,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from vugan.models import dp
+from vugan.components.trainer.dp import per_example as dp
 
 X = tf.constant([[2.0, 1.0], [4.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
 Y = tf.constant([1.0, 0.0, 0.0, 0.0])
@@ -180,7 +181,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from vugan.models import dp
+    from vugan.components.trainer.dp import per_example as dp
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     rng = np.random.default_rng(0)

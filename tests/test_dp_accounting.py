@@ -1,11 +1,12 @@
-"""Privacy accounting and Poisson sampling (models/dp_accounting.py)."""
+"""Privacy accounting and Poisson sampling (components/trainer/dp/accounting.py, sampling.py)."""
 import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting import pld, rdp
 from scipy import stats
 
-from vugan.models import dp_accounting as acc
+from vugan.components.trainer.dp import accounting as acc
+from vugan.components.trainer.dp import sampling
 
 Q, SIGMA, STEPS, DELTA = 64 / 10_000, 1.1, 3125, 1e-5  # the stack-notes example
 
@@ -88,15 +89,15 @@ def test_privacy_statement_names_unit_and_sampling():
 
 
 def test_batch_capacities():
-    k = acc.poisson_batch_capacity(10_000, Q, overflow_prob=1e-12)
+    k = sampling.poisson_batch_capacity(10_000, Q, overflow_prob=1e-12)
     assert stats.binom.sf(k, 10_000, Q) <= 1e-12 < stats.binom.sf(k - 1, 10_000, Q)
     # Two patients of 1 and 2 units, q = 1/2: batch sizes 0, 1, 2, 3 each with probability 1/4, so
     # P(size > 1) = 1/2, P(size > 2) = 1/4: capacity 2 at overflow 0.3, 3 at overflow 0.1.
-    assert acc.group_batch_capacity([1, 2], 0.5, overflow_prob=0.3) == 2
-    assert acc.group_batch_capacity([1, 2], 0.5, overflow_prob=0.1) == 3
+    assert sampling.group_batch_capacity([1, 2], 0.5, overflow_prob=0.3) == 2
+    assert sampling.group_batch_capacity([1, 2], 0.5, overflow_prob=0.1) == 3
     # Patients of one unit each are plain Poisson; patients of 5 units are 5 x Binomial(#patients, q).
-    assert acc.group_batch_capacity([1] * 10_000, Q) == k
-    assert acc.group_batch_capacity([5] * 2000, Q) == 5 * acc.poisson_batch_capacity(2000, Q)
+    assert sampling.group_batch_capacity([1] * 10_000, Q) == k
+    assert sampling.group_batch_capacity([5] * 2000, Q) == 5 * sampling.poisson_batch_capacity(2000, Q)
 
 
 def test_poisson_sample_includes_each_unit_independently_with_probability_q():
@@ -105,7 +106,7 @@ def test_poisson_sample_includes_each_unit_independently_with_probability_q():
     counts = np.zeros(n)
     sizes = []
     for _ in range(draws):
-        idx, mask = acc.poisson_sample(rng, n, q, capacity=60)
+        idx, mask = sampling.poisson_sample(rng, n, q, capacity=60)
         assert idx.shape == mask.shape == (60,)
         real = idx[mask == 1]
         assert len(set(real)) == real.size and np.all(idx[mask == 0] == 0)
@@ -115,7 +116,7 @@ def test_poisson_sample_includes_each_unit_independently_with_probability_q():
     assert np.mean(sizes) == pytest.approx(20, abs=0.5) and np.std(sizes) == pytest.approx(4.24, rel=0.1)
     # Each unit's inclusion count ~ Binomial(2000, 0.1): mean 200, sd 13.4.
     assert np.abs(counts - 200).max() < 6 * 13.4
-    idx, mask = acc.poisson_sample(rng, 100, 0.9, capacity=10)  # overflow: truncated to capacity
+    idx, mask = sampling.poisson_sample(rng, 100, 0.9, capacity=10)  # overflow: truncated to capacity
     assert mask.sum() == 10 and len(set(idx)) == 10
 
 
@@ -124,7 +125,7 @@ def test_poisson_sample_groups_takes_whole_patients_with_dense_local_ids():
     patient_of_unit = np.repeat([7, 3, 9, 4, 11], [2, 3, 1, 4, 2])
     picked = []
     for _ in range(400):
-        idx, mask, local = acc.poisson_sample_groups(rng, patient_of_unit, 0.3, capacity=12)
+        idx, mask, local = sampling.poisson_sample_groups(rng, patient_of_unit, 0.3, capacity=12)
         real = mask == 1
         patients = patient_of_unit[idx[real]]
         for p in set(patients):  # every unit of a sampled patient is there, with one local id per patient
@@ -134,5 +135,5 @@ def test_poisson_sample_groups_takes_whole_patients_with_dense_local_ids():
         picked.append(len(set(patients)))
     # Number of patients per batch ~ Binomial(5, 0.3): mean 1.5, s.e. over 400 draws 0.05.
     assert np.mean(picked) == pytest.approx(1.5, abs=0.2)
-    idx, mask, local = acc.poisson_sample_groups(rng, patient_of_unit, 1.0, capacity=5)
+    idx, mask, local = sampling.poisson_sample_groups(rng, patient_of_unit, 1.0, capacity=5)
     assert mask.sum() <= 5 and mask.sum() >= 4  # overflow: whole patients dropped until the batch fits

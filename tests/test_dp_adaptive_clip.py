@@ -11,11 +11,12 @@ import pytest
 import tensorflow as tf
 from dp_accounting import rdp
 
-from vugan.components.trainer.dp_training import TrainUnits, plan_dp
+from vugan.components.trainer.dp import accounting as acc
+from vugan.components.trainer.dp import per_example as dp
+from vugan.components.trainer.dp.plan import plan_dp
+from vugan.components.trainer.dp.sampling import TrainUnits
 from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
-from vugan.models import dp
-from vugan.models import dp_accounting as acc
 from vugan.pipeline.config import load_config
 from test_trainer import TINY
 

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from vugan.components.trainer.gan_model import DPSettings
+from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
+from vugan.components.trainer.dp.spec import DPSettings
 from vugan.components.trainer.component import SPEC
 from vugan.pipeline.config import load_config
 from test_trainer import TINY
@@ -20,8 +21,8 @@ def test_grouped_fake_clip_bounds_each_group_like_a_patient(examples):  # noqa: 
     labels, d_vars = batches[0]["labels"], gan.discriminator.trainable_variables
 
     def fake_grads(clip_norm, group):
-        gan.dp_settings = DPSettings(clip_norm, 0.0, BATCH, 4, fake_group_size=group)
-        return np.concatenate([np.ravel(g) for g in gan._dp_fake_half(fake, labels, d_vars).grads])
+        phase = DPDiscriminatorPhase(DPSettings(clip_norm, 0.0, BATCH, 4, fake_group_size=group))
+        return np.concatenate([np.ravel(g) for g in phase.fake_half(gan, fake, labels, d_vars).grads])
 
     unclipped = fake_grads(1e6, 1)
     # A clip that never binds: grouping changes nothing (a group's gradient is the sum of its rows').

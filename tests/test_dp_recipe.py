@@ -81,19 +81,20 @@ def test_views_are_averaged_before_clipping_so_each_unit_stays_one_clipped_gradi
 
     from vugan.components.trainer import core
     from vugan.components.trainer.data import inspect_examples
-    from vugan.components.trainer.gan_model import DPSettings
+    from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
+    from vugan.components.trainer.dp.spec import DPSettings
 
     cfg = load_config(RECIPE, SMALL + ["trainer.dp_views=4"]).trainer
     info = inspect_examples(str(discs))
     gan = core.build_gan(cfg, info, global_batch=8)
     clip = 1e-4  # binds for every example
-    gan.dp_settings = DPSettings(clip, 0.0, 8.0, None, views=4)
+    phase = DPDiscriminatorPhase(DPSettings(clip, 0.0, 8.0, None, views=4))
     fake = tf.random.uniform([8, 16, 16, 3], -1, 1)
     labels = tf.constant([0, 1, 2, 0, 1, 2, 0, 1], tf.int32)
-    views = gan._views(fake)
+    views = phase.views(gan, fake)
     assert views.shape == (8, 4, 16, 16, 3)
     assert not np.allclose(views[:, 0], views[:, 1])  # the views differ (independent augmentations)
-    half = gan._dp_fake_half(views, labels, gan.discriminator.trainable_variables)
+    half = phase.fake_half(gan, views, labels, gan.discriminator.trainable_variables)
     norm = float(tf.sqrt(tf.add_n([tf.reduce_sum(g * g) for g in half.grads])))
     assert norm <= clip * 8 / 8 * (1 + 1e-5)  # sum of 8 clipped gradients / normaliser 8 <= C
     assert half.logits.shape == (8, 1)  # diagnostics from the first view of each example

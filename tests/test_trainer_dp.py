@@ -11,7 +11,7 @@ import pytest
 from vugan.components.trainer.callbacks import read_stats
 from vugan.components.trainer.component import SPEC
 from fixtures_examples import make_examples_artifact
-from vugan.models import dp_accounting as acc
+from vugan.components.trainer.dp import accounting as acc
 from vugan.pipeline.config import load_config
 from test_trainer import TINY, run_cli, sets
 
@@ -107,10 +107,12 @@ def _gan_and_batches(examples, cfg, dp_settings):
     labels, the one thing the DP step draws differently by design)."""
     from vugan.components.trainer import core
     from vugan.components.trainer.data import inspect_examples, make_dataset
+    from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
 
     info = inspect_examples(examples)
-    gan = core.build_gan(cfg, info, global_batch=BATCH)
-    gan.dp_settings = dp_settings  # what build_gan sets from a DPPlan
+    # What the trainer injects from a DPPlan (None: the ordinary D phase).
+    gan = core.build_gan(cfg, info, global_batch=BATCH,
+                         discriminator_phase=DPDiscriminatorPhase(dp_settings) if dp_settings else None)
     ds = make_dataset(info, global_batch=BATCH, noise_dim=cfg.noise_dim, seed=0, class_balanced=False,
                       shuffle_buffer=100)
     batches = [{**b, "d_fake_labels": b["labels"]} for b in ds.take(3)]
@@ -120,7 +122,7 @@ def _gan_and_batches(examples, cfg, dp_settings):
 def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(examples):
     """Same seed, same batches: DP with sigma = 0 and C = 1e6 is the ordinary D update computed per example, so
     d_loss trajectories and weights agree to float rounding; a binding clip norm makes them differ."""
-    from vugan.components.trainer.gan_model import DPSettings
+    from vugan.components.trainer.dp.spec import DPSettings
 
     cfg = load_config(None, TINY + ["trainer.lr_d=0.01"]).trainer
     runs = {}
@@ -143,16 +145,16 @@ def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(exam
 
 
 def test_patient_poisson_batches_take_patients_whole(examples):
-    from vugan.components.trainer import dp_training
     from vugan.components.trainer.data import inspect_examples
+    from vugan.components.trainer.dp import plan as dp_plan, sampling
 
-    units = dp_training.load_train_units(inspect_examples(examples))
+    units = sampling.load_train_units(inspect_examples(examples))
     assert len(units.labels) == N_UNITS and units.num_patients == N_PATIENTS
     cfg = load_config(None, TINY + ["trainer.dp=true"]).trainer
-    plan = dp_training.plan_dp(cfg, units, BATCH, replicas=2)
+    plan = dp_plan.plan_dp(cfg, units, BATCH, replicas=2)
     assert plan.normalizer == BATCH and plan.q == pytest.approx(BATCH / N_UNITS)
-    stream = dp_training.poisson_batches(plan, units, replicas=2, per_replica_batch=4, noise_dim=16, seed=0,
-                                         class_prior=[1 / 3] * 3)
+    stream = sampling.poisson_batches(plan, units, replicas=2, per_replica_batch=4, noise_dim=16, seed=0,
+                                      class_prior=[1 / 3] * 3)
     sizes = []
     for _ in range(40):  # 20 steps x 2 replicas
         b = next(stream)
@@ -223,7 +225,8 @@ def test_clip_fake_bounds_each_fake_examples_gradient_like_a_real_ones(examples)
     at most C); with a clip norm that never binds it equals the ordinary fake-half gradient."""
     import tensorflow as tf
 
-    from vugan.components.trainer.gan_model import DPSettings
+    from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
+    from vugan.components.trainer.dp.spec import DPSettings
 
     cfg = load_config(None, TINY).trainer
     gan, batches = _gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
@@ -231,8 +234,8 @@ def test_clip_fake_bounds_each_fake_examples_gradient_like_a_real_ones(examples)
     d_vars = gan.discriminator.trainable_variables
 
     def fake_grads(clip_norm, clip_fake):
-        gan.dp_settings = DPSettings(clip_norm, 0.0, BATCH, None, clip_fake=clip_fake)
-        return np.concatenate([np.ravel(g) for g in gan._dp_fake_half(fake, batches[0]["labels"], d_vars).grads])
+        phase = DPDiscriminatorPhase(DPSettings(clip_norm, 0.0, BATCH, None, clip_fake=clip_fake))
+        return np.concatenate([np.ravel(g) for g in phase.fake_half(gan, fake, batches[0]["labels"], d_vars).grads])
 
     unclipped, loose = fake_grads(1e-3, False), fake_grads(1e6, True)
     tight = fake_grads(1e-3, True)

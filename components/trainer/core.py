@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -19,10 +18,11 @@ import tensorflow as tf
 
 from vugan.components.trainer import finite
 from vugan.components.trainer import init_from as init_from_module
+from vugan.components.trainer.arch import arch_config
 from vugan.components.trainer.callbacks import TrainingMonitor
-from vugan.components.trainer.data import ExamplesInfo, make_dataset
-from vugan.components.trainer.dp_training import DPPlan, TrainUnits, make_poisson_dataset
-from vugan.components.trainer.gan_model import ACGAN
+from vugan.components.trainer.data import ExamplesInfo
+from vugan.components.trainer.gan_model import ACGAN, DiscriminatorPhase
+from vugan.components.trainer.mode import OrdinaryTraining
 from vugan.components.trainer.spec import TrainerConfig
 from vugan.models import acgan, ema, losses
 from vugan.models.augment import parse_policy
@@ -34,21 +34,13 @@ class TrainResult:
     start_step: int  # > 0 when resumed from a checkpoint
     seconds: float
     last: dict  # the last logged scalars
-    dp: dict | None = None  # the privacy record (DPPlan.record) of a DP run
+    dp: dict | None = None  # the privacy record (dp.plan.DPPlan.record) of a DP run
 
 
-def arch_config(cfg: TrainerConfig, info: ExamplesInfo) -> acgan.ArchConfig:
-    return acgan.ArchConfig(image_shape=info.image_shape, num_classes=len(info.class_names),
-                            noise_dim=cfg.noise_dim, width=cfg.width,
-                            batch_norm=cfg.batch_norm or cfg.generator_batch_norm,
-                            d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
-                            spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
-                            d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
-                            head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual)
-
-
-def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan: DPPlan | None = None) -> ACGAN:
-    """Networks, EMA copy and optimizers (call inside ``strategy.scope()``); DP-SGD in D's real half with a plan."""
+def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int,
+              discriminator_phase: DiscriminatorPhase | None = None) -> ACGAN:
+    """Networks, EMA copy and optimizers (call inside ``strategy.scope()``). ``discriminator_phase``: None for the
+    ac-GAN's own D phase, else the one the run's mode injects (DP-SGD: ``mode.discriminator_phase()``)."""
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights whatever the strategy
     arch = arch_config(cfg, info)
     generator, discriminator = acgan.build_generator(arch), acgan.build_discriminator(arch)
@@ -57,8 +49,7 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int, dp_plan
                 class_weights=losses.inverse_frequency_weights(info.class_counts) if cfg.class_weighted_loss else None,
                 augment=parse_policy(cfg.diffaugment),
                 generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
-                dp_settings=dp_plan.settings(cfg.dp_per_example, cfg.dp_clip_fake) if dp_plan else None,
-                d_steps=cfg.d_steps, class_loss=cfg.class_loss,
+                discriminator_phase=discriminator_phase, d_steps=cfg.d_steps, class_loss=cfg.class_loss,
                 class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
                 adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma,
                 reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking)
@@ -78,18 +69,19 @@ def make_checkpoint(gan: ACGAN, step: tf.Variable, examples_seen: tf.Variable) -
                  d_optimizer=gan.d_optimizer, step=step, examples_seen=examples_seen)
     if gan.generator_ema is not None:
         parts["generator_ema"] = gan.generator_ema
-    if gan.dp_clip is not None:  # the adaptive clip norm is training state: a resumed run continues from it
-        parts["dp_clip_norm"] = gan.dp_clip
+    parts.update(gan.discriminator_phase.checkpoint_state())  # e.g. DP's adaptive clip norm
     return tf.train.Checkpoint(**parts)
 
 
 def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path,
-          log=print, dp_plan: DPPlan | None = None, units: TrainUnits | None = None) -> TrainResult:
-    """Train to ``cfg.steps`` (or, under DP with a target epsilon, to the last step within it).
+          log=print, mode=None) -> TrainResult:
+    """Train to ``cfg.steps``, or to the last step the run's ``mode`` allows (a DP target epsilon).
 
-    With ``dp_plan`` (and ``units``, the train split in memory, for Poisson sampling) the D phase is DP-SGD,
-    epsilon is logged with the scalars, and the result carries the privacy record.
+    ``mode`` is ``mode.OrdinaryTraining()`` by default, or the ``dp.training.DPTraining`` whose discriminator phase
+    ``gan`` was built with: it supplies the batches, the values logged with the scalars (epsilon) and the record
+    the result carries (the privacy statement).
     """
+    mode = mode if mode is not None else OrdinaryTraining()
     out_dir = Path(out_dir)
     global_batch = gan.global_batch_size
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -103,25 +95,9 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
     start_step = int(step)
 
-    total_steps = cfg.steps
-    if dp_plan is not None and dp_plan.max_steps is not None and dp_plan.max_steps < cfg.steps:
-        total_steps = dp_plan.max_steps  # the stop rule: the last step whose epsilon is within the target
-        log(f"DP: target epsilon {dp_plan.target_epsilon} allows {total_steps} of the {cfg.steps} configured steps "
-            f"({dp_plan.accountant.upper()}); training stops there")
-    data_seed = secret_dp_seed() if dp_plan is not None else cfg.seed
-    if dp_plan is not None and dp_plan.sampling == "poisson":
-        replicas = strategy.num_replicas_in_sync
-        iterator = iter(strategy.distribute_datasets_from_function(lambda _: make_poisson_dataset(
-            dp_plan, units, replicas=replicas, global_batch=global_batch, noise_dim=cfg.noise_dim, seed=data_seed,
-            class_prior=info.class_prior, start_step=start_step)))
-    else:
-        # With d_steps = k one element holds k D batches (the train step splits them).
-        dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=data_seed,
-                               class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
-                               start_example=int(examples_seen),
-                               d_fake_labels=dp_plan is not None or cfg.fake_labels == "prior",
-                               augment=bool(parse_policy(cfg.diffaugment)))
-        iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    total_steps = mode.last_step(cfg, log)
+    iterator = mode.batches(strategy, info, cfg, global_batch=global_batch, start_step=start_step,
+                            examples_seen=int(examples_seen))
     step_fn = tf.function(gan.train_step, jit_compile=True) if use_xla(cfg.xla) else gan.train_step
     real_per_step = global_batch * cfg.d_steps
 
@@ -131,13 +107,12 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
         # Every scalar is already a share of the global-batch value: summing the replicas gives it.
         scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         gan.update_ema(step)
-        gan.update_dp_clip(scalars)  # adaptive clipping: the next step's clip norm from this step's noisy count
-        if gan.dp_clip is not None:
-            scalars["dp_clip_norm"] = gan.dp_clip.read_value()  # noised (post-processing): fine to log
+        # The D phase's own end of step (DP: the adaptive clip norm's update, per-real-example rates).
+        scalars = gan.discriminator_phase.end_of_step(gan, scalars)
         # The counters move inside the compiled step: no extra eager ops, and nothing read back, per step.
         step.assign_add(1)
         examples_seen.assign_add(real_per_step)
-        return per_real_example_rates(scalars, global_batch)
+        return scalars
 
     monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch * cfg.d_steps,  # real images
                               start_step=start_step,
@@ -147,13 +122,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     log(f"training {cfg.steps} steps from step {start_step}: global batch {global_batch} "
         f"= {strategy.num_replicas_in_sync} replica(s) x {global_batch // strategy.num_replicas_in_sync}, "
         f"{info.num_train} training units, classes {dict(zip(info.class_names, info.class_counts))}")
-    if dp_plan is not None:
-        log(f"DP-SGD on D's real half: per {dp_plan.unit}, {dp_plan.sampling} sampling q = {dp_plan.q:.4g}, "
-            f"noise {dp_plan.noise_multiplier}, clip {dp_plan.clip_norm}"
-            + (f" (adaptive to the {dp_plan.clip_quantile:g} quantile, count noise {dp_plan.count_stddev:.3g}; "
-               f"accounted with effective noise {dp_plan.accounting_noise_multiplier:.4g})" if dp_plan.adaptive else "")
-            + f", delta {dp_plan.delta:.1e}; "
-            f"{dp_plan.num_patients} patients, {dp_plan.num_units} units")
+    if (description := mode.describe()) is not None:
+        log(description)
     # The host never waits on the device inside this loop except at log, image and checkpoint steps: the step
     # number is counted in Python alongside the variable (which the checkpoint holds), and the losses of the steps
     # in between are kept as tensors and checked for finiteness all at once, before anything is logged or saved.
@@ -166,26 +136,15 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
             finite.check_steps(unchecked, cfg.checkpoint_every)
             unchecked.clear()
         if s % cfg.log_every == 0 or s == total_steps:
-            values = {k: v.numpy() for k, v in scalars.items()}
-            if dp_plan is not None and dp_plan.noise_multiplier > 0:  # RDP: microseconds, so every log line
-                values["dp_epsilon"] = dp_plan.epsilon(s)
-            last = monitor.scalars(s, values)
+            last = monitor.scalars(s, {**{k: v.numpy() for k, v in scalars.items()}, **mode.log_values(s)})
         if s % cfg.image_every == 0 or s == total_steps:
             images = gan.sampler([fixed_noise, fixed_classes], training=False).numpy()
             monitor.sample_grid(s, images, info.class_names, cfg.samples_per_class)
         if s % cfg.checkpoint_every == 0 or s == total_steps:
             manager.save(checkpoint_number=s)
     monitor.close()
-    record = None
-    if dp_plan is not None:
-        record = dp_plan.record(int(step), stopped_at_target=total_steps < cfg.steps,
-                                final_clip=float(gan.dp_clip.numpy()) if gan.dp_clip is not None else None)
-        if record["stopped_at_target_epsilon"]:
-            log(f"DP: stopped at step {int(step)} of {cfg.steps}: the target epsilon {dp_plan.target_epsilon} is "
-                f"reached (one more step would exceed it)")
-        log(f"DP: {record['statement']}")
     return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
-                       dp=record)
+                       dp=mode.record(int(step), cfg, log))
 
 
 def remove_stale_temp_checkpoints(folder: Path) -> list[Path]:
@@ -203,33 +162,6 @@ def use_xla(setting) -> bool:
     if isinstance(setting, bool):
         return setting
     return bool(tf.config.list_logical_devices("GPU"))
-
-
-def secret_dp_seed() -> int:
-    """A DP run's sampling and noise seed, from the operating system's entropy; never logged or stored.
-
-    trainer.seed is written to config.toml. Were the Poisson batches and the Gaussian noise drawn from it, anyone
-    holding the config could replay both: subtract the noise, and know which patients each step used, which
-    removes the amplification by subsampling that epsilon counts on. So a DP run reseeds TensorFlow's global RNG
-    (the noise in models/dp.py is drawn by stateful ops whose seeds derive from it; the weights were already
-    initialised from trainer.seed, which is fine: DP-SGD holds for any public start) and keys the sampler with the
-    same secret. A resumed run draws a new secret: each step is still an independent Poisson draw. The price is
-    that DP runs are not bit-for-bit reproducible, by design.
-    """
-    seed = secrets.randbits(62)
-    tf.random.set_seed(seed)
-    return seed
-
-
-def per_real_example_rates(scalars: dict, global_batch: int) -> dict:
-    """Under DP the real rates were shares of the EXPECTED batch (so that replicas can be summed); rescale them by
-    the realised number of real examples, ``dp_batch_size``, so they are rates in [0, 1]; likewise the share of
-    privacy units whose gradient was clipped."""
-    if "dp_batch_size" not in scalars:
-        return scalars
-    scale = global_batch / tf.maximum(scalars["dp_batch_size"], 1.0)
-    return {**scalars, **{k: scalars[k] * scale for k in ("d_real_acc", "cls_acc_real")},
-            "dp_clipped_frac": scalars["dp_clipped_units"] / tf.maximum(scalars["dp_units"], 1.0)}
 
 
 def fixed_sample_inputs(cfg: TrainerConfig, num_classes: int):

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import keras
 
+from vugan.components.trainer.arch import arch_config
 from vugan.models import acgan
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
+from vugan.pipeline.config import ConfigError, load_config
 
 # ArchConfig fields whose config key has another name, or that come from the data rather than the config.
 _FIELD_SOURCE = {
@@ -65,9 +67,6 @@ def _source_arch(folder: Path, info: dict) -> acgan.ArchConfig:
         known = {f.name for f in dataclasses.fields(acgan.ArchConfig)}
         return acgan.ArchConfig(**{k: v for k, v in raw.items() if k in known})
     # Models written before model_info.json carried "arch": rebuild it from the run's resolved config.toml.
-    from vugan.components.trainer.core import arch_config  # core imports TensorFlow-heavy modules; keep it lazy
-    from vugan.pipeline.config import ConfigError, load_config
-
     try:
         src_cfg = load_config(folder / "config.toml").trainer
     except ConfigError as exc:

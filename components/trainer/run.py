@@ -67,6 +67,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     import tensorflow as tf
 
     from vugan.components.trainer import core
+    from vugan.components.trainer.arch import arch_config
+    from vugan.components.trainer.mode import OrdinaryTraining
 
     if cfg.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"trainer.batch_size {cfg.batch_size} is not divisible by the "
@@ -76,26 +78,25 @@ def execute(ctx: ExecContext) -> ExecResult:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")  # no loss scaling needed, unlike float16
         else:
             ctx.log("trainer.mixed_precision ignored: no GPU")
-    dp_plan = units = None
-    if cfg.dp:  # the plan needs the patients and the replica count, so it is made here, before the model
-        from vugan.components.trainer import dp_training
+    mode = OrdinaryTraining()
+    if cfg.dp:  # the one place a DP run is set up: its plan needs the patients and the replica count
+        from vugan.components.trainer.dp.training import DPTraining
 
-        units = dp_training.load_train_units(info)
-        dp_plan = dp_training.plan_dp(cfg, units, cfg.batch_size, strategy.num_replicas_in_sync)
+        mode = DPTraining.prepare(cfg, info, strategy.num_replicas_in_sync)
     source = None
     if cfg.init_from:  # checked before anything is built: a mismatch names the field and loses nothing
         from vugan.components.trainer import init_from
         from vugan.pipeline.artifacts import read_artifact
 
-        source = init_from.check_source(cfg.init_from, core.arch_config(cfg, info), info.class_names, dp=cfg.dp,
+        source = init_from.check_source(cfg.init_from, arch_config(cfg, info), info.class_names, dp=cfg.dp,
                                         examples_fingerprint=read_artifact(ctx.inputs["examples"])["fingerprint"])
     with strategy.scope():
-        gan = core.build_gan(cfg, info, global_batch=cfg.batch_size, dp_plan=dp_plan)
+        gan = core.build_gan(cfg, info, global_batch=cfg.batch_size, discriminator_phase=mode.discriminator_phase())
         if source is not None:
             init_from.load_into(gan, source)
             ctx.log(f"init_from: G and D start from {source.folder} (fingerprint {source.fingerprint}); "
                     f"optimizers start fresh")
-    result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log, dp_plan=dp_plan, units=units)
+    result = core.train(strategy, gan, info, cfg, ctx.out_dir, log=ctx.log, mode=mode)
     dp_record = result.dp
     if dp_record is not None:  # what epsilon covers: the private cohort only, never the pre-training data
         dp_record = {**dp_record, "init_from_fingerprint": source.fingerprint if source else None,

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 
+from vugan.components.trainer.dp.spec import DPConfig, validate_dp
+
 F = dataclasses.field
 # The names models.augment implements (kept here so that loading a config never imports TensorFlow).
 AUGMENTATIONS = ("translation", "cutout", "intensity", "brightness", "contrast")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainerConfig:
+class _TrainerFields:
+    """The keys before the DP block: schedule, networks, losses and options, data."""
+
     steps: int = F(default=1000, metadata={"range": (0, 10**9), "help": "total generator steps"})
     batch_size: int = F(default=32, metadata={"range": (1, 65536), "help": "global batch size"})
     seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
@@ -98,48 +102,13 @@ class TrainerConfig:
     # ---------------------------------------------------------------- data
     class_balanced: bool = F(default=False, metadata={"help": "sample real batches uniformly over classes"})
     shuffle_buffer: int = F(default=10000, metadata={"range": (1, None), "help": "tf.data shuffle buffer (examples)"})
-    # ---------------------------------------------------------------- differential privacy (docs/dp.md)
-    dp: bool = F(default=False, metadata={
-        "help": "DP-SGD on the discriminator's real-data gradient (the generator is private by post-processing)"})
-    dp_noise_multiplier: float = F(default=1.1, metadata={
-        "range": (0.0, 100.0), "help": "sigma: noise std / clip norm (0 = clipping only, no privacy: epsilon = inf)"})
-    dp_clip_norm: float = F(default=1.0, metadata={"range": (1e-6, 1e6), "help": "L2 bound C per privacy unit"})
-    dp_delta: float = F(default=0.0, metadata={
-        "range": (0.0, 0.1), "help": "0 = min(1e-5, 0.1 / #training patients); must be < 1 / #training patients"})
-    dp_target_epsilon: float = F(default=0.0, metadata={
-        "range": (0.0, 100.0), "help": "0 = none; else stop training when the next step would exceed it"})
-    dp_unit: str = F(default="patient", metadata={
-        "choices": ("patient", "unit"), "help": "privacy unit: a patient (patient sampling + per-patient clipping) "
-                                                "or a vertebral unit (per-example clipping; weaker per patient)"})
-    dp_sampling: str = F(default="poisson", metadata={
-        "choices": ("poisson", "shuffle"),
-        "help": "poisson: true Poisson sampling (what the accountant assumes); shuffle: shuffled fixed batches "
-                "accounted as Poisson (unit only)"})
-    dp_accountant: str = F(default="pld", metadata={
-        "choices": ("rdp", "pld"),
-        "help": "accountant of the stop rule and the final statement (RDP is logged per step)"})
-    dp_clip_fake: bool = F(default=True, metadata={
-        "help": "also clip the fake half's per-example gradients to dp_clip_norm (no noise: no real data), so both "
-                "halves enter D's update on one scale once clipping binds; costs a second per-example pass"})
-    dp_adaptive_clip: bool = F(default=False, metadata={
-        "help": "adaptive clipping (Andrew et al. 2021): the clip norm, starting at dp_clip_norm, follows the "
-                "dp_clip_quantile of the privacy units' gradient norms, from a noised count; accounted"})
-    dp_clip_quantile: float = F(default=0.5, metadata={
-        "range": (0.0, 1.0), "help": "adaptive clipping: target fraction of units whose gradient is NOT clipped"})
-    dp_clip_lr: float = F(default=0.2, metadata={
-        "range": (0.0, 10.0), "help": "adaptive clipping: geometric step C <- C exp(-lr (unclipped frac - quantile))"})
-    dp_clip_count_noise: float = F(default=0.0, metadata={
-        "range": (0.0, 1e6), "help": "adaptive clipping: noise std on the count of unclipped units; 0 = expected "
-                                     "privacy units per step / 20 (the paper's choice)"})
-    dp_fake_clip_group: str = F(default="example", metadata={
-        "choices": ("example", "patient"),
-        "help": "with dp_clip_fake: clip each fake example, or (dp_unit = 'patient') groups of fakes of the mean "
-                "units per patient, so that both halves have as many clipped units of norm <= C per step"})
-    dp_views: int = F(default=1, metadata={
-        "range": (1, 16), "help": "augmented views of each unit (real and fake) whose D losses are averaged before "
-                                  "clipping: one clipped gradient per unit, so free in privacy; needs diffaugment"})
-    dp_per_example: str = F(default="vmap", metadata={
-        "choices": ("vmap", "jacobian"), "help": "how per-example gradients are vectorised (models/dp.py)"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig(DPConfig, _TrainerFields):
+    """The ``[trainer]`` section. Its keys, in config.toml order: ``_TrainerFields``', the DP keys (``DPConfig``,
+    declared in dp/spec.py), then those below (dataclasses collect base fields in reverse MRO order)."""
+
     # ---------------------------------------------------------------- hardware
     cpu_replicas: int = F(default=1, metadata={"range": (1, 64),
                                                "help": "with no GPU, split the CPU into N logical devices (tests multi-replica code)"})
@@ -166,10 +135,7 @@ class TrainerConfig:
         if self.d_trainable_layers.strip() and not self.init_from:
             raise ValueError(f"trainer.d_trainable_layers = {self.d_trainable_layers!r} needs trainer.init_from: the "
                              "frozen layers would keep their random initial weights")
-        if self.dp:
-            self._validate_dp()
-        elif self.dp_adaptive_clip:
-            raise ValueError("trainer.dp_adaptive_clip needs trainer.dp = true (it adapts the DP clip norm)")
+        validate_dp(self)
         if self.reuse_fakes and (self.dp or self.d_steps > 1):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
@@ -178,36 +144,3 @@ class TrainerConfig:
             raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by cpu_replicas {self.cpu_replicas}")
-
-    def _validate_dp(self) -> None:
-        """Options that would put real data outside the clipped, noised gradient, or make the accounting wrong."""
-        for name, value, allowed in (("adversarial_loss", self.adversarial_loss, "bce"),
-                                     ("projection", self.projection, False),
-                                     ("r1_gamma", self.r1_gamma, 0.0), ("minibatch_stddev", self.minibatch_stddev, False)):
-            if value != allowed:
-                raise ValueError(f"trainer.dp with {name} = {value!r}: the DP discriminator step supports "
-                                 f"{name} = {allowed!r} only (minibatch_stddev couples real examples; the DP step calls D "
-                                 f"without the projection term's classes)")
-        if self.class_loss != "cross_entropy":
-            raise ValueError("trainer.dp with class_loss = 'nll_softmax': the DP discriminator step implements "
-                             "cross_entropy only")
-        if self.class_loss_normalization == "weight_sum":
-            raise ValueError("trainer.dp with class_loss_normalization = 'weight_sum': the normaliser would depend "
-                             "on the real batch's labels; use 'batch'")
-        if self.batch_norm:
-            raise ValueError("trainer.dp with trainer.batch_norm: BatchNorm in the discriminator mixes real examples "
-                             "and its moving statistics are un-noised real-data state; use spectral_norm or none "
-                             "(generator_batch_norm is fine)")
-        if self.dp_fake_clip_group == "patient" and not (self.dp_unit == "patient" and self.dp_clip_fake):
-            raise ValueError("trainer.dp_fake_clip_group = 'patient' needs dp_unit = 'patient' and dp_clip_fake = "
-                             "true (it matches the fake half's clipping to the real half's per-patient clipping)")
-        if self.dp_views > 1 and not self.diffaugment.strip():
-            raise ValueError(f"trainer.dp_views = {self.dp_views} needs trainer.diffaugment (without augmentation "
-                             "the views are identical)")
-        if self.dp_sampling == "shuffle":
-            if self.dp_unit == "patient":
-                raise ValueError("trainer.dp_unit = 'patient' needs dp_sampling = 'poisson' (shuffled batches are "
-                                 "not made of whole patients)")
-            if self.class_balanced:
-                raise ValueError("trainer.dp_sampling = 'shuffle' with class_balanced: a rare class's units are "
-                                 "sampled more often than q = batch / N; use dp_sampling = 'poisson'")

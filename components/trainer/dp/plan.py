@@ -1,14 +1,9 @@
-"""Differentially private training, the parts outside the train step (docs/dp.md): the plan (sampling rate q,
-normaliser, batch capacity, delta, step budget), the Poisson-sampled input pipeline, and the privacy record.
+"""The plan of a DP run (docs/dp.md, step 1), fixed before the first step: sampling rate q, normaliser, batch
+capacity, delta and step budget, and the privacy record it closes with.
 
-The accountant (models/dp_accounting.py) models Poisson sampling, so ``dp_sampling = "poisson"`` samples exactly
-that: every step, each privacy unit (a patient, taken whole, or a vertebral unit) joins independently with
-probability q, and the batch is padded to a fixed capacity and masked. ``"shuffle"`` (per-unit only) keeps the
-ordinary shuffled fixed-size batches and accounts them as Poisson with q = batch / N, which the statement flags.
-
-Under a strategy with R replicas the units (or patients) are split into R fixed shards, and replica r samples its
-own shard with the same q: every unit still joins every step independently with probability q, so the mechanism
-is unchanged, and each patient's units are on one replica (needed for per-patient clipping).
+``trainer.dp_sampling = "poisson"`` samples what the accountant models (sampling.py); ``"shuffle"`` (per-unit only)
+keeps the ordinary shuffled fixed-size batches and accounts them as Poisson with q = batch / N, which the
+statement flags.
 """
 from __future__ import annotations
 
@@ -16,13 +11,10 @@ import dataclasses
 import math
 
 import numpy as np
-import tensorflow as tf
 
-from vugan.components import schema
-from vugan.components.trainer.data import ExamplesInfo
-from vugan.components.trainer.gan_model import DPSettings
-from vugan.components.trainer.spec import TrainerConfig
-from vugan.models import dp_accounting as acc
+from vugan.components.trainer.dp import accounting as acc
+from vugan.components.trainer.dp.sampling import TrainUnits, group_batch_capacity, poisson_batch_capacity
+from vugan.components.trainer.dp.spec import DPConfig, DPSettings
 
 # What the non-noised parts of a DP run are, said once in model_info.json and the report.
 CLASS_PRIOR_NOTE = ("The class prior (the generator's class sampling) and any class weights are counts of the "
@@ -34,44 +26,17 @@ DIAGNOSTICS_NOTE = ("Logged real-data scalars (d_real_acc, cls_acc_real, the rea
                     "are un-noised training diagnostics outside the guarantee.")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainUnits:
-    """The train split in memory, for Poisson sampling by index: images [N, H, W, K], labels [N], patient [N]
-    (integer ids 0..P-1 of ``patient_pseudo_id``)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DPPlan(DPSettings):
+    """Everything the accounting, the input pipeline and the private D phase agree on; fixed before the first step.
 
-    images: np.ndarray
-    labels: np.ndarray
-    patients: np.ndarray
-
-    @property
-    def num_patients(self) -> int:
-        return int(self.patients.max()) + 1 if self.patients.size else 0
-
-
-def load_train_units(info: ExamplesInfo) -> TrainUnits:
-    """Read every usable training record (the ones ``inspect_examples`` counted) with its patient."""
-    ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
-    ds = ds.map(schema.parse_with_patient_fn(info.image_shape))
-    if info.skipped:
-        ds = ds.ignore_errors()
-    images, labels, patients = [], [], []
-    for image, label, patient in ds.as_numpy_iterator():
-        images.append(image), labels.append(label), patients.append(patient)
-    _, patient_ids = np.unique(np.array(patients, object), return_inverse=True)
-    return TrainUnits(np.stack(images).astype(np.float32), np.array(labels, np.int32),
-                      patient_ids.astype(np.int64))
-
-
-@dataclasses.dataclass(frozen=True)
-class DPPlan:
-    """Everything the accounting and the input pipeline agree on; fixed before the first step."""
+    The D phase's settings are the inherited ``DPSettings`` fields (clip, noise, normaliser = the global batch
+    size = q * N_units, adaptive clipping, ...); the fields below are the sampler's and the accountant's.
+    """
 
     q: float
-    normalizer: float  # expected real examples per step (global) = q * N_units = the global batch size
     capacity: int  # padded examples per replica batch (poisson); 0 with shuffle
     delta: float
-    noise_multiplier: float
-    clip_norm: float
     unit: str
     sampling: str
     accountant: str
@@ -81,17 +46,6 @@ class DPPlan:
     max_steps: int | None  # steps within the target epsilon; None without a target
     shards: tuple  # per replica: the unit indices it samples from (poisson)
     d_steps: int = 1  # DP-SGD steps (D phases) per training step
-    # Adaptive clipping (Andrew et al. 2021): count_stddev > 0 turns it on; clip_norm is then the starting norm.
-    count_stddev: float = 0.0  # noise std on the centred count of unclipped units (sensitivity 1/2)
-    expected_units: float = 0.0  # expected privacy units per step, globally: q * #units or q * #patients
-    clip_quantile: float = 0.5
-    clip_lr: float = 0.2
-    fake_group_size: int = 1  # dp_fake_clip_group = "patient": fakes clipped in groups of the mean units/patient
-    views: int = 1  # augmented views averaged per unit before clipping (trainer.dp_views)
-
-    @property
-    def adaptive(self) -> bool:
-        return self.count_stddev > 0
 
     @property
     def count_noise_multiplier(self) -> float | None:
@@ -113,13 +67,6 @@ class DPPlan:
             return 0.0 if steps <= 0 else math.inf
         return acc.compute_epsilon(self.q, self.accounting_noise_multiplier, steps * self.d_steps, self.delta,
                                    accountant)
-
-    def settings(self, method: str, clip_fake: bool = True) -> DPSettings:
-        return DPSettings(self.clip_norm, self.noise_multiplier, self.normalizer,
-                          self.capacity if self.unit == acc.PrivacyUnit.PATIENT else None, method, clip_fake,
-                          adaptive_count_stddev=self.count_stddev, expected_units=self.expected_units,
-                          clip_quantile=self.clip_quantile, clip_lr=self.clip_lr,
-                          fake_group_size=self.fake_group_size, views=self.views)
 
     def adaptive_record(self, final_clip: float | None) -> dict:
         """model_info.json "dp"["adaptive_clip"] and the sentence the statement gains."""
@@ -169,8 +116,10 @@ class DPPlan:
         return record
 
 
-def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: int) -> DPPlan:
-    """The sampling rate, normaliser, capacity, delta and step budget of a DP run (docs/dp.md, step 1).
+def plan_dp(cfg: DPConfig, units: TrainUnits, global_batch: int, replicas: int) -> DPPlan:
+    """The sampling rate, normaliser, capacity, delta and step budget of a DP run (docs/dp.md, step 1), and the
+    private D phase's settings. ``cfg`` is the trainer's config (its ``dp*`` keys, ``steps``, ``d_steps``,
+    ``shuffle_buffer``).
 
     Raises ValueError for settings whose accounting would not hold (delta >= 1 / patients, a partial shuffle
     buffer, a batch larger than the data, a target epsilon with no noise).
@@ -192,11 +141,11 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
     elif cfg.dp_unit == acc.PrivacyUnit.PATIENT:
         shard_of = units.patients % replicas
         shards = tuple(np.flatnonzero(shard_of == r) for r in range(replicas))
-        capacity = max(acc.group_batch_capacity(np.unique(units.patients[s], return_counts=True)[1], q)
+        capacity = max(group_batch_capacity(np.unique(units.patients[s], return_counts=True)[1], q)
                        if s.size else 1 for s in shards)
     else:
         shards = tuple(np.arange(r, n_units, replicas) for r in range(replicas))
-        capacity = max(acc.poisson_batch_capacity(s.size, q) for s in shards)
+        capacity = max(poisson_batch_capacity(s.size, q) for s in shards)
     # Adaptive clipping: the count's constant denominator is the expected number of privacy units per step.
     expected_units = q * (n_patients if cfg.dp_unit == acc.PrivacyUnit.PATIENT else n_units)
     count_stddev = (cfg.dp_clip_count_noise or expected_units / 20.0) if cfg.dp_adaptive_clip else 0.0
@@ -217,65 +166,8 @@ def plan_dp(cfg: TrainerConfig, units: TrainUnits, global_batch: int, replicas: 
                   max_steps=max_steps, shards=shards, d_steps=int(cfg.d_steps), count_stddev=float(count_stddev),
                   expected_units=float(expected_units), clip_quantile=float(cfg.dp_clip_quantile),
                   clip_lr=float(cfg.dp_clip_lr), views=int(cfg.dp_views),
+                  num_groups=int(capacity) if cfg.dp_unit == acc.PrivacyUnit.PATIENT else None,
+                  method=str(cfg.dp_per_example), clip_fake=bool(cfg.dp_clip_fake),
                   # The mean units per patient is a ratio of the data set's sizes, which (like q) are treated as
                   # public; it only shapes the fake half, which holds no real data.
                   fake_group_size=max(1, round(n_units / n_patients)) if cfg.dp_fake_clip_group == "patient" else 1)
-
-
-def poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
-                    seed: int, class_prior, start_step: int = 0):
-    """With ``plan.d_steps`` = k each element is k consecutive single-step elements (below) concatenated row-wise:
-    the train step splits them into its k D phases, each an independent Poisson draw (k DP-SGD steps)."""
-    d_steps = plan.d_steps
-    singles = _poisson_batches(plan, units, replicas=replicas, per_replica_batch=per_replica_batch,
-                               noise_dim=noise_dim, seed=seed, class_prior=class_prior,
-                               start_step=start_step * d_steps)
-    if d_steps == 1:
-        yield from singles
-        return
-    while True:  # per replica r: its k consecutive draws (the single stream runs step-major, replica-minor)
-        draws = [[next(singles) for _ in range(replicas)] for _ in range(d_steps)]
-        for r in range(replicas):
-            yield {k: np.concatenate([draws[i][r][k] for i in range(d_steps)]) for k in draws[0][r]}
-
-
-def _poisson_batches(plan: DPPlan, units: TrainUnits, *, replicas: int, per_replica_batch: int, noise_dim: int,
-                     seed: int, class_prior, start_step: int = 0):
-    """Endless per-replica elements, R per step in replica order (step s, replica r keyed by (seed, s, r)): the
-    Poisson-sampled real batch, padded to ``plan.capacity`` and masked, and this replica's share of the step's
-    noise and generator classes (drawn independently of the real batch). The seed keys the sampling, so it must
-    be secret for the guarantee: the trainer passes ``core.secret_dp_seed()``, never trainer.seed."""
-    prior = np.asarray(class_prior, np.float64)
-    step = start_step
-    while True:
-        for r in range(replicas):
-            rng = np.random.default_rng([seed, step, r])
-            shard = plan.shards[r]
-            if plan.unit == acc.PrivacyUnit.PATIENT:
-                idx, mask, local = acc.poisson_sample_groups(rng, units.patients[shard], plan.q, plan.capacity)
-            else:
-                idx, mask = acc.poisson_sample(rng, shard.size, plan.q, plan.capacity)
-                local = np.arange(plan.capacity, dtype=np.int32)
-            rows = shard[idx]
-            draw = lambda: rng.choice(prior.size, per_replica_batch, p=prior).astype(np.int32)  # noqa: E731
-            yield {"images": units.images[rows], "labels": units.labels[rows], "mask": mask, "patient": local,
-                   "z_d": rng.standard_normal((per_replica_batch, noise_dim)).astype(np.float32),
-                   "d_fake_labels": draw(),
-                   "z_g": rng.standard_normal((per_replica_batch, noise_dim)).astype(np.float32),
-                   "g_labels": draw()}
-        step += 1
-
-
-def make_poisson_dataset(plan: DPPlan, units: TrainUnits, *, replicas: int, global_batch: int, noise_dim: int,
-                         seed: int, class_prior, start_step: int = 0) -> tf.data.Dataset:
-    """``poisson_batches`` as a tf.data.Dataset of per-replica elements (for distribute_datasets_from_function)."""
-    per_replica_batch = global_batch // replicas
-    cap, b, shape = plan.capacity * plan.d_steps, per_replica_batch * plan.d_steps, units.images.shape[1:]
-    spec = {"images": tf.TensorSpec([cap, *shape], tf.float32), "labels": tf.TensorSpec([cap], tf.int32),
-            "mask": tf.TensorSpec([cap], tf.float32), "patient": tf.TensorSpec([cap], tf.int32),
-            "z_d": tf.TensorSpec([b, noise_dim], tf.float32), "d_fake_labels": tf.TensorSpec([b], tf.int32),
-            "z_g": tf.TensorSpec([b, noise_dim], tf.float32), "g_labels": tf.TensorSpec([b], tf.int32)}
-    return tf.data.Dataset.from_generator(
-        lambda: poisson_batches(plan, units, replicas=replicas, per_replica_batch=per_replica_batch,
-                                noise_dim=noise_dim, seed=seed, class_prior=class_prior, start_step=start_step),
-        output_signature=spec).prefetch(2)

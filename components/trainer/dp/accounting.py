@@ -1,4 +1,4 @@
-"""Privacy accounting for DP-SGD training of the discriminator, and the Poisson sampling the accounting assumes.
+"""Privacy accounting for DP-SGD training of the discriminator: epsilon by RDP and PLD, and the statement.
 
 The accountant is Google's `dp_accounting` (RDP: Mironov 2017 / Mironov et al. 2019 for the subsampled Gaussian;
 PLD: Koskela et al. 2020, Doroshenko et al. 2022). One DP-SGD step is a Poisson-subsampled Gaussian mechanism with
@@ -10,8 +10,7 @@ guarantee, so every statement carries its unit.
 Sampling: the accountant models Poisson sampling (each unit in each step independently with probability q). Shuffled
 fixed-size batches are commonly accounted as if Poisson with q = batch / N; that is the usual practice but not a proof
 (shuffling can be less private than the Poisson number suggests), and the statement says so. The honest option is true
-Poisson sampling in the input pipeline: `poisson_sample` / `poisson_sample_groups` below, with batches padded to a
-fixed capacity and masked.
+Poisson sampling in the input pipeline (sampling.py), with batches padded to a fixed capacity and masked.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ import functools
 import dp_accounting
 import numpy as np
 from dp_accounting import pld, rdp
-from scipy import stats
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -202,84 +200,3 @@ def privacy_statement(q: float, noise_multiplier: float, steps: int, delta: floa
     eps_pld = compute_epsilon(q, noise_multiplier, steps, delta, "pld") if with_pld else None
     return PrivacyStatement(compute_epsilon(q, noise_multiplier, steps, delta, "rdp"), eps_pld, delta, int(steps),
                             float(q), float(noise_multiplier), float(clip_norm), str(unit), str(sampling))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Poisson sampling for the input pipeline.
-
-
-def poisson_batch_capacity(num_units: int, q: float, overflow_prob: float = 1e-12) -> int:
-    """Smallest batch capacity K with P(Binomial(num_units, q) > K) <= overflow_prob.
-
-    Batches are padded to K so that shapes are static; a step that samples more than K (probability <= overflow_prob)
-    is truncated, which changes the mechanism with that probability: over T steps the guarantee becomes
-    (epsilon, delta + (1 + e^epsilon) * T * overflow_prob), negligible at the default.
-    """
-    return max(1, int(stats.binom.isf(overflow_prob, num_units, q)))
-
-
-def group_batch_capacity(group_sizes: np.ndarray, q: float, overflow_prob: float = 1e-12) -> int:
-    """Capacity in EXAMPLES for patient-level Poisson sampling: each group (patient) of size n_g is taken whole with
-    probability q, so the batch size is sum_g n_g * Bernoulli(q). Its exact distribution is the convolution over
-    distinct sizes n of n * Binomial(#groups of size n, q); returns the smallest K with P(size > K) <= overflow_prob.
-    """
-    sizes, counts = np.unique(np.asarray(group_sizes, dtype=np.int64), return_counts=True)
-    if sizes.size == 0 or sizes[0] < 1:
-        raise ValueError("group_sizes must be a non-empty list of sizes >= 1")
-    pmf = np.ones(1)
-    for n, c in zip(sizes, counts):
-        part = np.zeros(n * c + 1)
-        part[::n] = stats.binom.pmf(np.arange(c + 1), c, q)  # n * Binomial(c, q) lives on multiples of n
-        pmf = np.convolve(pmf, part)
-    tail = 1.0 - np.cumsum(pmf)  # tail[k] = P(size > k)
-    return max(1, int(np.argmax(tail <= overflow_prob)))
-
-
-def poisson_sample(rng: np.random.Generator, num_units: int, q: float, capacity: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """One Poisson-sampled batch: each of num_units indices independently with probability q.
-
-    Returns (indices int64 [capacity], mask float32 [capacity]); padded slots hold index 0 with mask 0. On overflow
-    (see `poisson_batch_capacity`) a uniformly random subset of `capacity` sampled indices is kept.
-    """
-    chosen = np.flatnonzero(rng.random(num_units) < q)
-    if chosen.size > capacity:
-        chosen = np.sort(rng.choice(chosen, capacity, replace=False))
-    indices = np.zeros(capacity, np.int64)
-    mask = np.zeros(capacity, np.float32)
-    indices[: chosen.size], mask[: chosen.size] = chosen, 1.0
-    return indices, mask
-
-
-def poisson_sample_groups(rng: np.random.Generator, group_of_unit: np.ndarray, q: float, capacity: int
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One patient-level Poisson batch: each patient independently with probability q, taking all of its units.
-
-    Args:
-      group_of_unit: [N] patient id (any non-negative ints) of every training unit.
-      q: per-patient sampling probability.
-      capacity: padded batch size in units (see `group_batch_capacity`).
-
-    Returns:
-      (indices int64 [capacity], mask float32 [capacity], local_group int32 [capacity]): unit indices to gather,
-      1 for real rows, and each row's batch-local patient index 0..k-1 (0 on padding), for `dp.dp_aggregate`'s
-      group_index. On overflow whole patients are dropped at random until the batch fits.
-    """
-    group_of_unit = np.asarray(group_of_unit)
-    groups = np.unique(group_of_unit)
-    picked = groups[rng.random(groups.size) < q]
-    rng.shuffle(picked)
-    units = [np.flatnonzero(group_of_unit == g) for g in picked]
-    keep, total = [], 0
-    for g_units in units:
-        if total + g_units.size <= capacity:
-            keep.append(g_units)
-            total += g_units.size
-    indices = np.zeros(capacity, np.int64)
-    mask = np.zeros(capacity, np.float32)
-    local = np.zeros(capacity, np.int32)
-    if keep:
-        indices[:total] = np.concatenate(keep)
-        local[:total] = np.concatenate([np.full(u.size, i, np.int32) for i, u in enumerate(keep)])
-        mask[:total] = 1.0
-    return indices, mask, local
