@@ -11,10 +11,11 @@ import dataclasses
 import functools
 import importlib
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # annotations only: pipeline.config reads the registry, and pipeline.component reads the config
-    from vugan.pipeline.component import ComponentSpec
+# The specs are pipeline.component.ComponentSpec objects; that module is not imported here, not even for
+# annotations: pipeline.config reads this registry and pipeline.component reads the config, so it would be a circle.
+ComponentSpec = Any
 
 DEFAULT_MODULE = "vugan.components.registry"
 ENV = "VUGAN_COMPONENTS"
