@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import importlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -40,6 +41,17 @@ class ExecResult:
     counts: Mapping[str, Any]
     properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: Mapping[str, Any] | None = None  # what consumers decide on (pipeline.artifacts.write_artifact)
+
+
+def executor(module: str) -> Callable[[ExecContext], ExecResult]:
+    """``module.execute``, imported when the component runs, not whenever the command line or a config is built
+    (so Beam and TensorFlow load only in the process that needs them)."""
+
+    def execute(ctx: ExecContext) -> ExecResult:
+        return importlib.import_module(module).execute(ctx)
+
+    execute.__qualname__ = f"executor({module!r})"
+    return execute
 
 
 @dataclasses.dataclass(frozen=True)

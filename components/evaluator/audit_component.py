@@ -10,13 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import CommandLine, ComponentSpec, ExecContext, ExecResult
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.evaluator import audit  # loaded when it runs, not whenever the command line is built
-
-    return audit.execute(ctx)
+from vugan.pipeline.component import CommandLine, ComponentSpec, executor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +46,7 @@ SPEC = ComponentSpec(
     artifact_type=ArtifactType.EVALUATION,
     inputs={"examples": ArtifactType.EXAMPLES},
     config_sections=("evaluator", "privacy"),
-    execute=execute,
+    execute=executor("vugan.components.evaluator.audit"),
     in_pipeline=False,
     cli=CommandLine(add_arguments=add_arguments, options=options, in_run_folder=defaults_in_run),
     description="judge any synthetic set (TFRecords or NIfTI) against an Examples artifact's splits: fidelity, "

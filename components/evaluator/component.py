@@ -9,13 +9,7 @@ from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.spec import EvaluatorConfig
 from vugan.components.synthesize.release.verdict import verdict_word
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import Column, ComponentSpec, ExecContext, ExecResult, Pointer
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.evaluator import run  # loaded when it runs, not whenever the command line is built
-
-    return run.execute(ctx)
+from vugan.pipeline.component import Column, ComponentSpec, Pointer, executor
 
 
 SPEC = ComponentSpec(
@@ -24,7 +18,7 @@ SPEC = ComponentSpec(
     inputs={"examples": ArtifactType.EXAMPLES, "model": ArtifactType.MODEL},
     config_sections=("evaluator", "privacy", "synthesize"),
     config_classes={"evaluator": EvaluatorConfig, "privacy": PrivacyConfig},
-    execute=execute,
+    execute=executor("vugan.components.evaluator.run"),
     description="fidelity, diversity, utility and privacy of the synthetic set; metrics.json, report.html, verdict",
     pointers=(Pointer("report", "report.html", rank=1),),
     runs_column=Column("verdict", verdict_word),

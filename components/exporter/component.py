@@ -3,13 +3,7 @@ from __future__ import annotations
 
 from vugan.components.exporter.spec import ExporterConfig
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult, Pointer
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.exporter import run  # loaded when it runs, not whenever the command line is built
-
-    return run.execute(ctx)
+from vugan.pipeline.component import ComponentSpec, Pointer, executor
 
 
 SPEC = ComponentSpec(
@@ -18,7 +12,7 @@ SPEC = ComponentSpec(
     inputs={"model": ArtifactType.MODEL},
     config_sections=("exporter",),
     config_classes={"exporter": ExporterConfig},
-    execute=execute,
+    execute=executor("vugan.components.exporter.run"),
     description="trained generator -> TensorFlow SavedModel (serving_default, generate) for TF Serving",
     pointers=(Pointer("SavedModel", "saved_model", rank=3),),  # run.SAVED_MODEL
 )

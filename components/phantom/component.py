@@ -5,14 +5,8 @@ import argparse
 
 from vugan.components.phantom.spec import PhantomConfig
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import CommandLine, ComponentSpec, ExecContext, ExecResult
+from vugan.pipeline.component import CommandLine, ComponentSpec, executor
 from vugan.pipeline.config import PipelineConfig
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.phantom import run  # loaded when it runs, not whenever the command line is built
-
-    return run.execute(ctx)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +25,7 @@ SPEC = ComponentSpec(
     inputs={},
     config_sections=("phantom",),
     config_classes={"phantom": PhantomConfig},
-    execute=execute,
+    execute=executor("vugan.components.phantom.run"),
     in_pipeline=False,  # it makes the scans a run starts from: `vugan phantom --out DIR`, then `vugan run`
     cli=CommandLine(add_arguments=add_arguments, adjust_config=adjust_config),
     description="write a synthetic sagittal spine MRI cohort (C1..S1) with vertebra masks and centroids",

@@ -12,14 +12,8 @@ from typing import Sequence
 
 from vugan.components.preprocess.spec import PreprocessConfig
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import CommandLine, ComponentSpec, ExecContext, ExecResult, ExtraArgs, Options
+from vugan.pipeline.component import CommandLine, ComponentSpec, ExtraArgs, Options, executor
 from vugan.pipeline.config import PipelineConfig
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.preprocess import run  # Beam loads when it runs, not whenever the CLI is built
-
-    return run.execute(ctx)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +46,7 @@ SPEC = ComponentSpec(
     inputs={},
     config_sections=("preprocess",),
     config_classes={"preprocess": PreprocessConfig},
-    execute=execute,
+    execute=executor("vugan.components.preprocess.run"),
     cli=CommandLine(add_arguments=add_arguments, options=options,
                     extra_args=ExtraArgs("an Apache Beam pipeline option", unknown_beam_flags)),
     options_key=options_key,

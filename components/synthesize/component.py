@@ -12,13 +12,7 @@ from typing import Mapping, Sequence
 
 from vugan.components.synthesize.spec import SynthesizeConfig
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import CommandLine, ComponentSpec, ExecContext, ExecResult, Options, Pointer
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.synthesize import run  # loaded when it runs, not whenever the command line is built
-
-    return run.execute(ctx)
+from vugan.pipeline.component import CommandLine, ComponentSpec, Options, Pointer, executor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +47,7 @@ SPEC = ComponentSpec(
     summary_inputs=("evaluation",),  # only the verdict and headline metrics reach the datasheet
     config_sections=("synthesize",),
     config_classes={"synthesize": SynthesizeConfig},
-    execute=execute,
+    execute=executor("vugan.components.synthesize.run"),
     cli=CommandLine(add_arguments=add_arguments, add_run_arguments=add_run_arguments, options=options,
                     child_flags=child_flags),
     preflight=preflight,

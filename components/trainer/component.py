@@ -3,13 +3,7 @@ from __future__ import annotations
 
 from vugan.components.trainer.spec import TrainerConfig
 from vugan.pipeline.artifacts import ArtifactType
-from vugan.pipeline.component import ComponentSpec, ExecContext, ExecResult, Pointer
-
-
-def execute(ctx: ExecContext) -> ExecResult:
-    from vugan.components.trainer import run  # loaded when it runs, not whenever the command line is built
-
-    return run.execute(ctx)
+from vugan.pipeline.component import ComponentSpec, Pointer, executor
 
 
 SPEC = ComponentSpec(
@@ -18,7 +12,7 @@ SPEC = ComponentSpec(
     inputs={"examples": ArtifactType.EXAMPLES},
     config_sections=("trainer",),
     config_classes={"trainer": TrainerConfig},
-    execute=execute,
+    execute=executor("vugan.components.trainer.run"),
     description="train the class-conditional GAN (ac-GAN) on vertebral-unit examples",
     skip_dirs=("logs", "checkpoints"),
     pointers=(Pointer("TensorBoard", "logs", rank=2, command="tensorboard --logdir {runs}   (this run: {path})"),),
