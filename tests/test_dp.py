@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from support.paths import ROOT
 from vugan.models import dp
 
 X = tf.constant([[2.0, 1.0], [4.0, 0.0], [0.0, 3.0], [2.0, 1.0]])

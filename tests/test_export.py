@@ -9,7 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_pipeline_helpers import BIN, CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, last_json, make_model_artifact, run_python
+from support.model_artifacts import CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, make_model_artifact
+from support.paths import BIN
+from support.pipeline_runs import last_json, run_python
 
 
 @pytest.fixture(scope="module")

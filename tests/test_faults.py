@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from vugan.components.trainer.finite import NonFiniteLossError
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.pipeline import console
 from vugan.pipeline.cli import main
 from vugan.pipeline.config import PipelineConfig, load_config
 from vugan.pipeline.locks import FolderLockedError, folder_lock
-from test_preprocess_core import make_scan, save_nifti, write_manifest
+from support.scans import make_scan, save_nifti, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from vugan.components import schema
 from vugan.components.preprocess import core, readers, run
 from vugan.components.preprocess.spec import PreprocessConfig
 from vugan.pipeline.config import load_config
-from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
+from support.scans import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
 
 
 def save_series(folder, array, affine, *, series=None, skip=(), image_type=None, prefix="im"):

@@ -6,12 +6,7 @@ import os
 
 import pytest
 
-from test_pipeline_helpers import ROOT, tiny_run
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-e2e")
+from support.paths import ROOT
 
 
 def test_notebook_runs_against_a_run(tiny, monkeypatch):

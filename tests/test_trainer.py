@@ -1,10 +1,7 @@
 """The trainer on real fixture TFRecords: a short run with every option on, its artifact and model bundle;
 2 replicas log the same losses as 1; a SIGKILLed `vugan train` resumes and ends exactly at the configured step."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,27 +10,11 @@ import pytest
 
 from vugan.components.trainer.callbacks import read_stats
 from vugan.components.trainer.run import SPEC
-from fixtures_examples import make_examples_artifact
 from vugan.models.bundle import discriminate, generate, load_model_bundle
 from vugan.pipeline.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16"]
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
-
-
-def run_cli(args, **kw):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "vugan.components.trainer.run", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
+from support.paths import ROOT
+from support.trainer_runs import TINY, run_cli, sets
 
 
 def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path):

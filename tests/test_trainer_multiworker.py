@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.callbacks import read_stats
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.models.bundle import load_model_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

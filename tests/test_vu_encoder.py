@@ -16,8 +16,9 @@ import pytest
 
 from vugan.components.evaluator.features import vu_encoder as vu
 from vugan.components.evaluator.features.embeddings import vu_embedder
-from fixtures_examples import make_examples_artifact
-from test_pipeline_helpers import ROOT, make_model_artifact
+from support.examples import make_examples_artifact
+from support.model_artifacts import make_model_artifact
+from support.paths import ROOT
 
 
 def test_shipped_weights_match_their_card_and_are_small():
