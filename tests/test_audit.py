@@ -16,6 +16,9 @@ from support.paths import ROOT
 from support.pipeline_runs import vugan
 from support.privacy_controls import blob_cohort, take
 
+# slow tier: whole audits (the evaluator end to end on a 450-patient cohort), one through the vugan command
+pytestmark = pytest.mark.slow
+
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=4", "evaluator.msssim_pairs=20",
         "evaluator.swd_projections=32", "evaluator.prdc_k=3", "privacy.bootstrap=50",
         "privacy.max_query_patients=1000"]  # configs/tiny.toml caps the queries at 50 patients

@@ -104,6 +104,7 @@ def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path,
     assert dp_rec["epsilon_rdp"] == pytest.approx(_composed_epsilon(q, 1.5, 0.02, 3, delta), rel=1e-9)
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_adaptive_clip_sums_the_count_over_two_replicas(examples, tmp_path):
     """Under MirroredStrategy (2 logical CPUs) the update uses the GLOBAL count: log C moves by lr * n / (2M) with n
     the realised rows of both replicas (one replica's count alone would give about half)."""

@@ -15,6 +15,9 @@ from vugan.models.bundle import generate, load_model_bundle
 from vugan.pipeline.config import load_config
 from support.paths import ROOT
 
+# slow tier: trains a DP ac-GAN for hundreds of steps
+pytestmark = pytest.mark.slow
+
 RECIPE = str(ROOT / "configs" / "dp.toml")
 # Sized for the test: the recipe's options, a tiny network, per-unit DP at sigma 0.8.
 SMALL = ["trainer.width=8", "trainer.noise_dim=16", "trainer.batch_size=16", "trainer.dp_unit=unit",

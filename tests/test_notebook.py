@@ -8,6 +8,9 @@ import pytest
 
 from support.paths import ROOT
 
+# slow tier: executes the notebook in a real kernel against the tiny end-to-end run
+pytestmark = pytest.mark.slow
+
 
 def test_notebook_runs_against_a_run(tiny, monkeypatch):
     import nbformat

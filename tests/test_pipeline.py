@@ -10,6 +10,9 @@ import pytest
 
 from support.pipeline_runs import copy_run, vugan
 
+# slow tier: the tiny end-to-end `vugan run` (minutes), then more vugan processes on copies of it
+pytestmark = pytest.mark.slow
+
 ORDER = ["preprocess", "train", "evaluate", "synthesize", "export"]
 
 

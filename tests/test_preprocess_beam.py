@@ -37,6 +37,7 @@ def real_run(tmp_path_factory):
     return out, manifest, _records(out)
 
 
+@pytest.mark.slow  # Beam over the 17 real scans (the session's real_run)
 @pytest.mark.real_data
 def test_real_data_writes_102_units_without_dead_letters(real_run):
     out, manifest, records = real_run
@@ -58,6 +59,7 @@ def test_real_data_writes_102_units_without_dead_letters(real_run):
         assert [os.path.basename(f) for f in files] == ["data-00000-of-00001.tfrecord.gz"]
 
 
+@pytest.mark.slow  # Beam over the 17 real scans (the session's real_run)
 @pytest.mark.real_data
 def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     out, _, records = real_run
@@ -84,6 +86,7 @@ def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     assert not (out / "previews" / "cervical.png").exists()
 
 
+@pytest.mark.slow  # real data
 @pytest.mark.real_data
 def test_real_crops_centre_between_their_two_bodies():
     """Crop centres from core, checked against body centres computed here from the masks (nibabel + numpy)."""
@@ -147,6 +150,7 @@ def bad_run(tmp_path_factory):
     return out, result, rows
 
 
+@pytest.mark.slow  # Beam's multi-process DirectRunner
 def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
     out, result, rows = bad_run
     # The salt file's salt is the one used (never a random one when a salt is given).
@@ -213,6 +217,7 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
 
 # ----------------------------------------------------------------------------------------- runners
 
+@pytest.mark.slow  # real data
 @pytest.mark.real_data
 def test_dataflow_graph_builds_with_project_packaging_without_running():
     cfg = load_config(None).preprocess

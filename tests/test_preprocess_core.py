@@ -111,6 +111,7 @@ def _crops(result):
     return {rec.level_name: rec.image for rec, _ in result.records}
 
 
+@pytest.mark.slow  # real data
 @pytest.mark.real_data
 def test_non_ras_copy_of_real_scan_gives_the_same_crops(tmp_path):
     img = nib.load(f"{REAL}/images/vb2-02.nii.gz")

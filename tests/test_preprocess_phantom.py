@@ -14,6 +14,9 @@ from vugan.components import schema
 from vugan.components.preprocess import core, run
 from vugan.pipeline.config import load_config
 
+# slow tier: the Beam pipeline over a 20-patient phantom cohort
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def phantom_run(tmp_path_factory):

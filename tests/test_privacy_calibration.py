@@ -25,6 +25,7 @@ def pool():
     return blob_cohort(400, 4, seed=0)
 
 
+@pytest.mark.slow  # 40 privacy evaluations at 100 patients a side
 def test_at_100_patients_a_side_null_passes_and_every_leak_fails(pool):
     seeds = range(10)
     null = Counter(calibrate(pool, 100, "a", seeds, CFG))

@@ -18,6 +18,9 @@ from vugan.components.preprocess import core
 from support.identity_leaks import LONG_NEEDLE, text_and_binary
 from support.pipeline_runs import TINY_SALT, vugan
 
+# slow tier: the tiny end-to-end run, and vugan processes on it
+pytestmark = pytest.mark.slow
+
 
 def _identifiers(run_dir):
     manifest = json.loads((run_dir / "run.json").read_text())

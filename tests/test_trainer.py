@@ -54,6 +54,7 @@ def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path)
     assert load_model_bundle(out, ema=False).generator is not None
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_two_replicas_log_the_same_losses_as_one(examples, tmp_path):
     """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs.
     With the study's class loss (weighted, normalised by the GLOBAL batch's weight sum: an all-reduce)."""
@@ -89,6 +90,7 @@ def logged_steps(out: Path) -> list[int]:
         return []
 
 
+@pytest.mark.slow  # three trainer processes, 120 steps each
 def test_sigkill_then_rerun_resumes_exactly(examples, tmp_path):
     """Kill a real `vugan train` (DiffAugment, EMA, spectral norm on) after a checkpoint and some logged steps
     past it; the rerun resumes, and its final weights equal an uninterrupted run's bit for bit. The killed run's

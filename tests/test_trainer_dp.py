@@ -154,6 +154,7 @@ def test_invalid_dp_settings_are_rejected():
         load_config(None, ["trainer.dp=true", "trainer.dp_sampling=shuffle"])  # dp_unit defaults to patient
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_per_patient_dp_runs_on_two_replicas(examples, tmp_path):
     """With spectral norm: its power-iteration vector must not be stored inside the per-example map, where a
     MirroredStrategy variable update fails (merge_call)."""

@@ -15,6 +15,9 @@ from vugan.components.trainer.callbacks import read_stats
 from support.examples import make_examples_artifact
 from vugan.models.bundle import load_model_bundle
 
+# slow tier: two trainer processes, one per worker, and a single-worker reference run
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16", "trainer.steps=4",
              "trainer.log_every=1", "trainer.image_every=100", "trainer.checkpoint_every=2", "trainer.ema=true",

@@ -89,6 +89,7 @@ FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=1", "evaluato
         "privacy.enabled=false", "evaluator.feature_cache=off"]  # each process embeds the real splits itself
 
 
+@pytest.mark.slow  # two evaluator processes
 def test_two_evaluations_one_pinned_to_one_core_give_identical_fd_vu_kd_vu_prdc(tmp_path):
     """The Must-show of issue 12: separate `vugan evaluate` processes of one model, the second under
     `taskset -c 0` (TensorFlow and BLAS then run one thread), agree on every FD-VU, KD-VU and PRDC number."""
