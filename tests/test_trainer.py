@@ -10,6 +10,7 @@ import pytest
 
 from vugan.components.trainer.callbacks import read_stats
 from vugan.components.trainer.run import SPEC
+from support.examples import make_examples_artifact
 from vugan.models.bundle import discriminate, generate, load_model_bundle
 from vugan.pipeline.config import load_config
 
