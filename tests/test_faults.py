@@ -137,6 +137,7 @@ def test_a_full_disk_is_described_in_one_line():
 
 # ----------------------------------------------------------------------------------------- locks
 
+@pytest.mark.slow  # a lock-holding process and two vugan preprocess processes
 def test_a_second_writer_of_one_folder_fails_at_once_naming_the_holder(tmp_path, one_scan):
     out = tmp_path / "out"
     out.mkdir()
@@ -166,6 +167,7 @@ def test_a_second_writer_of_one_folder_fails_at_once_naming_the_holder(tmp_path,
 
 # ----------------------------------------------------------------------------------------- output
 
+@pytest.mark.slow  # two vugan preprocess processes
 def test_the_terminal_shows_vugan_lines_only_and_the_log_keeps_the_rest(tmp_path, one_scan):
     out = tmp_path / "out"
     proc = vugan("preprocess", "--manifest", one_scan, "--out", out)
