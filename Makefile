@@ -1,10 +1,11 @@
-# Two commands: `make demo` and `make test`. Each sets up everything on a fresh machine first.
+# Commands: `make demo`, `make test` (every test) and `make test-quick` (all but those marked slow: the end-to-end
+# and subprocess-heavy ones). Each sets up everything on a fresh machine first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test test-quick setup system-deps clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,13 @@ demo: setup
 	$(VENV)/bin/vugan phantom --out data/phantom --patients 24 --seed 7
 	$(VENV)/bin/vugan run --config configs/demo.toml --manifest data/phantom/scans.csv --force-release
 
+# Every test; the 25 slowest are listed at the end, to keep an eye on what the tiers cost.
 test: setup system-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+
+# The quick tier, for the edit-test loop: under 4 minutes on 2 idle cores.
+test-quick: setup system-deps
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs data

@@ -5,7 +5,7 @@ evaluation (every stage of core.evaluate_units, privacy optional) of --synthetic
     nice -n 10 .venv/bin/python bench/evaluate.py                          # 10,000 synthetic vs 2,000 real
     nice -n 10 .venv/bin/python bench/evaluate.py --synthetic 2000 --real 600 --repeats 3 --no-inception
 
-Real and synthetic units are random class-structured crops (tests/fixtures_examples.class_image), so the numbers
+Real and synthetic units are random class-structured crops (tests/support/examples.class_image), so the numbers
 measure cost, not quality. The real units are split 60/20/20 into train/holdout/test as preprocess does. Both
 encoders run in this process, on the same units, so the ratio is like for like. Peak resident memory at the end.
 """
@@ -30,7 +30,7 @@ tf_env.configure()
 
 def make_units(n: int, shape, seed: int, prefix: str):
     from vugan.components import schema
-    from fixtures_examples import class_image
+    from support.examples import class_image
 
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 3, n).astype(np.int32)

@@ -3,11 +3,11 @@
     .venv/bin/python bench/privacy_calibration.py                       # builds an 800-patient 32x32x9 phantom pool
     .venv/bin/python bench/privacy_calibration.py --pool EXAMPLES_DIR --sizes 25,50,100,200 --seeds 20
 
-Scenarios (tests/privacy_controls.py): (a) null: the "synthetic" units are real units of fresh patients of the same
-cohort; (b) one training patient copied; (c) 5% of synthetic units near-copies of training units; (d) a generator
-that memorised 10% of the training patients (reproduced beyond the copy radius). Each seed draws disjoint random
-patients from the pool: N members, 1.5 N held-out (N candidates + 0.5 N DOMIAS reference) and N fresh. The gate is
-the shipped PrivacyConfig (bootstrap 20: the bootstrap interval is shown to reviewers, the gate does not use it).
+Scenarios (tests/support/privacy_controls.py): (a) null: the "synthetic" units are real units of fresh patients of
+the same cohort; (b) one training patient copied; (c) 5% of synthetic units near-copies of training units; (d) a
+generator that memorised 10% of the training patients (reproduced beyond the copy radius). Each seed draws disjoint
+random patients from the pool: N members, 1.5 N held-out (N candidates + 0.5 N DOMIAS reference) and N fresh. The
+gate is the shipped PrivacyConfig (bootstrap 20: the bootstrap interval is shown to reviewers, the gate does not use it).
 Prints a markdown table of outcome shares (docs/privacy.md).
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def load_pool(examples: Path):
 def main(argv=None) -> None:
     from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
     from vugan.components.evaluator.privacy.spec import PrivacyConfig
-    from privacy_controls import SCENARIOS, calibrate
+    from support.privacy_controls import SCENARIOS, calibrate
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pool", type=Path, help="an Examples artifact whose units (all splits) form the pool")

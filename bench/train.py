@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
     from vugan.components import schema
     from vugan.components.trainer.data import inspect_examples
-    from fixtures_examples import make_examples_artifact
+    from support.examples import make_examples_artifact
     from vugan.models import acgan
 
     shape = (args.size, args.size, args.slices)

@@ -1,11 +1,18 @@
-"""Test-wide settings: TensorFlow as the vugan command configures it (pipeline/tf_env.py) and tests kept off any GPU.
-The code is imported as installed (``vugan.*``, `make setup`), never from the repository's top-level folders."""
+"""Test-wide settings and the fixtures several test modules share.
+
+TensorFlow is set up as the vugan command configures it (pipeline/tf_env.py) and tests are kept off any GPU. The code
+is imported as installed (``vugan.*``, `make setup`), never from the repository's top-level folders. Helpers that
+tests share live in tests/support/ (no test module imports another); the fixtures built on them are here.
+
+Tiers: tests marked ``slow`` (end-to-end runs, subprocesses that train or evaluate, long training, the notebook,
+the real-data runs) run in `make test` only; `make test-quick` runs the rest (``pytest -m "not slow"``).
+"""
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 from vugan.pipeline import tf_env  # noqa: E402
 
 tf_env.configure()  # oneDNN and threads as the vugan command sets them, before any test imports TensorFlow
@@ -14,12 +21,14 @@ tf_env.configure()  # oneDNN and threads as the vugan command sets them, before 
 import tempfile  # noqa: E402
 
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vugan-test-cache-")
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-REAL_DATA = ROOT.parent / "shared" / "data" / "spine-mri-real"
+if str(TESTS) not in sys.path:  # tests/support/ is imported as ``support`` by tests, conftest and bench/
+    sys.path.insert(0, str(TESTS))
 
 import pytest  # noqa: E402
+
+from support.examples import make_examples_artifact  # noqa: E402
+from support.paths import REAL_DATA  # noqa: E402
+from support.pipeline_runs import tiny_run  # noqa: E402
 
 # The real scans sit beside the repository (../shared/data), never inside it: a clone made outside this team has
 # no such folder, and its `make test` skips the tests that need them, saying why. CI sets
@@ -49,3 +58,19 @@ def pytest_runtest_setup(item):
     if REQUIRE_REAL_DATA:
         pytest.fail(f"{reason}; VUGAN_REQUIRE_REAL_DATA is set, so this is a failure, not a skip", pytrace=False)
     pytest.skip(reason)
+
+
+# ------------------------------------------------------------------------------------------------ shared fixtures
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """A tiny Examples artifact, fresh for each module: 3 classes x 8 training units of 5 patients, 16x16x3
+    (support/trainer_runs.py names its counts). A module with other needs defines its own ``examples``."""
+    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The session's one end-to-end ``vugan run`` of configs/tiny.toml: (run folder, finished process). Minutes of
+    work, so it is built once; tests that change a run work on a copy (support.pipeline_runs.copy_run)."""
+    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-e2e")

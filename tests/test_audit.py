@@ -1,4 +1,4 @@
-"""`vugan audit` end to end on blob units (tests/privacy_controls.py) written as a real Examples artifact: a set of
+"""`vugan audit` end to end on blob units (support/privacy_controls.py) written as a real Examples artifact: a set of
 fresh real patients PASSES (no leak found at the detectable size, quality rules met); the same set plus copies of
 one training patient FAILS naming the copied patient. Both input forms are read: NIfTI units with a manifest, and
 Split-synthetic/ TFRecords (through the installed command)."""
@@ -12,8 +12,12 @@ import pytest
 
 from vugan.components import schema
 from vugan.pipeline.artifacts import ArtifactType, write_artifact
-from privacy_controls import blob_cohort, take
-from test_pipeline_helpers import ROOT, vugan
+from support.paths import ROOT
+from support.pipeline_runs import vugan
+from support.privacy_controls import blob_cohort, take
+
+# slow tier: whole audits (the evaluator end to end on a 450-patient cohort), one through the vugan command
+pytestmark = pytest.mark.slow
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=4", "evaluator.msssim_pairs=20",
         "evaluator.swd_projections=32", "evaluator.prdc_k=3", "privacy.bootstrap=50",

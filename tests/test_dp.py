@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
 from vugan.components.trainer.dp import per_example as dp
+from support.paths import ROOT
 
 X = tf.constant([[2.0, 1.0], [4.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
 Y = tf.constant([1.0, 0.0, 0.0, 0.0])

@@ -16,9 +16,8 @@ from vugan.components.trainer.dp import per_example as dp
 from vugan.components.trainer.dp.plan import plan_dp
 from vugan.components.trainer.dp.sampling import TrainUnits
 from vugan.components.trainer.component import SPEC
-from fixtures_examples import make_examples_artifact
 from vugan.pipeline.config import load_config
-from test_trainer import TINY
+from support.trainer_runs import TINY
 
 QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100", "trainer.log_every=1"]
 
@@ -80,11 +79,7 @@ def test_adaptive_clip_epsilon_equals_dp_accounting_for_the_composed_mechanism(u
     assert off.record(5, False)["adaptive_clip"] is None
 
 
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
-
-
+@pytest.mark.slow  # 3 DP steps, yet 200-400 s each case here
 @pytest.mark.parametrize("start, grows", [(1e-3, True), (1e3, False)])
 def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path, start, grows):
     """Per-unit Poisson DP run, 3 steps: a clip far below every norm grows by about exp(lr * gamma) per step, one far
@@ -111,11 +106,12 @@ def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path,
     assert dp_rec["epsilon_rdp"] == pytest.approx(_composed_epsilon(q, 1.5, 0.02, 3, delta), rel=1e-9)
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_adaptive_clip_sums_the_count_over_two_replicas(examples, tmp_path):
     """Under MirroredStrategy (2 logical CPUs) the update uses the GLOBAL count: log C moves by lr * n / (2M) with n
     the realised rows of both replicas (one replica's count alone would give about half)."""
     from vugan.components.trainer.callbacks import read_stats
-    from test_trainer import run_cli, sets
+    from support.trainer_runs import run_cli, sets
 
     out = tmp_path / "two"
     overrides = TINY + QUIET + ["trainer.steps=2", "trainer.cpu_replicas=2", "trainer.dp=true", "trainer.dp_unit=unit",

@@ -10,13 +10,12 @@ from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
 from vugan.components.trainer.dp.spec import DPSettings
 from vugan.components.trainer.component import SPEC
 from vugan.pipeline.config import load_config
-from test_trainer import TINY
-from test_trainer_dp import BATCH, N_PATIENTS, N_UNITS, QUIET, _gan_and_batches, examples  # noqa: F401 (fixture)
+from support.trainer_runs import BATCH, N_PATIENTS, N_UNITS, QUIET, TINY, gan_and_batches
 
 
-def test_grouped_fake_clip_bounds_each_group_like_a_patient(examples):  # noqa: F811
+def test_grouped_fake_clip_bounds_each_group_like_a_patient(examples):
     cfg = load_config(None, TINY).trainer
-    gan, batches = _gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
+    gan, batches = gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
     fake = gan.generator([batches[0]["z_d"], batches[0]["labels"]], training=False)
     labels, d_vars = batches[0]["labels"], gan.discriminator.trainable_variables
 
@@ -36,7 +35,7 @@ def test_grouped_fake_clip_bounds_each_group_like_a_patient(examples):  # noqa: 
     assert float(np.dot(grouped, unclipped)) > 0
 
 
-def test_per_patient_run_clips_fakes_in_groups_of_the_mean_patient(examples, tmp_path):  # noqa: F811
+def test_per_patient_run_clips_fakes_in_groups_of_the_mean_patient(examples, tmp_path):
     out = tmp_path / "model"
     cfg = load_config(None, TINY + QUIET + ["trainer.steps=2", "trainer.log_every=1", "trainer.dp=true",
                                             "trainer.dp_fake_clip_group=patient"])

@@ -10,10 +10,13 @@ import pytest
 
 from vugan.components import schema
 from vugan.components.trainer.component import SPEC
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.models.bundle import generate, load_model_bundle
 from vugan.pipeline.config import load_config
-from test_trainer import ROOT
+from support.paths import ROOT
+
+# slow tier: trains a DP ac-GAN for hundreds of steps
+pytestmark = pytest.mark.slow
 
 RECIPE = str(ROOT / "configs" / "dp.toml")
 # Sized for the test: the recipe's options, a tiny network, per-unit DP at sigma 0.8.

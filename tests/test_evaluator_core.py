@@ -10,7 +10,7 @@ import pytest
 from vugan.components import schema
 from vugan.components.evaluator import core
 from vugan.components.evaluator.spec import EvaluatorConfig
-from fixtures_examples import class_image
+from support.examples import class_image
 
 SHAPE = (32, 32, 3)
 CFG = EvaluatorConfig(min_synthetic=60, classifier_epochs=10, msssim_pairs=60, swd_projections=64, prdc_k=3,

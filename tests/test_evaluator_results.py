@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_examples import class_image
+from support.examples import class_image
 from vugan.components import schema
 from vugan.components.evaluator.spec import EvaluatorConfig
 

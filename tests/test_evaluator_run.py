@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.pipeline.artifacts import read_artifact
 from vugan.pipeline.config import load_config
-from test_pipeline_helpers import ROOT, make_model_artifact
+from support.model_artifacts import make_model_artifact
+from support.paths import ROOT
 
 FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=3", "evaluator.msssim_pairs=20",
         "evaluator.swd_projections=32", "evaluator.prdc_k=3", "evaluator.inception_input_size=75",

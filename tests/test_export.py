@@ -9,7 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_pipeline_helpers import BIN, CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, last_json, make_model_artifact, run_python
+from support.model_artifacts import CLASS_NAMES, IMAGE_SHAPE, NOISE_DIM, make_model_artifact
+from support.paths import BIN
+from support.pipeline_runs import last_json, run_python
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a fresh Python process loads TensorFlow and the model
 def test_fresh_process_matches_keras_generator(exported, tmp_path):
     from vugan.models.bundle import load_model_bundle
 
@@ -95,6 +98,7 @@ def test_fresh_process_matches_keras_generator(exported, tmp_path):
         assert "class_ids must be integers in [0, 2]" in message, (bad, message)
 
 
+@pytest.mark.slow  # saved_model_cli processes
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     root, _ = exported
     sm = str(root / "export" / "saved_model")

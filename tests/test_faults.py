@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from vugan.components.trainer.finite import NonFiniteLossError
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.pipeline import console
 from vugan.pipeline.cli import main
 from vugan.pipeline.config import PipelineConfig, load_config
 from vugan.pipeline.locks import FolderLockedError, folder_lock
-from test_preprocess_core import make_scan, save_nifti, write_manifest
+from support.scans import make_scan, save_nifti, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,6 +137,7 @@ def test_a_full_disk_is_described_in_one_line():
 
 # ----------------------------------------------------------------------------------------- locks
 
+@pytest.mark.slow  # a lock-holding process and two vugan preprocess processes
 def test_a_second_writer_of_one_folder_fails_at_once_naming_the_holder(tmp_path, one_scan):
     out = tmp_path / "out"
     out.mkdir()
@@ -166,6 +167,7 @@ def test_a_second_writer_of_one_folder_fails_at_once_naming_the_holder(tmp_path,
 
 # ----------------------------------------------------------------------------------------- output
 
+@pytest.mark.slow  # two vugan preprocess processes
 def test_the_terminal_shows_vugan_lines_only_and_the_log_keeps_the_rest(tmp_path, one_scan):
     out = tmp_path / "out"
     proc = vugan("preprocess", "--manifest", one_scan, "--out", out)

@@ -1,6 +1,6 @@
 """Fidelity calibration, reduced (the full table on the demo and spine-mri-cohort splits is in docs/evaluation.md).
 
-Pool: blob units (tests/privacy_controls.py: per-patient shape, intensity and texture, 4 units a patient), split by
+Pool: blob units (support/privacy_controls.py: per-patient shape, intensity and texture, 4 units a patient), split by
 patient into train (the reference the generator would learn from), holdout and fresh patients. The controls of
 components/evaluator/calibration.py are scored like a generator: fresh real patients must give a ratio whose
 interval holds 1, blurred, checkerboard and shifted sets must exceed the gate's rule in the network-free FRD space,
@@ -19,7 +19,7 @@ from vugan.components.evaluator.features import embeddings
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.quality import utility
 from vugan.components.evaluator.spec import EvaluatorConfig
-from privacy_controls import blob_cohort, take
+from support.privacy_controls import blob_cohort, take
 
 CFG = EvaluatorConfig(fidelity_bootstrap=40, msssim_pairs=400, prdc_k=3, classifier_epochs=8)
 RULE = PrivacyConfig().max_fid_ratio

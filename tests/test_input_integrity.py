@@ -20,7 +20,7 @@ from vugan.components.preprocess.scan_reading import max_voxels
 from vugan.components.preprocess.units import process_scan
 from vugan.components.preprocess.spec import PreprocessConfig
 from vugan.pipeline.config import load_config
-from test_preprocess_core import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
+from support.scans import NON_RAS, make_scan, save_dicom_series, save_nifti, task, to_layout, write_manifest
 
 
 def save_series(folder, array, affine, *, series=None, skip=(), image_type=None, prefix="im"):

@@ -6,12 +6,10 @@ import os
 
 import pytest
 
-from test_pipeline_helpers import ROOT, tiny_run
+from support.paths import ROOT
 
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-e2e")
+# slow tier: executes the notebook in a real kernel against the tiny end-to-end run
+pytestmark = pytest.mark.slow
 
 
 def test_notebook_runs_against_a_run(tiny, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline_helpers import ROOT
+from support.paths import ROOT
 
 TOP_LEVEL = ("pipeline", "components", "models")  # installed as vugan.<top> (setup.py)
 

@@ -8,14 +8,12 @@ import tomllib
 
 import pytest
 
-from test_pipeline_helpers import copy_run, tiny_run, vugan
+from support.pipeline_runs import copy_run, vugan
+
+# slow tier: the tiny end-to-end `vugan run` (minutes), then more vugan processes on copies of it
+pytestmark = pytest.mark.slow
 
 ORDER = ["preprocess", "train", "evaluate", "synthesize", "export"]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-e2e")
 
 
 def _states(run_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from test_pipeline_helpers import ROOT
+from support.paths import ROOT
 
 
 def _beam_args() -> list[str]:

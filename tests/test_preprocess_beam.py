@@ -5,12 +5,10 @@ DirectRunner mode so that mode is exercised too.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
 from collections import Counter
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,8 +19,11 @@ from vugan.components.preprocess import beam_pipeline, component, run
 from vugan.components.preprocess.manifest import ManifestError, plan_tasks, pseudonym
 from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
-from test_preprocess_core import (IDENTITY, NON_RAS, REAL, make_scan, save_dicom_series, save_nifti, to_layout,
-                                  write_manifest)
+from support.identity_leaks import LONG_NEEDLE, text_and_binary
+from support.paths import REAL_DATA
+from support.scans import IDENTITY, NON_RAS, make_scan, save_dicom_series, save_nifti, to_layout, write_manifest
+
+REAL = str(REAL_DATA)
 
 UNITS6 = ["L1/L2", "L2/L3", "L3/L4", "L4/L5", "T11/T12", "T12/L1"]
 
@@ -38,6 +39,7 @@ def real_run(tmp_path_factory):
     return out, manifest, _records(out)
 
 
+@pytest.mark.slow  # Beam over the 17 real scans (the session's real_run)
 @pytest.mark.real_data
 def test_real_data_writes_102_units_without_dead_letters(real_run):
     out, manifest, records = real_run
@@ -59,6 +61,7 @@ def test_real_data_writes_102_units_without_dead_letters(real_run):
         assert [os.path.basename(f) for f in files] == ["data-00000-of-00001.tfrecord.gz"]
 
 
+@pytest.mark.slow  # Beam over the 17 real scans (the session's real_run)
 @pytest.mark.real_data
 def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     out, _, records = real_run
@@ -85,6 +88,7 @@ def test_real_data_records_are_well_formed_and_split_by_patient(real_run):
     assert not (out / "previews" / "cervical.png").exists()
 
 
+@pytest.mark.slow  # real data
 @pytest.mark.real_data
 def test_real_crops_centre_between_their_two_bodies():
     """Crop centres from the unit loop (units.py), checked against body centres computed here from the masks (nibabel + numpy)."""
@@ -148,6 +152,7 @@ def bad_run(tmp_path_factory):
     return out, result, rows
 
 
+@pytest.mark.slow  # Beam's multi-process DirectRunner
 def test_bad_inputs_are_dead_lettered_and_the_job_finishes(bad_run):
     out, result, rows = bad_run
     # The salt file's salt is the one used (never a random one when a salt is given).
@@ -189,59 +194,6 @@ def test_missing_manifest_column_fails_before_any_work(tmp_path):
 
 # ----------------------------------------------------------------------------------------- identities
 
-# A chance match of this many bytes in binary data has probability ~ size / 2**48: looked for everywhere.
-LONG_NEEDLE = 6
-
-
-def _png_text_chunks(data: bytes) -> list[bytes]:
-    """Every PNG chunk except the compressed pixels (IDAT): where metadata (tEXt, iTXt, zTXt, eXIf) would be."""
-    chunks, at = [], 8
-    while at + 8 <= len(data):
-        length, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
-        if kind != b"IDAT":
-            chunks.append(kind + data[at + 8:at + 8 + length])
-        at += 12 + length
-    return chunks
-
-
-def _record_strings(path: Path) -> list[bytes]:
-    """Feature names and string values of every tf.train.Example, except the image's raw float32 bytes."""
-    import tensorflow as tf
-
-    out = []
-    for raw in tf.data.TFRecordDataset(str(path), compression_type="GZIP").as_numpy_iterator():
-        for key, feature in tf.train.Example.FromString(raw).features.feature.items():
-            out.append(key.encode())
-            if key != schema.IMAGE:
-                out.extend(feature.bytes_list.value)
-    return out
-
-
-def _text_and_binary(folder: Path) -> tuple[bytes, bytes]:
-    """(text, binary) of every output file. Text is wherever a header value could be written: file names, whole
-    text files, PNG chunks other than pixels, TFRecord feature names and string values. Binary is all raw bytes
-    plus decompressed payloads. Short names are looked for in the text only: in compressed pixels a 3-byte "Doe"
-    turns up by chance (it once did, inside a preview PNG's IDAT)."""
-    text, binary = [], []
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
-        data = p.read_bytes()
-        text.append(str(p.relative_to(folder)).encode())
-        binary.append(data)
-        if p.suffix == ".png":
-            text.extend(_png_text_chunks(data))
-        elif p.name.endswith(".tfrecord.gz"):
-            binary.append(gzip.decompress(data))
-            text.extend(_record_strings(p))
-        elif p.name.endswith(".gz"):
-            binary.append(gzip.decompress(data))
-            text.append(binary[-1])
-        else:
-            text.append(data)
-    return b"\n".join(text), b"\n".join(binary)
-
-
 def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
     image, mask, affine = make_scan()
     stored, stored_affine = to_layout(image, affine, NON_RAS)  # a sagittal acquisition
@@ -253,7 +205,7 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
     out = tmp_path / "out"
     result = component.SPEC.run(load_config(None), {}, out, options={"manifest": manifest})
     assert result["counts"]["vus_written"] == 4 and result["counts"]["scans_failed"] == 0
-    text, binary = _text_and_binary(out)
+    text, binary = text_and_binary(out)
     needles = list(IDENTITY.values()) + ["Doe", "Jane", "19610423", "PAT-8841X", "Example Spine"]
     for needle in needles:
         for encoded in (needle.encode(), needle.encode("utf-16-le")):
@@ -267,6 +219,7 @@ def test_dicom_series_leaves_no_identity_in_any_output(tmp_path):
 
 # ----------------------------------------------------------------------------------------- runners
 
+@pytest.mark.slow  # real data
 @pytest.mark.real_data
 def test_dataflow_graph_builds_with_project_packaging_without_running():
     cfg = load_config(None).preprocess

@@ -16,6 +16,9 @@ from vugan.components.preprocess.manifest import plan_tasks
 from vugan.components.preprocess.units import process_scan
 from vugan.pipeline.config import load_config
 
+# slow tier: the Beam pipeline over a 20-patient phantom cohort
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def phantom_run(tmp_path_factory):

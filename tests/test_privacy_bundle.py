@@ -6,7 +6,7 @@ import pytest
 
 from vugan.components.evaluator.privacy.model_attacks import discriminator_scores, reconstruction_errors
 from vugan.components.evaluator.privacy.attacks import evaluate_privacy
-from privacy_controls import blob_cohort, take
+from support.privacy_controls import blob_cohort, take
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 
 

@@ -1,6 +1,6 @@
 """The release gate's calibration, reduced (the full table at 25-200 patients a side is in docs/privacy.md).
 
-Pool: blob units (tests/privacy_controls.py, 4 units per patient, built here). Scenarios (privacy_controls.SCENARIOS):
+Pool: blob units (support/privacy_controls.py, 4 units per patient, built here). Scenarios (privacy_controls.SCENARIOS):
 (a) null, (b) one training patient copied, (c) 5% near-copies, (d) 10% of training patients memorised (beyond the
 copy radius, so only the attacks can find them). The test fails when the gate is loosened (a leak passes, or the
 memorised patients go unnoticed), tightened wrongly (the null fails: a missing multiple-testing correction, a copy
@@ -15,7 +15,7 @@ import pytest
 from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW, privacy_findings
 from vugan.components.evaluator.privacy.attacks import evaluate_privacy
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
-from privacy_controls import blob_cohort, calibrate, calibration_sets
+from support.privacy_controls import blob_cohort, calibrate, calibration_sets
 
 CFG = PrivacyConfig(bootstrap=20, ct_min_cell=10)
 
@@ -25,6 +25,7 @@ def pool():
     return blob_cohort(400, 4, seed=0)
 
 
+@pytest.mark.slow  # 40 privacy evaluations at 100 patients a side
 def test_at_100_patients_a_side_null_passes_and_every_leak_fails(pool):
     seeds = range(10)
     null = Counter(calibrate(pool, 100, "a", seeds, CFG))
@@ -59,7 +60,7 @@ def test_at_25_patients_a_side_the_gate_says_too_few(pool):
 def test_a_flipped_attack_is_a_finding_not_a_pass(pool):
     # Synthetic units that sit next to the NON-members (a biased split) push the AUC far below 0.5.
     train, holdout, _ = calibration_sets(pool, 100, "a", seed=1)
-    from privacy_controls import leaky_synthetic
+    from support.privacy_controls import leaky_synthetic
 
     syn = leaky_synthetic(holdout, 400, noise=0.05, seed=2)
     result = evaluate_privacy(train, holdout, syn, None, None, CFG, 1)

@@ -15,7 +15,7 @@ from vugan.components.evaluator.gate import LEAK, TOO_FEW, release_gate
 from vugan.components.evaluator.results import Evaluation
 from vugan.components.evaluator.privacy.attacks import evaluate_privacy
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
-from privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
+from support.privacy_controls import blob_cohort, leaky_synthetic, memorising_bundle, take
 
 CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_patients=15, ct_cells=3,
                     ct_min_cell=10, max_fid_ratio=0.0, max_frd_ratio=0.0,

@@ -15,13 +15,11 @@ import pytest
 
 from vugan.components import schema
 from vugan.components.preprocess.manifest import pseudonym
-from test_pipeline_helpers import TINY_SALT, tiny_run, vugan
-from test_preprocess_beam import LONG_NEEDLE, _text_and_binary
+from support.identity_leaks import LONG_NEEDLE, text_and_binary
+from support.pipeline_runs import TINY_SALT, vugan
 
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-e2e")
+# slow tier: the tiny end-to-end run, and vugan processes on it
+pytestmark = pytest.mark.slow
 
 
 def _identifiers(run_dir):
@@ -50,7 +48,7 @@ def test_no_output_of_a_full_run_holds_the_salt_or_an_identifier(tiny):
     run_dir, proc = tiny
     rows, identifiers = _identifiers(run_dir)
     assert len(identifiers) >= 8 and all(len(i) >= LONG_NEEDLE for i in identifiers)
-    text, binary = _text_and_binary(run_dir)
+    text, binary = text_and_binary(run_dir)
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     kinds = {p.name if p.suffix not in (".png", ".gz") else p.suffix for p in files}
     for needed in ("run.json", "config.toml", "log.txt", "stats.json", "dead_letters.jsonl", ".png",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from test_pipeline_helpers import CLASS_NAMES, IMAGE_SHAPE, make_evaluation_artifact, make_model_artifact
+from support.model_artifacts import CLASS_NAMES, IMAGE_SHAPE, make_evaluation_artifact, make_model_artifact
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,7 @@
 """The trainer on real fixture TFRecords: a short run with every option on, its artifact and model bundle;
 2 replicas log the same losses as 1; a SIGKILLed `vugan train` resumes and ends exactly at the configured step."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,27 +10,12 @@ import pytest
 
 from vugan.components.trainer.callbacks import read_stats
 from vugan.components.trainer.component import SPEC
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.models.bundle import discriminate, generate, load_model_bundle
 from vugan.pipeline.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16"]
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
-
-
-def run_cli(args, **kw):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.Popen([sys.executable, "-m", "vugan.components.trainer.run", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
+from support.paths import ROOT
+from support.trainer_runs import TINY, run_cli, sets
 
 
 def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path):
@@ -73,6 +55,7 @@ def test_short_run_with_all_options_writes_a_loadable_bundle(examples, tmp_path)
     assert load_model_bundle(out, ema=False).generator is not None
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_two_replicas_log_the_same_losses_as_one(examples, tmp_path):
     """Same seed = same weights, data order and noise (keyed by example index): only the replica count differs.
     With the study's class loss (weighted, normalised by the GLOBAL batch's weight sum: an all-reduce)."""
@@ -108,6 +91,7 @@ def logged_steps(out: Path) -> list[int]:
         return []
 
 
+@pytest.mark.slow  # three trainer processes, 120 steps each
 def test_sigkill_then_rerun_resumes_exactly(examples, tmp_path):
     """Kill a real `vugan train` (DiffAugment, EMA, spectral norm on) after a checkpoint and some logged steps
     past it; the rerun resumes, and its final weights equal an uninterrupted run's bit for bit. The killed run's

@@ -10,19 +10,9 @@ import pytest
 
 from vugan.components.trainer.callbacks import read_stats
 from vugan.components.trainer.component import SPEC
-from fixtures_examples import make_examples_artifact
 from vugan.components.trainer.dp import accounting as acc
 from vugan.pipeline.config import load_config
-from test_trainer import TINY, run_cli, sets
-
-QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100"]
-# The fixture: 3 classes x 8 training units = 24 units of 5 patients (p0..p2: 6 units each, p3, p4: 3 each).
-N_UNITS, N_PATIENTS, BATCH = 24, 5, 8
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    return make_examples_artifact(tmp_path_factory.mktemp("ex") / "examples", n_per_class=8, shape=(16, 16, 3))
+from support.trainer_runs import BATCH, N_PATIENTS, N_UNITS, QUIET, TINY, gan_and_batches, run_cli, sets
 
 
 @pytest.fixture(scope="module")
@@ -102,23 +92,6 @@ def test_target_epsilon_stops_training_at_steps_for_epsilon(examples, tmp_path):
     assert any("stopped at step 2 of 6" in line for line in lines)
 
 
-def _gan_and_batches(examples, cfg, dp_settings):
-    """The trainer's own ACGAN and three real fixture batches (with the D-phase fakes' labels set to the real
-    labels, the one thing the DP step draws differently by design)."""
-    from vugan.components.trainer import core
-    from vugan.components.trainer.data import inspect_examples, make_dataset
-    from vugan.components.trainer.dp.discriminator_phase import DPDiscriminatorPhase
-
-    info = inspect_examples(examples)
-    # What the trainer injects from a DPPlan (None: the ordinary D phase).
-    gan = core.build_gan(cfg, info, global_batch=BATCH,
-                         discriminator_phase=DPDiscriminatorPhase(dp_settings) if dp_settings else None)
-    ds = make_dataset(info, global_batch=BATCH, noise_dim=cfg.noise_dim, seed=0, class_balanced=False,
-                      shuffle_buffer=100)
-    batches = [{**b, "d_fake_labels": b["labels"]} for b in ds.take(3)]
-    return gan, batches
-
-
 def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(examples):
     """Same seed, same batches: DP with sigma = 0 and C = 1e6 is the ordinary D update computed per example, so
     d_loss trajectories and weights agree to float rounding; a binding clip norm makes them differ."""
@@ -128,7 +101,7 @@ def test_dp_step_without_noise_or_binding_clip_reproduces_the_ordinary_step(exam
     runs = {}
     for name, settings in (("plain", None), ("dp", DPSettings(1e6, 0.0, float(BATCH), None)),
                            ("clipped", DPSettings(1e-3, 0.0, float(BATCH), None))):
-        gan, batches = _gan_and_batches(examples, cfg, settings)
+        gan, batches = gan_and_batches(examples, cfg, settings)
         losses = [float(gan.train_step(b)["d_loss"]) for b in batches]
         runs[name] = (losses, [v.numpy() for v in gan.discriminator.trainable_variables])
     (plain, w_plain), (dp, w_dp), (clipped, w_clipped) = runs["plain"], runs["dp"], runs["clipped"]
@@ -181,6 +154,7 @@ def test_invalid_dp_settings_are_rejected():
         load_config(None, ["trainer.dp=true", "trainer.dp_sampling=shuffle"])  # dp_unit defaults to patient
 
 
+@pytest.mark.slow  # a trainer process on 2 replicas
 def test_per_patient_dp_runs_on_two_replicas(examples, tmp_path):
     """With spectral norm: its power-iteration vector must not be stored inside the per-example map, where a
     MirroredStrategy variable update fails (merge_call)."""
@@ -229,7 +203,7 @@ def test_clip_fake_bounds_each_fake_examples_gradient_like_a_real_ones(examples)
     from vugan.components.trainer.dp.spec import DPSettings
 
     cfg = load_config(None, TINY).trainer
-    gan, batches = _gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
+    gan, batches = gan_and_batches(examples, cfg, DPSettings(1e-3, 0.0, BATCH, None))
     fake = gan.generator([batches[0]["z_d"], batches[0]["labels"]], training=False)
     d_vars = gan.discriminator.trainable_variables
 

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 
 from vugan.components.trainer.spec import TrainerConfig
-from test_trainer import ROOT, TINY
+from support.paths import ROOT
+from support.trainer_runs import TINY
 
 TRAINER = ROOT / "components" / "trainer"
 

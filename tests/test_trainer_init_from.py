@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.component import SPEC
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.models.bundle import load_model_bundle
 from vugan.pipeline.artifacts import read_artifact
 from vugan.pipeline.config import load_config
-from test_trainer import TINY
+from support.trainer_runs import TINY
 
 QUIET = ["trainer.image_every=100", "trainer.checkpoint_every=100", "trainer.log_every=1"]
 

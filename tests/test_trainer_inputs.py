@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from vugan.components import schema
 from vugan.components.trainer.data import DataError, inspect_examples, make_dataset, resolve_image_shape
-from fixtures_examples import make_examples_artifact, make_records
+from support.examples import make_examples_artifact, make_records
 from vugan.pipeline.artifacts import ArtifactType, write_artifact
 from vugan.pipeline.cli import main
 

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from vugan.components.trainer.callbacks import read_stats
-from fixtures_examples import make_examples_artifact
+from support.examples import make_examples_artifact
 from vugan.models.bundle import load_model_bundle
+
+# slow tier: two trainer processes, one per worker, and a single-worker reference run
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["trainer.width=4", "trainer.batch_size=8", "trainer.noise_dim=16", "trainer.steps=4",

@@ -18,8 +18,9 @@ import pytest
 from vugan.components.evaluator.features import vu_encoder as vu
 from vugan.components.evaluator.features.checksum import sha256_file
 from vugan.components.evaluator.features.embeddings import vu_embedder
-from fixtures_examples import make_examples_artifact
-from test_pipeline_helpers import ROOT, make_model_artifact
+from support.examples import make_examples_artifact
+from support.model_artifacts import make_model_artifact
+from support.paths import ROOT
 
 
 def test_shipped_weights_match_their_card_and_are_small():
@@ -98,6 +99,7 @@ FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=1", "evaluato
         "privacy.enabled=false", "evaluator.feature_cache=off"]  # each process embeds the real splits itself
 
 
+@pytest.mark.slow  # two evaluator processes
 def test_two_evaluations_one_pinned_to_one_core_give_identical_fd_vu_kd_vu_prdc(tmp_path):
     """The Must-show of issue 12: separate `vugan evaluate` processes of one model, the second under
     `taskset -c 0` (TensorFlow and BLAS then run one thread), agree on every FD-VU, KD-VU and PRDC number."""
