@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vugan.components.evaluator.canonical import canonical_synthetic
 from vugan.components.schema import REGIONS, UnitArrays, unit_region
 from vugan.pipeline.artifacts import ArtifactType
 from vugan.pipeline.component import ExecContext, ExecResult
@@ -84,6 +85,7 @@ def load_synthetic(folder: str | Path, class_names, image_shape) -> tuple[UnitAr
         kind = "NIfTI units"
     if len(units) == 0:
         raise ValueError(f"{folder}: the synthetic set is empty")
+    units = canonical_synthetic(units)  # the same set in any file or record order gives the same evidence
     if units.images.shape[1:] != tuple(image_shape):
         raise ValueError(f"{folder}: units of shape {units.images.shape[1:]}, the examples' are {tuple(image_shape)}")
     return units, kind

@@ -139,6 +139,16 @@ def fair_selection(labels: dict[str, np.ndarray], groups: dict[str, np.ndarray],
     return out
 
 
+def comparator_used(real: baselines.Side, kept: np.ndarray) -> dict:
+    """How much of the real comparator a fair comparison used: patients the synthetic set could not mirror (too
+    few units of one of their classes) are left out of it, and this says how many, so none is dropped silently."""
+    kept_groups = np.unique(real.groups[np.asarray(kept, int)]) if len(kept) else np.zeros(0, str)
+    all_groups = np.unique(real.groups)
+    return {"real_units_available": int(len(real)), "real_units_compared": int(len(kept)),
+            "real_patients_available": int(len(all_groups)), "real_patients_compared": int(len(kept_groups)),
+            "real_patients_left_out": int(len(all_groups) - len(kept_groups))}
+
+
 def synthetic_units_used(selection: dict) -> np.ndarray:
     return np.unique(np.concatenate([v["synthetic"] for v in selection.values()]))
 
@@ -229,7 +239,8 @@ def fidelity_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarray
         at = np.searchsorted(rows, sel["synthetic"])
         syn = baselines.Side(np.asarray(feats["synthetic"])[at], np.asarray(labels["synthetic"])[sel["synthetic"]],
                              np.asarray(sel["synthetic_groups"]).astype(str))
-        out[ref] = compare_fairly(real[ref], real[other].take(sel["real"]), syn, class_names, cfg, seed)
+        out[ref] = {**compare_fairly(real[ref], real[other].take(sel["real"]), syn, class_names, cfg, seed),
+                    "comparator": comparator_used(real[other], sel["real"])}
     return {**out["train"], "against_holdout": out["holdout"], "copying": copying_flag(out["train"]["overall"])}
 
 

@@ -94,6 +94,12 @@ def fidelity_section(evaluation: Evaluation) -> ReportSection:
     body += "<h3>Feature spaces used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
     figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class (against holdout)")]
     head = fid.embeddings[fid.fid_ratio_embedding]["against_holdout"]["overall"]
+    used = fid.embeddings[fid.fid_ratio_embedding]["against_holdout"].get("comparator")
+    if used:
+        body = (f'<p class="note">Real comparator against holdout: {used["real_patients_compared"]} of '
+                f'{used["real_patients_available"]} training patients ({used["real_units_compared"]} of '
+                f'{used["real_units_available"]} units); {used["real_patients_left_out"]} left out because the '
+                f'synthetic set had too few units of one of their classes to mirror them.</p>') + body
     if head.get("prdc"):
         figs.append(figures.prdc_bars(head["prdc"], head["prdc_baseline"],
                                       fid.embeddings[fid.fid_ratio_embedding]["distance_name"] + " space"))
