@@ -68,6 +68,15 @@ def test_to_dict_is_the_dict_the_untyped_evaluator_built(evaluation):
     check = now["utility"].pop("class_check")
     assert set(check) == {"accuracy", "per_class", "real_test_accuracy", "generated", "classifier"}
     assert list(check["per_class"]) == list(schema.REGIONS) and check["generated"] == 36
+    # And, since "The same scans give the same evidence": how much of the real comparator each fair comparison
+    # used (core.comparator_used), beside each comparison of each feature space.
+    for name, space in now["fidelity"]["embeddings"].items():
+        for comparison, old in ((space, before["fidelity"]["embeddings"][name]),
+                                (space["against_holdout"], before["fidelity"]["embeddings"][name]["against_holdout"])):
+            assert "comparator" not in old
+            used = comparison.pop("comparator")
+            assert used["real_patients_compared"] + used["real_patients_left_out"] == used["real_patients_available"]
+            assert used["real_units_compared"] == comparison["overall"]["n"]["real"]
     got, want = list(leaves(now)), list(leaves(before))
     assert [p for p, _ in got] == [p for p, _ in want]  # same keys, same order, same list lengths
     for (path, v), (_, w) in zip(got, want):

@@ -25,6 +25,10 @@ FAST = ["evaluator.min_synthetic=45", "evaluator.classifier_epochs=3", "evaluato
         "privacy.ct_min_cell=2", "privacy.ct_cells=2"]
 
 
+# slow tier: the evaluate component end to end (a model, a real evaluation, the report in a browser)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory):
     import keras
@@ -108,14 +112,14 @@ def test_real_split_features_go_through_the_cache_and_equal_fresh_ones(evaluatio
     domain encoder, trained in this run, never is; what the cache holds is what the embedder computes afresh."""
     from vugan.components.evaluator.features import cache
     from vugan.components.evaluator.features.embeddings import vu_embedder
-    from vugan.components.schema import load_split
+    from vugan.components.evaluator.run import load_inputs
 
     out, _, _ = evaluation
     timings = json.loads((out / "metrics.json").read_text())["timings"]
     for emb in ("vu", "inception", "radiomics"):
         assert set(timings[f"embed_{emb}"]["real_feature_cache"].values()) <= {"stored", "hit"}, emb
     assert timings["embed_domain"]["real_feature_cache"] == {"train": "off", "holdout": "off"}
-    train = load_split(str(out.parent / "examples"), "train")
+    train = load_inputs(out.parent / "examples")[1]["train"]  # as the evaluator reads it (content order)
     feats, status = cache.cached_features(vu_embedder(), train.images, cache.resolve_folder("auto"))
     assert status == "hit" and np.array_equal(feats, vu_embedder()(train.images))
 
