@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-quick setup system-deps clean
 
-$(STAMP): pyproject.toml setup.py
+# setuptools >= 77 reads the SPDX licence string, and builds the wheel that tests/test_packaging.py installs (offline:
+# that test builds without isolation, with this venv's setuptools).
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
