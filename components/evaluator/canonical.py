@@ -56,11 +56,11 @@ def canonical_real(units: UnitArrays) -> UnitArrays:
     by_patient: dict[str, list[int]] = defaultdict(list)
     for i, patient in enumerate(np.asarray(units.patients).astype(str)):
         by_patient[patient].append(i)
-    content_key = {p: hashlib.sha256("|".join(sorted(digests[i] for i in rows)).encode()).hexdigest()[:16]
-                   for p, rows in by_patient.items()}
+    unit_list = {p: sorted(digests[i] for i in rows) for p, rows in by_patient.items()}
+    content_key = {p: hashlib.sha256("|".join(units_of).encode()).hexdigest()[:16] for p, units_of in unit_list.items()}
     seen: dict[str, int] = defaultdict(int)
     name = {}
-    for p in sorted(by_patient, key=lambda p: (content_key[p], sorted(digests[i] for i in by_patient[p]))):
+    for p in sorted(by_patient, key=lambda p: (content_key[p], unit_list[p])):
         k = content_key[p]
         name[p] = f"patient-{k}" if seen[k] == 0 else f"patient-{k}-{seen[k]}"
         seen[k] += 1
