@@ -7,6 +7,7 @@ ranges and choices declared in field metadata, and fingerprints sections so reru
 
 Field metadata understood by the validator:
   ``range=(lo, hi)``   inclusive numeric bounds (None for an open end);
+  ``exclusive="lo"``   the named end(s) of ``range`` ("lo", "hi" or "both") are excluded (a learning rate > 0);
   ``choices=(...)``    the allowed values;
   ``help="..."``       a sentence shown in errors and ``vugan config --explain``.
 A section class may also hold ``REFUSED_KEYS`` ({key: why}): keys refused with their own reason.
@@ -132,6 +133,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _range_text(lo, hi, open_lo: bool, open_hi: bool) -> str:
+    if not (open_lo or open_hi):
+        return f"{'-inf' if lo is None else lo} to {'inf' if hi is None else hi}"
+    low = "any" if lo is None else (f"greater than {lo:g}" if open_lo else f"from {lo:g}")
+    high = "" if hi is None else (f", below {hi:g}" if open_hi else f", up to {hi:g}")
+    return low + high
+
+
 def _check_metadata(key: str, value: Any, meta: dict) -> None:
     items = value if isinstance(value, tuple) else (value,)
     if "choices" in meta:
@@ -141,13 +150,22 @@ def _check_metadata(key: str, value: Any, meta: dict) -> None:
                 raise ConfigError(f"{key}: {item!r} is not allowed; allowed values: {allowed}")
     if "range" in meta:
         lo, hi = meta["range"]
+        open_lo = meta.get("exclusive") in ("lo", "both")
+        open_hi = meta.get("exclusive") in ("hi", "both")
         for item in items:
             if item is None:
                 continue
             if (lo is not None and item < lo) or (hi is not None and item > hi):
-                lo_s = "-inf" if lo is None else lo
-                hi_s = "inf" if hi is None else hi
-                raise ConfigError(f"{key}: {item!r} is out of range; allowed values: {lo_s} to {hi_s}")
+                raise ConfigError(f"{key}: {item!r} is out of range; allowed values: "
+                                  f"{_range_text(lo, hi, open_lo, open_hi)}")
+            if open_lo and item == lo:
+                # TOML reads a number too small for a float (1e-400) as 0.0: say so, the value given looked > 0.
+                raise ConfigError(f"{key}: {item!r} is not allowed; it must be greater than {lo:g}"
+                                  + (" (a number too small for a float, such as 1e-400, reads as 0.0)" if lo == 0 else "")
+                                  + (f"; {meta['help']}" if meta.get("help") else ""))
+            if open_hi and item == hi:
+                raise ConfigError(f"{key}: {item!r} is not allowed; it must be below {hi:g}"
+                                  + (f"; {meta['help']}" if meta.get("help") else ""))
 
 
 def build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
@@ -204,7 +222,10 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist; pass an existing TOML file such as configs/demo.toml")
         try:
-            raw = tomllib.loads(path.read_text())
+            # utf-8-sig: a BOM (Windows editors write one) is valid UTF-8 and no TOML statement.
+            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     for name in raw:

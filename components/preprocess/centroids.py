@@ -13,6 +13,7 @@ import numpy as np
 
 from vugan.components import schema
 from vugan.components.preprocess import readers
+from vugan.components.preprocess.header_checks import label_map_problem
 from vugan.components.preprocess.manifest import ScanTask
 from vugan.components.preprocess.scan_reading import ScanFailure, read_scan_volume, scrub_paths
 from vugan.components.preprocess.spec import PreprocessConfig
@@ -97,6 +98,9 @@ def mask_centroids(mask: readers.Volume, cfg: PreprocessConfig | None = None) ->
     labels = np.asarray(mask.array)
     if not np.all(np.isfinite(labels)):
         raise ScanFailure("mask_values", "the vertebra_mask holds NaN/inf values; re-export it")
+    problem = label_map_problem(labels)  # fractional or huge values would round or wrap to other labels
+    if problem:
+        raise ScanFailure("mask_values", problem)
     labels = np.rint(labels).astype(np.int64) if labels.dtype.kind == "f" else labels.astype(np.int64)
     if labels.min() < 0:
         raise ScanFailure("mask_values", "the vertebra_mask holds negative labels; VerSe codes are 1 to 28")
@@ -134,14 +138,15 @@ def json_centroids(text: str, source_affine: np.ndarray) -> Centres:
     """VerSe-style centroids: ``[{"direction": [...]}, {"label": code, "X": i, "Y": j, "Z": k}, ...]``.
 
     X, Y, Z are voxel indices along array axes 0, 1, 2 of the image file as stored, so the file's own affine
-    maps them to world mm. An entry with a non-number or non-finite coordinate rejects its level.
+    maps them to world mm. An entry with a non-number or non-finite coordinate rejects its level, and so does a
+    level listed more than once.
     """
     entries = json.loads(text)
     if isinstance(entries, dict):  # some exports wrap the list
         entries = entries.get("centroids", [])
     if not isinstance(entries, list):
         raise ValueError("expected a list of {label, X, Y, Z} entries")
-    centres, rejected, unknown = {}, {}, []
+    centres, rejected, unknown, listed = {}, {}, [], {}
     for e in entries:
         if not isinstance(e, dict) or "label" not in e:
             continue
@@ -153,6 +158,7 @@ def json_centroids(text: str, source_affine: np.ndarray) -> Centres:
             unknown.append(code)
             continue
         level = schema.CODE_LEVELS[code]
+        listed[level] = listed.get(level, 0) + 1
         try:
             ijk = np.array([float(e["X"]), float(e["Y"]), float(e["Z"])])
         except (KeyError, TypeError, ValueError):
@@ -162,6 +168,13 @@ def json_centroids(text: str, source_affine: np.ndarray) -> Centres:
             rejected[level] = f"the entry of label {code} has a non-finite X, Y or Z (NaN or infinity)"
             continue
         centres[level] = source_affine[:3, :3] @ ijk + source_affine[:3, 3]
+    # A level listed twice has two centres and no way to tell the true one: its units are rejected (the level,
+    # not the scan: the other entries are unambiguous, as with a NaN entry).
+    for level, n in listed.items():
+        if n > 1:
+            centres.pop(level, None)
+            rejected[level] = (f"the centroid json lists label {level} (code {schema.LEVEL_CODES[level]}) {n} times; "
+                               f"keep one entry per level")
     return Centres(centres, rejected, tuple(unknown))
 
 

@@ -22,6 +22,8 @@ from vugan.components.preprocess.spec import PreprocessConfig
 
 REQUIRED_COLUMNS = ("scan_id", "patient_id", "image")
 CENTROID_COLUMNS = ("vertebra_mask", "centroids")  # at least one of these
+# Paths are used exactly as written (a file name may end in a space); every other value is stripped.
+PATH_COLUMNS = ("image", "vertebra_mask", "centroids")
 
 
 class ManifestError(ValueError):
@@ -36,19 +38,16 @@ def read_manifest(path: str) -> list[dict[str, str]]:
         raise ManifestError(f"manifest {path} does not exist; pass --manifest with a scans.csv")
     if readers.is_dir(path):
         raise ManifestError(f"manifest {path} is a folder; pass the scans.csv file inside it")
-    try:
-        text = readers.read_text(path)
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"manifest {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(_manifest_text(path)))
     try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
+        _check_unique_columns(path, columns)
         rows = []
         for row in reader:
             if None in row:
                 raise ManifestError(f"manifest {path}, line {reader.line_num}: more fields than the header has "
                                     f"columns; quote fields that contain commas")
-            rows.append({k.strip(): (v or "").strip() for k, v in row.items()})
+            rows.append({k.strip(): _cell(k.strip(), v) for k, v in row.items()})
     except csv.Error as exc:
         raise ManifestError(f"manifest {path}, line {reader.line_num}: not valid CSV ({exc}); fix that line") from None
     for col in REQUIRED_COLUMNS:
@@ -63,6 +62,38 @@ def read_manifest(path: str) -> list[dict[str, str]]:
     for i, row in enumerate(rows, start=1):
         row["_row"] = str(i)
     return rows
+
+
+def _manifest_text(path: str) -> str:
+    """The manifest as text; UTF-16 (with or without its BOM) and a doubled BOM are named, not read as columns."""
+    try:
+        text = readers.read_text(path)  # UTF-8, one BOM dropped
+    except UnicodeDecodeError as exc:
+        guess = " (UTF-16?)" if bytes(exc.object[:2]) in (b"\xff\xfe", b"\xfe\xff") else f" (byte {exc.start})"
+        raise ManifestError(f"manifest {path}: not UTF-8 text{guess}; save it as UTF-8 CSV") from None
+    if "\x00" in text:  # UTF-16 without a BOM decodes as UTF-8 with a NUL after every ASCII character
+        raise ManifestError(f"manifest {path}: not UTF-8 text (UTF-16?): it holds NUL bytes; save it as UTF-8 CSV")
+    if text.startswith("\ufeff"):
+        raise ManifestError(f"manifest {path}: not UTF-8 text as expected: it starts with two byte-order marks "
+                            f"(BOM), so its first column name would be wrong; save it as UTF-8 CSV")
+    return text
+
+
+def _check_unique_columns(path: str, columns: list[str]) -> None:
+    """Two columns of one name: csv.DictReader keeps the last silently (two patient_id columns put one patient's
+    scans into train and into holdout)."""
+    for name in dict.fromkeys(columns):
+        where = [i + 1 for i, c in enumerate(columns) if c == name]
+        if len(where) > 1:
+            raise ManifestError(f"manifest {path}, line 1: column {name!r} appears {len(where)} times (columns "
+                                f"{', '.join(map(str, where))}); keep one column of each name")
+
+
+def _cell(column: str, value: str | None) -> str:
+    value = value or ""
+    if column in PATH_COLUMNS:
+        return value if value.strip() else ""
+    return value.strip()
 
 
 def resolve_path(manifest_path: str, value: str) -> str:
@@ -174,9 +205,14 @@ def plan(manifest_path: str, cfg: PreprocessConfig, salt: str) -> Plan:
     dead, keep = [], []
     for r in rows:
         empty = [c for c in REQUIRED_COLUMNS if not r.get(c)]
+        spaced = _spaced_path(manifest_path, r)
         if empty:
             dead.append(_row_dead(r, "manifest", f"manifest row {r['_row']}: column {', '.join(repr(c) for c in empty)} "
                                                  f"is empty; fill it in or remove the row"))
+        elif spaced:
+            dead.append(_row_dead(r, "manifest", f"manifest row {r['_row']}, column {spaced!r}: no file at the path "
+                                                 f"as written, which begins or ends with spaces; without them it "
+                                                 f"names a file: remove the spaces in the manifest"))
         else:
             keep.append(r)
     for r in keep:
@@ -202,6 +238,17 @@ def plan(manifest_path: str, cfg: PreprocessConfig, salt: str) -> Plan:
         raise ManifestError(f"manifest {manifest_path}: none of its {len(rows)} rows is usable "
                             f"({'; '.join(d['reason'] for d in dead[:3])})")
     return Plan(tasks, sorted(dead, key=lambda d: d["row"]), counts)
+
+
+def _spaced_path(manifest_path: str, r: dict) -> str:
+    """The first path column whose value, missing as written, names a file once its surrounding spaces are removed
+    ('' if none). Paths are never stripped silently: a file name may end in a space. Only such values are looked up."""
+    for column in PATH_COLUMNS:
+        value = r.get(column, "")
+        if value and value != value.strip() and not readers.exists(resolve_path(manifest_path, value)) \
+                and readers.exists(resolve_path(manifest_path, value.strip())):
+            return column
+    return ""
 
 
 def _row_dead(r: dict, stage: str, reason: str) -> dict:

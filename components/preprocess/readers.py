@@ -48,21 +48,27 @@ def volume_format(path: str) -> str:
     raise VolumeError(f"unknown volume format (expected .nii, .nii.gz, .mha, .nrrd or a DICOM folder)")
 
 
-def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: dict | None = None) -> Volume:
+def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: dict | None = None,
+                policy=None) -> Volume:
     """Read any supported volume and reorient it to canonical RAS. Raises VolumeError or OSError.
 
     ``max_voxels`` (0: no limit) is checked against the header's grid size before any voxel is read, so an
     oversized file is refused instead of exhausting memory. ``notes`` collects counts of what was left out
     (DICOM localiser slices, slices of another orientation); ``series_uid`` picks one series of a DICOM folder.
+    ``policy`` (a ``header_checks.ReadPolicy``; default: its safe defaults) sets what the header checks accept;
+    their refusals are ``header_checks.HeaderRefusal`` (a VolumeError naming its dead-letter stage).
     """
+    from vugan.components.preprocess.header_checks import ReadPolicy
+
+    policy = policy or ReadPolicy()
     fmt = volume_format(path)
     with _local_copy(path) as local:
         if fmt == "nifti":
-            array, affine = _read_nifti(local, max_voxels)
+            array, affine = _read_nifti(local, max_voxels, policy)
         elif fmt == "itk":
             array, affine = _read_itk(local, max_voxels)
         else:
-            array, affine = _read_dicom(local, series_uid, max_voxels, notes)
+            array, affine = _read_dicom(local, series_uid, max_voxels, notes, policy)
     if np.iscomplexobj(array):
         raise VolumeError("the image holds complex values; export the magnitude image")
     return canonical(array, affine)
@@ -94,10 +100,13 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> Volume:
 
 # --------------------------------------------------------------------------------------------- formats
 
-def _read_nifti(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _read_nifti(path: str, max_voxels: int = 0, policy=None) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
+    from vugan.components.preprocess.header_checks import ReadPolicy, check_nifti
+
     img = nib.load(path)  # reads the header only; the voxels load below
+    check_nifti(img, policy or ReadPolicy())  # never guess an orientation or invert a contrast
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
     if img.get_data_dtype().kind == "c":
         raise VolumeError("the image holds complex values; export the magnitude image")
@@ -108,6 +117,9 @@ def _read_nifti(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]
 def _read_itk(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
+    from vugan.components.preprocess.header_checks import check_itk_header
+
+    check_itk_header(path)  # a data file outside the header's folder, or a contrast-inverting slope
     info = sitk.ImageFileReader()
     info.SetFileName(path)
     info.ReadImageInformation()  # the header only
@@ -125,7 +137,7 @@ def _read_itk(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
-                notes: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                notes: dict | None = None, policy=None) -> tuple[np.ndarray, np.ndarray]:
     """A DICOM series: a folder of slices, or one file (a single slice is not a volume and is rejected).
 
     Slices are grouped by SeriesInstanceUID: a folder holding several series is refused (the manifest column
@@ -140,28 +152,33 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     """
     import pydicom
 
+    from vugan.components.preprocess import header_checks
+
     notes = notes if notes is not None else {}
     if os.path.isdir(path):
         files = sorted(os.path.join(path, f) for f in os.listdir(path)
                        if not f.startswith(".") and os.path.isfile(os.path.join(path, f)))
     else:
         files = [path]
-    headers = []
+    headers, multiframe = [], 0
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except Exception:  # a non-DICOM file in the folder (e.g. DICOMDIR notes): skip it
             continue
+        if header_checks.dicom_frames(ds) > 1:  # enhanced multi-frame: geometry per frame, not one slice
+            multiframe += 1
+            continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
             continue
         headers.append((f, ds))
     if not headers:
-        raise VolumeError("no DICOM slice with ImagePositionPatient, ImageOrientationPatient and PixelSpacing")
+        raise VolumeError(header_checks.MULTIFRAME if multiframe else
+                          "no DICOM slice with ImagePositionPatient, ImageOrientationPatient and PixelSpacing")
+    if multiframe:  # beside a series of single slices (e.g. an enhanced localiser): left out and counted
+        notes["dicom_multiframe_files_excluded"] = notes.get("dicom_multiframe_files_excluded", 0) + multiframe
     if len(files) == 1:
-        frames = int(getattr(headers[0][1], "NumberOfFrames", 1) or 1)
-        raise VolumeError("a single DICOM file " + ("holds a multi-frame (enhanced) image, which is not supported; "
-                                                    "convert it to NIfTI" if frames > 1 else
-                                                    "is one slice, not a volume; give the folder of the whole series"))
+        raise VolumeError("a single DICOM file is one slice, not a volume; give the folder of the whole series")
     kept = []
     for f, ds in headers:
         image_type = [str(v).upper() for v in (getattr(ds, "ImageType", None) or [])]
@@ -186,6 +203,7 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
                           f"or name one in the manifest column 'series_uid'")
     else:
         chosen = next(iter(by_series.values()))
+    header_checks.check_dicom_series([ds for _, ds in chosen], policy or header_checks.ReadPolicy(), notes)
     geoms = []
     for f, ds in chosen:
         values = [float(v) for v in ds.ImageOrientationPatient] + [float(v) for v in ds.ImagePositionPatient] + \

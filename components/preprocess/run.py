@@ -74,5 +74,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     counts.update({f"vus_{s}": n for s, n in splits.items()})
     properties = {**describe, "class_names": list(schema.class_names(cfg.conditioning, cfg.unit)),
                   "splits": splits, "slice_spacing_mm": cfg.slice_spacing_mm,
-                  "by_split_region": stats["by_split_region"]}
+                  "by_split_region": stats["by_split_region"],
+                  # Whether scans flagged BurnedInAnnotation = YES were used, and how many: the datasheet says so.
+                  "burned_in_annotation": {"accepted": cfg.accept_burned_in,
+                                           "scans": stats.get("notes", {}).get("burned_in_annotation_accepted", 0)}}
     return ExecResult(counts=counts, properties=properties)

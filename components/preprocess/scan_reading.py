@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from vugan.components.preprocess import readers
+from vugan.components.preprocess import header_checks, readers
 from vugan.components.preprocess.spec import PreprocessConfig
 
 
@@ -42,9 +42,12 @@ def read_scan_volume(task, column: str, path: str, cfg: PreprocessConfig, notes:
     if not readers.exists(path):
         raise ScanFailure(f"read_{column}", f"manifest row {task.row}, column '{column}': file not found; "
                                             f"fix the path (relative paths start at the manifest's folder)")
+    policy = header_checks.ReadPolicy(grid_tolerance_mm=cfg.grid_tolerance_mm, accept_burned_in=cfg.accept_burned_in)
     try:
         return readers.read_volume(path, series_uid=task.series_uid if column == "image" else "",
-                                   max_voxels=max_voxels(cfg), notes=notes)
+                                   max_voxels=max_voxels(cfg), notes=notes, policy=policy)
+    except header_checks.HeaderRefusal as exc:  # a header the reader will not guess around: its own stage
+        raise ScanFailure(exc.stage, f"manifest row {task.row}, column '{column}': {exc}") from None
     except Exception as exc:  # nibabel/gzip/pydicom/ITK raise many types; all mean "this file is unusable"
         raise ScanFailure(f"read_{column}", f"manifest row {task.row}, column '{column}': cannot read the volume "
                                             f"({type(exc).__name__}: {scrub_paths(str(exc), path)}); "

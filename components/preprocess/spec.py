@@ -56,6 +56,9 @@ class PreprocessConfig:
     shards_per_split: int = F(default=1, metadata={
         "range": (0, 4096), "help": "TFRecord shards per split; 0 lets the runner decide"})
     preview_units: int = F(default=6, metadata={"range": (0, 64), "help": "units per class in previews/<class>.png"})
+    accept_burned_in: bool = F(default=False, metadata={
+        "help": "use DICOM series flagged BurnedInAnnotation = YES (text drawn into the pixels, e.g. names) instead "
+                "of refusing them as dead letters; recorded in the Examples artifact and the synthetic datasheet"})
     direct_num_workers: int = F(default=1, metadata={
         "range": (0, 256), "help": "DirectRunner workers (0: one per CPU); ignored by other runners"})
     direct_running_mode: str = F(default="in_memory", metadata={

@@ -15,6 +15,7 @@ import numpy as np
 from vugan.components import schema
 from vugan.components.preprocess import geometry as geo
 from vugan.components.preprocess.centroids import TRANSITIONAL, load_centres
+from vugan.components.preprocess.header_checks import image_range_problem
 from vugan.components.preprocess.manifest import ScanTask
 from vugan.components.preprocess.scan_reading import ScanFailure, read_scan_volume, scrub_paths
 from vugan.components.preprocess.spec import PreprocessConfig
@@ -74,6 +75,9 @@ def _process(task: ScanTask, cfg: PreprocessConfig, notes: dict) -> ScanResult:
         key = f"unknown_level_name_{name}" if re.fullmatch(r"[A-Za-z]{1,2}[0-9]{1,2}", name) else "unknown_level_text"
         notes[key] = notes.get(key, 0) + 1
     image = read_scan_volume(task, "image", task.image, cfg, notes)
+    problem = image_range_problem(np.asarray(image.array))  # before the cast, which would turn them into inf
+    if problem:
+        raise ScanFailure("image_values", f"manifest row {task.row}, column 'image': {problem}")
     array = np.asarray(image.array, dtype=np.float32)
     if array.size == 0 or not np.all(np.isfinite(array)):
         raise ScanFailure("image_values", f"manifest row {task.row}, column 'image': the volume is empty or "

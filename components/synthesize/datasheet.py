@@ -29,10 +29,25 @@ def dp_lines(dp: Mapping[str, Any] | None) -> list[str]:
         "The synthetic units are post-processing of the DP generator, so the same guarantee covers this dataset."]
 
 
+def burned_in_line(record: Mapping[str, Any] | None) -> str:
+    """What the training data's preprocess did with DICOM flagged BurnedInAnnotation = YES (its Examples
+    artifact's ``burned_in_annotation`` property)."""
+    if not record:
+        return ("Burned-in annotation: not recorded (the training data's Examples artifact predates the check of "
+                "DICOM BurnedInAnnotation); assume text drawn into scan pixels may have reached the training crops.")
+    if not record.get("accepted"):
+        return ("Burned-in annotation: training scans flagged BurnedInAnnotation = YES were refused "
+                "(preprocess.accept_burned_in = false).")
+    return (f"Burned-in annotation: ACCEPTED (preprocess.accept_burned_in = true): {record.get('scans', '?')} "
+            "training scan(s) flagged BurnedInAnnotation = YES were used, so text drawn into their pixels (names, "
+            "dates) may have reached the training crops and be imitated in these units; look at them before sharing.")
+
+
 def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_names: Sequence[str],
            image_shape: Sequence[int], conditioning: str, base_seed: int, model: Mapping[str, Any],
            release: Mapping[str, Any], metrics: Mapping[str, float], metrics_found: bool,
-           geometry_note: str, dp: Mapping[str, Any] | None = None) -> str:
+           geometry_note: str, dp: Mapping[str, Any] | None = None,
+           burned_in: Mapping[str, Any] | None = None) -> str:
     h, w, k = image_shape
     out = [
         "# Datasheet: synthetic vertebral-unit dataset",
@@ -51,6 +66,8 @@ def render(*, created_at: str, version: str, summary: Mapping[str, Any], class_n
         "`manifest.csv` (unit, class, seed, files).",
         "",
         f"Geometry: {geometry_note}",
+        "",
+        burned_in_line(burned_in),
         "",
         "## Provenance",
         _table([

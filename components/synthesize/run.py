@@ -95,7 +95,7 @@ def execute(ctx: ExecContext) -> ExecResult:
         created_at=release.now(), version=_version(), summary=summary, class_names=bundle.class_names,
         image_shape=bundle.image_shape, conditioning=conditioning, base_seed=cfg.seed, model=model,
         release=record, metrics=headline, metrics_found=bool(metrics), geometry_note=geometry_note,
-        dp=bundle.info.get("dp"))
+        dp=bundle.info.get("dp"), burned_in=props.get("burned_in_annotation"))
     (ctx.out_dir / "datasheet.md").write_text(text)
     ctx.log(f"synthesize: {summary['units']} units in {len(summary['shards'])} shard(s); datasheet.md written")
     return ExecResult(

@@ -88,17 +88,22 @@ class _TrainerFields:
     allow_missing_classes: bool = F(default=False, metadata={
         "help": "train although a class has no training units (prior 0: never generated); off: that is an error"})
     ema: bool = F(default=False, metadata={"help": "keep an EMA of G's weights, used for samples and export"})
-    ema_decay: float = F(default=0.999, metadata={"range": (0.0, 1.0), "help": "EMA decay (ramped up over the first steps)"})
+    ema_decay: float = F(default=0.999, metadata={"range": (0.0, 1.0), "exclusive": "hi",
+                                                  "help": "EMA decay (ramped up over the first steps); 1 would never "
+                                                          "move off the random start"})
     d_steps: int = F(default=1, metadata={
         "range": (1, 100), "help": "discriminator steps per generator step, each on its own real batch (under DP "
                                    "each is a DP-SGD step, and epsilon counts them all)"})
     reuse_fakes: bool = F(default=False, metadata={
         "help": "CHANGE OF ALGORITHM (not the study's): G's update reuses the D phase's fakes (same z, classes) "
                 "against the updated D, saving one G forward per step; off = fresh noise for G as in the study"})
-    lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "generator learning rate"})
-    lr_d: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "help": "discriminator learning rate (TTUR: differ from lr_g)"})
-    beta1: float = F(default=0.5, metadata={"range": (0.0, 1.0), "help": "Adam beta_1"})
-    beta2: float = F(default=0.999, metadata={"range": (0.0, 1.0), "help": "Adam beta_2"})
+    # Rates must be > 0 (0, or 1e-400, which reads as 0.0, trains nothing with exit 0); Adam's betas < 1 (its bias
+    # correction divides by 1 - beta^t).
+    lr_g: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "exclusive": "lo", "help": "generator learning rate"})
+    lr_d: float = F(default=1e-4, metadata={"range": (0.0, 1.0), "exclusive": "lo",
+                                            "help": "discriminator learning rate (TTUR: differ from lr_g)"})
+    beta1: float = F(default=0.5, metadata={"range": (0.0, 1.0), "exclusive": "hi", "help": "Adam beta_1"})
+    beta2: float = F(default=0.999, metadata={"range": (0.0, 1.0), "exclusive": "hi", "help": "Adam beta_2"})
     # ---------------------------------------------------------------- data
     class_balanced: bool = F(default=False, metadata={"help": "sample real batches uniformly over classes"})
     shuffle_buffer: int = F(default=10000, metadata={"range": (1, None), "help": "tf.data shuffle buffer (examples)"})
