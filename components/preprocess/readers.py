@@ -106,8 +106,8 @@ def _read_nifti(path: str, max_voxels: int = 0, policy=None) -> tuple[np.ndarray
     from vugan.components.preprocess.header_checks import ReadPolicy, check_nifti
 
     img = nib.load(path)  # reads the header only; the voxels load below
-    check_nifti(img, policy or ReadPolicy())  # never guess an orientation or invert a contrast
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
+    check_nifti(img, policy or ReadPolicy())  # never guess an orientation or invert a contrast
     if img.get_data_dtype().kind == "c":
         raise VolumeError("the image holds complex values; export the magnitude image")
     # asanyarray(dataobj) keeps integer masks integer and applies scl_slope/inter for images.
