@@ -141,6 +141,10 @@ def _range_text(lo, hi, open_lo: bool, open_hi: bool) -> str:
     return low + high
 
 
+def _about(meta: dict) -> str:
+    return f" ({meta['help']})" if meta.get("help") else ""
+
+
 def _check_metadata(key: str, value: Any, meta: dict) -> None:
     items = value if isinstance(value, tuple) else (value,)
     if "choices" in meta:
@@ -160,12 +164,11 @@ def _check_metadata(key: str, value: Any, meta: dict) -> None:
                                   f"{_range_text(lo, hi, open_lo, open_hi)}")
             if open_lo and item == lo:
                 # TOML reads a number too small for a float (1e-400) as 0.0: say so, the value given looked > 0.
-                raise ConfigError(f"{key}: {item!r} is not allowed; it must be greater than {lo:g}"
-                                  + (" (a number too small for a float, such as 1e-400, reads as 0.0)" if lo == 0 else "")
-                                  + (f"; {meta['help']}" if meta.get("help") else ""))
+                underflow = " (a number too small for a float, such as 1e-400, reads as 0.0)" if lo == 0 else ""
+                raise ConfigError(f"{key}: {item!r} is not allowed{_about(meta)}; it must be greater than "
+                                  f"{lo:g}{underflow}")
             if open_hi and item == hi:
-                raise ConfigError(f"{key}: {item!r} is not allowed; it must be below {hi:g}"
-                                  + (f"; {meta['help']}" if meta.get("help") else ""))
+                raise ConfigError(f"{key}: {item!r} is not allowed{_about(meta)}; it must be below {hi:g}")
 
 
 def build_section(name: str, cls: type, values: dict[str, Any]) -> Any:

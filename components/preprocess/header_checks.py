@@ -13,8 +13,9 @@ The readers (``readers.py``) call these small checks on the headers they already
 * **Detached data files.** An ITK header (``.mhd``, ``.nhdr``, or a ``.mha``/``.nrrd`` with a detached file) whose
   data file is an absolute path or leaves the header's folder would read any file on the machine as voxels.
 
-Each refusal is a :class:`HeaderRefusal` whose ``stage`` becomes the dead letter's stage. Messages never repeat a
-header value other than geometry and the codes that decide it.
+Each check returns None or a :data:`Refusal` (stage, reason); the reader raises it as ``readers.HeaderRefusal``,
+whose ``stage`` becomes the dead letter's stage (this module imports no reader, so it stays free of import
+circles). Messages never repeat a header value other than geometry and the codes that decide it.
 """
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ import os
 import re
 
 import numpy as np
-
-from vugan.components.preprocess.readers import VolumeError
 
 # A qform and an sform whose grid corners lie within preprocess.grid_tolerance_mm (the mask/image rule) and whose
 # axes lie within this angle are one orientation. The corner distance is the precise bound (an affine's largest
@@ -38,12 +37,7 @@ LARGEST_FLOAT_LABEL = 2.0 ** 53
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class HeaderRefusal(VolumeError):
-    """A volume refused for what its header says; ``stage`` names the kind of dead letter."""
-
-    def __init__(self, stage: str, reason: str):
-        super().__init__(reason)
-        self.stage = stage
+Refusal = tuple  # (stage, reason): why a volume is refused; the stage names the kind of dead letter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +50,19 @@ class ReadPolicy:
 
 # --------------------------------------------------------------------------------------------- NIfTI
 
-def check_nifti(img, policy: ReadPolicy) -> None:
+def check_nifti(img, policy: ReadPolicy) -> Refusal | None:
     """Refuse a NIfTI with no orientation, a qform/sform disagreement, or a negative scale slope."""
     header = img.header
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
     if qcode == 0 and scode == 0:
-        raise HeaderRefusal("orientation", "no orientation: qform_code and sform_code are both 0, so the voxel axes "
-                                           "have no direction in the patient; write the scan with its orientation "
-                                           "(e.g. from the DICOM) instead of a bare array, for example by "
-                                           "converting the DICOM again with dcm2niix")
+        return ("orientation", "no orientation: qform_code and sform_code are both 0, so the voxel axes "
+                               "have no direction in the patient; write the scan with its orientation "
+                               "(e.g. from the DICOM) instead of a bare array, for example by "
+                               "converting the DICOM again with dcm2niix")
     if qcode > 0 and scode > 0:
         degrees, mm = orientation_disagreement(header.get_qform(), header.get_sform(), img.shape[:3])
         if degrees > MAX_QFORM_SFORM_DEGREES or mm > policy.grid_tolerance_mm:
-            raise HeaderRefusal("orientation", (
+            return ("orientation", (
                 f"qform (code {qcode}) and sform (code {scode}) disagree: their axes are {degrees:.1f} degrees "
                 f"apart and the grid corners up to {mm:.1f} mm (tolerance {MAX_QFORM_SFORM_DEGREES:g} degrees and "
                 f"preprocess.grid_tolerance_mm = {policy.grid_tolerance_mm:g} mm), so which one is true cannot be "
@@ -76,8 +70,9 @@ def check_nifti(img, policy: ReadPolicy) -> None:
     # nibabel reads scl_slope 0 (and NaN) as "no scaling", as the standard says, and gives 1 then.
     slope = float(getattr(img.dataobj, "slope", 1.0))
     if slope < 0:
-        raise HeaderRefusal("intensity_scaling", "scl_slope is negative, which inverts the contrast; re-export "
-                                                 "the scan without negative intensity scaling")
+        return ("intensity_scaling", "scl_slope is negative, which inverts the contrast; re-export "
+                                     "the scan without negative intensity scaling")
+    return None
 
 
 def orientation_disagreement(a: np.ndarray, b: np.ndarray, shape) -> tuple[float, float]:
@@ -106,7 +101,7 @@ MULTIFRAME = ("the DICOM holds a multi-frame (enhanced) image, which is not supp
               "(e.g. with dcm2niix) and list the .nii.gz")
 
 
-def check_dicom_series(datasets, policy: ReadPolicy, notes: dict) -> None:
+def check_dicom_series(datasets, policy: ReadPolicy, notes: dict) -> Refusal | None:
     """Refuse a series with a RescaleSlope of zero or below, or flagged BurnedInAnnotation = YES (unless
     accepted); the burned-in flag is counted in ``notes`` either way."""
     for ds in datasets:
@@ -116,16 +111,16 @@ def check_dicom_series(datasets, policy: ReadPolicy, notes: dict) -> None:
             except (TypeError, ValueError):
                 slope = float("nan")
             if not slope > 0:  # also NaN
-                raise HeaderRefusal("intensity_scaling", "a slice's RescaleSlope is zero, negative or not a number, "
-                                                         "which erases or inverts the contrast; re-export the "
-                                                         "series with its true intensities")
+                return ("intensity_scaling", "a slice's RescaleSlope is zero, negative or not a number, "
+                                             "which erases or inverts the contrast; re-export the "
+                                             "series with its true intensities")
     if not any(str(getattr(ds, "BurnedInAnnotation", "")).strip().upper() == "YES" for ds in datasets):
-        return
+        return None
     if policy.accept_burned_in:
         notes["burned_in_annotation_accepted"] = notes.get("burned_in_annotation_accepted", 0) + 1
-        return
+        return None
     notes["burned_in_annotation_refused"] = notes.get("burned_in_annotation_refused", 0) + 1
-    raise HeaderRefusal("burned_in_annotation", (
+    return ("burned_in_annotation", (
         "the DICOM series is flagged BurnedInAnnotation = YES: text drawn into the pixels (names, dates) would reach "
         "the training crops; use a series without burned-in text, or set preprocess.accept_burned_in = true after "
         "checking the pixels (the datasheet then says so)"))
@@ -136,15 +131,15 @@ def check_dicom_series(datasets, policy: ReadPolicy, notes: dict) -> None:
 HEADER_BYTES = 1 << 16  # a MetaImage or NRRD header is a few hundred bytes; never read more than this of one
 
 
-def check_itk_header(path: str) -> None:
+def check_itk_header(path: str) -> Refusal | None:
     """Refuse a MetaImage/NRRD header whose data file lies outside its folder, or a MetaImage intensity slope of
     zero or below. Attached data (``LOCAL``, a plain ``.nrrd``) needs nothing."""
     fields = _header_fields(path)
     data_file = fields.get("elementdatafile") or fields.get("data file") or fields.get("datafile") or ""
     if data_file and data_file.upper() != "LOCAL" and not _beside(data_file):
-        raise HeaderRefusal("data_file", "the header names a data file outside its own folder (an absolute path, "
-                                         "one through '..', or a LIST of files); the data file must sit beside the "
-                                         "header: move it there and name it without a folder, or write one .mha")
+        return ("data_file", "the header names a data file outside its own folder (an absolute path, "
+                             "one through '..', or a LIST of files); the data file must sit beside the "
+                             "header: move it there and name it without a folder, or write one .mha")
     slope = fields.get("elementtointensityfunctionslope")
     if slope is not None:
         try:
@@ -152,9 +147,10 @@ def check_itk_header(path: str) -> None:
         except (ValueError, IndexError):
             value = float("nan")
         if not value > 0:
-            raise HeaderRefusal("intensity_scaling", "ElementToIntensityFunctionSlope is zero, negative or not a "
-                                                     "number, which erases or inverts the contrast; re-export the "
-                                                     "image with its true intensities")
+            return ("intensity_scaling", "ElementToIntensityFunctionSlope is zero, negative or not a "
+                                         "number, which erases or inverts the contrast; re-export the "
+                                         "image with its true intensities")
+    return None
 
 
 def _header_fields(path: str) -> dict:
@@ -201,7 +197,8 @@ def image_range_problem(array: np.ndarray) -> str | None:
 def label_map_problem(labels: np.ndarray) -> str | None:
     """Why a (finite) vertebra mask is no integer label map, or None. Checked before the labels become integers:
     a fractional value rounds to some other level, and a huge one wraps around to a negative integer."""
-    if labels.dtype.kind == "u" and labels.dtype.itemsize == 8 and labels.size and labels.max() > np.iinfo(np.int64).max:
+    wraps = labels.dtype.kind == "u" and labels.dtype.itemsize == 8  # uint64 above 2**63 wraps to negative int64
+    if wraps and labels.size and labels.max() > np.iinfo(np.int64).max:
         return "the vertebra_mask holds label values beyond any VerSe code (1 to 28); re-export it as a label map"
     if labels.dtype.kind != "f":
         return None

@@ -26,6 +26,19 @@ class VolumeError(ValueError):
     """A volume that cannot be used; the message says what is wrong (never a header value)."""
 
 
+class HeaderRefusal(VolumeError):
+    """A volume refused for what its header says (``header_checks``); ``stage`` names the kind of dead letter."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+
+
+def _refuse(refusal) -> None:
+    if refusal:
+        raise HeaderRefusal(*refusal)
+
+
 @dataclasses.dataclass(frozen=True)
 class Volume:
     array: np.ndarray  # 3-D, canonical (closest RAS) axis order
@@ -56,7 +69,7 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     oversized file is refused instead of exhausting memory. ``notes`` collects counts of what was left out
     (DICOM localiser slices, slices of another orientation); ``series_uid`` picks one series of a DICOM folder.
     ``policy`` (a ``header_checks.ReadPolicy``; default: its safe defaults) sets what the header checks accept;
-    their refusals are ``header_checks.HeaderRefusal`` (a VolumeError naming its dead-letter stage).
+    their refusals are raised as :class:`HeaderRefusal` (a VolumeError naming its dead-letter stage).
     """
     from vugan.components.preprocess.header_checks import ReadPolicy
 
@@ -107,7 +120,7 @@ def _read_nifti(path: str, max_voxels: int = 0, policy=None) -> tuple[np.ndarray
 
     img = nib.load(path)  # reads the header only; the voxels load below
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
-    check_nifti(img, policy or ReadPolicy())  # never guess an orientation or invert a contrast
+    _refuse(check_nifti(img, policy or ReadPolicy()))  # never guess an orientation or invert a contrast
     if img.get_data_dtype().kind == "c":
         raise VolumeError("the image holds complex values; export the magnitude image")
     # asanyarray(dataobj) keeps integer masks integer and applies scl_slope/inter for images.
@@ -119,7 +132,7 @@ def _read_itk(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
     from vugan.components.preprocess.header_checks import check_itk_header
 
-    check_itk_header(path)  # a data file outside the header's folder, or a contrast-inverting slope
+    _refuse(check_itk_header(path))  # a data file outside the header's folder, or a contrast-inverting slope
     info = sitk.ImageFileReader()
     info.SetFileName(path)
     info.ReadImageInformation()  # the header only
@@ -203,7 +216,7 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
                           f"or name one in the manifest column 'series_uid'")
     else:
         chosen = next(iter(by_series.values()))
-    header_checks.check_dicom_series([ds for _, ds in chosen], policy or header_checks.ReadPolicy(), notes)
+    _refuse(header_checks.check_dicom_series([ds for _, ds in chosen], policy or header_checks.ReadPolicy(), notes))
     geoms = []
     for f, ds in chosen:
         values = [float(v) for v in ds.ImageOrientationPatient] + [float(v) for v in ds.ImagePositionPatient] + \

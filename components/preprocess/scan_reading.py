@@ -46,7 +46,7 @@ def read_scan_volume(task, column: str, path: str, cfg: PreprocessConfig, notes:
     try:
         return readers.read_volume(path, series_uid=task.series_uid if column == "image" else "",
                                    max_voxels=max_voxels(cfg), notes=notes, policy=policy)
-    except header_checks.HeaderRefusal as exc:  # a header the reader will not guess around: its own stage
+    except readers.HeaderRefusal as exc:  # a header the reader will not guess around: its own stage
         raise ScanFailure(exc.stage, f"manifest row {task.row}, column '{column}': {exc}") from None
     except Exception as exc:  # nibabel/gzip/pydicom/ITK raise many types; all mean "this file is unusable"
         raise ScanFailure(f"read_{column}", f"manifest row {task.row}, column '{column}': cannot read the volume "
