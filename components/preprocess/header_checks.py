@@ -187,10 +187,13 @@ def image_range_problem(array: np.ndarray) -> str | None:
     """Why an image's finite values cannot become the float32 the crops use, or None."""
     if array.dtype.kind != "f" or array.dtype.itemsize <= 4:
         return None
-    with np.errstate(invalid="ignore"):
-        if np.any(np.abs(array) > FLOAT32_MAX):  # NaN compares False: left to the NaN check
-            return ("the volume holds finite values beyond the float32 range (magnitude above 3.4e38), which would "
-                    "become infinite; rescale the intensities and re-export")
+    if not array.size:
+        return None
+    # fmax/fmin skip NaN and copy nothing (the volume may be large); NaN and inf are left to the NaN/inf check.
+    hi, lo = float(np.fmax.reduce(array, axis=None)), float(np.fmin.reduce(array, axis=None))
+    if FLOAT32_MAX < hi < np.inf or -np.inf < lo < -FLOAT32_MAX:
+        return ("the volume holds finite values beyond the float32 range (magnitude above 3.4e38), which would "
+                "become infinite; rescale the intensities and re-export")
     return None
 
 
@@ -202,10 +205,15 @@ def label_map_problem(labels: np.ndarray) -> str | None:
         return "the vertebra_mask holds label values beyond any VerSe code (1 to 28); re-export it as a label map"
     if labels.dtype.kind != "f":
         return None
-    if labels.size and float(np.abs(labels).max()) >= LARGEST_FLOAT_LABEL:
+    if not labels.size:
+        return None
+    if max(float(labels.max()), -float(labels.min())) >= LARGEST_FLOAT_LABEL:
         return ("the vertebra_mask holds label values beyond any VerSe code (1 to 28), too large for a float to "
                 "store as a whole number; re-export it as an integer label map")
-    if np.any(np.abs(labels - np.rint(labels)) > LABEL_ROUNDING):
+    off = np.rint(labels)  # one float copy of the mask, worked on in place
+    off -= labels
+    np.abs(off, out=off)
+    if off.max() > LABEL_ROUNDING:
         return ("the vertebra_mask is not an integer label map: it holds fractional values, as an interpolated or "
                 "probability mask does; resample it with nearest-neighbour interpolation and save whole-number "
                 "VerSe codes (1 to 28)")

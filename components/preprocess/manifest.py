@@ -82,7 +82,7 @@ def _manifest_text(path: str) -> str:
 def _check_unique_columns(path: str, columns: list[str]) -> None:
     """Two columns of one name: csv.DictReader keeps the last silently (two patient_id columns put one patient's
     scans into train and into holdout)."""
-    for name in dict.fromkeys(columns):
+    for name in dict.fromkeys(c for c in columns if c):  # unnamed trailing columns (",,") hold nothing read
         where = [i + 1 for i, c in enumerate(columns) if c == name]
         if len(where) > 1:
             raise ManifestError(f"manifest {path}, line 1: column {name!r} appears {len(where)} times (columns "

@@ -329,7 +329,8 @@ def read_text(path: str) -> str:
     if "://" in path:  # gs:// and friends: TensorFlow's file systems (imported only when needed)
         import tensorflow as tf
         with tf.io.gfile.GFile(path, "r") as fh:
-            return fh.read()
+            text = fh.read()
+        return text[1:] if text.startswith("\ufeff") else text  # one BOM, as utf-8-sig drops it locally
     with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
         return fh.read()
 
