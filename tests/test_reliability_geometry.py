@@ -180,7 +180,9 @@ def test_a_centroid_json_listing_one_level_twice_rejects_the_units_of_that_level
     d, stored, smask, affine, mask_path, clean = scan
     entries = json.loads((d / "centroids.json").read_text())
     l3 = next(e for e in entries if e.get("label") == 22)
-    entries.append({**l3, "Z": l3["Z"] + 25.0})  # L3 again, 25 voxels off: before, the last entry won silently
+    # L3 again, 8 mm further down the spine (stored axis 1 runs inferior): before, this last entry won silently
+    # and L2/L3 and L3/L4 were written, both cut in the wrong place.
+    entries.append({**l3, "Y": l3["Y"] + 8.0})
     (tmp_path / "twice.json").write_text(json.dumps(entries))
     r = process_scan(task(d / "clean.nii", centroids=tmp_path / "twice.json", row=9), PreprocessConfig())
     assert r.ok
