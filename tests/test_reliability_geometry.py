@@ -354,12 +354,20 @@ def _enhanced_multiframe(path, frames=3, size=8):
 
 
 def test_an_enhanced_multiframe_dicom_folder_is_told_to_convert_to_nifti(scan, tmp_path):
-    d, *_ = scan
+    d = scan[0]
     _enhanced_multiframe(str(tmp_path / "enhanced" / "IM0001.dcm"))
     for image in (tmp_path / "enhanced", tmp_path / "enhanced" / "IM0001.dcm"):
         dead = _only_dead_letter(process_scan(task(image, centroids=d / "centroids.json"), PreprocessConfig()))
         assert "multi-frame" in dead["reason"] and "convert it to NIfTI" in dead["reason"], image
         assert "no DICOM slice with ImagePositionPatient" not in dead["reason"]
+    # Beside a series of single slices (an enhanced localiser, say) a multi-frame file is left out and counted.
+    d, stored, smask, affine, mask_path, clean = scan
+    folder = save_dicom_series(tmp_path / "series", stored, affine)
+    _enhanced_multiframe(os.path.join(folder, "zz_enhanced.dcm"))
+    r = process_scan(task(folder, centroids=d / "centroids.json"), PreprocessConfig())
+    assert r.ok and not r.dead_letters and r.notes == {"dicom_multiframe_files_excluded": 1}
+    for name, crop in _crops(r).items():
+        np.testing.assert_allclose(crop, clean[name], atol=1e-5)
 
 
 def test_finite_values_beyond_float32_are_called_out_of_range_not_nan(scan, tmp_path):
