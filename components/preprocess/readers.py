@@ -155,9 +155,11 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
 
     Slices are grouped by SeriesInstanceUID: a folder holding several series is refused (the manifest column
     ``series_uid`` picks one). Localisers (ImageType LOCALIZER/SCOUT) and slices of another orientation than the
-    series' majority are left out and counted in ``notes``. The remaining slices must be evenly spaced along
-    the slice normal: a gap or a doubled position is refused, naming the positions, because stacking them as if
-    evenly spaced would stretch the anatomy.
+    series' majority are left out and counted in ``notes``, and so are multi-frame (enhanced) files beside single
+    slices (a folder of only multi-frame files is refused: "convert it to NIfTI"). ``header_checks`` refuses a
+    RescaleSlope of 0 or below and, unless ``policy`` accepts it, BurnedInAnnotation = YES. The remaining slices
+    must be evenly spaced along the slice normal: a gap or a doubled position is refused, naming the positions,
+    because stacking them as if evenly spaced would stretch the anatomy.
 
     Geometry: ImageOrientationPatient gives the row (x) and column (y) direction cosines, PixelSpacing the
     distances between rows and between columns, and the step between sorted ImagePositionPatient values the
