@@ -233,7 +233,7 @@ def test_serving_refuses_non_finite_noise(served):
     import tensorflow as tf
 
     _, m = served
-    ids = tf.constant([0, 1], tf.int64)
+    ids = [0, 1]  # a list: converted to the signature's own dtype
     for bad in (np.nan, np.inf, -np.inf):
         noise = np.zeros((2, NOISE_DIM), np.float32)
         noise[1, 3] = bad
@@ -265,11 +265,10 @@ def test_serving_bounds_the_batch(served, tmp_path):
     from vugan.models.bundle import load_model_bundle
 
     root, m = served
-    assert json.loads((root / "export" / "export_info.json").read_text())["max_batch"] == 1024
-    message = _refused(m.signatures["generate"], class_ids=tf.zeros([1025], tf.int64), seed=tf.constant(0, tf.int64))
+    message = _refused(m.signatures["generate"], class_ids=[0] * 1025, seed=tf.constant(0, tf.int64))
     assert "at most 1024 class ids per request (exporter.max_batch)" in message, message
-    assert m.signatures["generate"](class_ids=tf.zeros([1024], tf.int64),
-                                    seed=tf.constant(0, tf.int64))["images"].shape[0] == 1024
+    assert m.signatures["generate"](class_ids=[0] * 1024, seed=tf.constant(0, tf.int64))["images"].shape[0] == 1024
+    assert json.loads((root / "export" / "export_info.json").read_text())["max_batch"] == 1024
     # The bound is the exporter's setting, written into the graph.
     bundle = load_model_bundle(root / "train", ema=True)
     core.export_generator(bundle.generator, CLASS_NAMES, NOISE_DIM, IMAGE_SHAPE, tmp_path / "sm", max_batch=3)

@@ -182,6 +182,9 @@ def restore_newest_intact(ckpt: tf.train.Checkpoint, folder: Path, latest: str) 
     """
     bad = []
     for prefix in checkpoint_candidates(folder, latest):
+        if not Path(prefix + ".index").exists():  # named by the index file, but its files are gone
+            bad.append((prefix, "its files are missing"))
+            continue
         try:
             ckpt.restore(prefix).assert_existing_objects_matched()
             return prefix, bad
