@@ -11,8 +11,9 @@ Both signatures check every request inside the graph with ``tf.debugging`` asser
 400 from TF Serving), so TF Serving, ``saved_model_cli`` and Python get the same refusals: at most ``max_batch``
 class ids (a unit costs about 0.2 MB of output: an unbounded request could ask for any amount of memory); class ids
 in range, checked as int64 before the cast to the generator's int32 (an int32 input would let a client's cast
-turn 2**32 + 1 into 1 unnoticed); finite noise (NaN noise gives NaN images). Each message names the rule. The module keeps the generator's variables as its own attribute: the TF1 loader used by ``saved_model_cli
-run`` and TF Serving only finds variables reachable that way (see shared/docs/stack-notes.md).
+turn 2**32 + 1 into 1 unnoticed); finite noise (NaN noise gives NaN images). Each message names the rule.
+The module keeps the generator's variables as its own attribute: the TF1 loader used by ``saved_model_cli run``
+and TF Serving only finds variables reachable that way (see shared/docs/stack-notes.md).
 """
 from __future__ import annotations
 

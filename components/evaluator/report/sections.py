@@ -183,14 +183,15 @@ def utility_section(evaluation: Evaluation) -> ReportSection:
                      " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
     for key, label in (("trtr", "reference study, real (different dataset)"),
                        ("tstr", "reference study, synthetic (different dataset)")):
-        rows.append([Html(f"<i>{html.escape(label)}</i>"), ref[key]["balanced_accuracy"], ref[key]["macro_auc"], "", ""])
+        rows.append([Html(f"<i>{html.escape(label)}</i>"), ref[key]["balanced_accuracy"], ref[key]["macro_auc"],
+                     "", ""])
     trtr_units = u.trtr.get("train_units", 0) + u.trtr.get("val_units", 0)
     for p in u.learning_curve or []:
         label = f"trained on synthetic, {p['multiple']:g}x the real training size ({p['units']} units)"
         if p.get("scores"):
             v = p["scores"]
-            rows.insert(len(rows) - 2, [Html(html.escape(label) + (" <b>like for like</b>" if p["multiple"] == 1.0 else "")),
-                                        v["balanced_accuracy"], v["macro_auc"],
+            marked = Html(html.escape(label) + (" <b>like for like</b>" if p["multiple"] == 1.0 else ""))
+            rows.insert(len(rows) - 2, [marked, v["balanced_accuracy"], v["macro_auc"],
                                         " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
         else:
             rows.insert(len(rows) - 2, [label, "not run", p.get("missing", ""), "", ""])
