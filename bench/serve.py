@@ -53,10 +53,11 @@ def bench(run_dir: Path, batches, repeats: int, use_ema: bool = True) -> dict:
         ids = rng.integers(0, len(bundle.class_names), batch).astype(np.int32)
         noise = rng.standard_normal((batch, bundle.noise_dim)).astype(np.float32)
         t_ids, t_noise, t_seed = tf.constant(ids), tf.constant(noise), tf.constant(1, tf.int64)
+        t_ids64 = tf.constant(ids, tf.int64)  # the signatures take int64 ids (range-checked before their cast)
         keras_ips = _timed(lambda: np.asarray(bundle.generator([noise, ids], training=False)), batch, repeats)
         graph_ips = _timed(lambda: compiled(t_noise, t_ids).numpy(), batch, repeats)
-        sd_ips = _timed(lambda: serving(class_ids=t_ids, noise=t_noise)["images"].numpy(), batch, repeats)
-        gen_ips = _timed(lambda: generate(class_ids=t_ids, seed=t_seed)["images"].numpy(), batch, repeats)
+        sd_ips = _timed(lambda: serving(class_ids=t_ids64, noise=t_noise)["images"].numpy(), batch, repeats)
+        gen_ips = _timed(lambda: generate(class_ids=t_ids64, seed=t_seed)["images"].numpy(), batch, repeats)
         row = {"batch": batch, "keras_images_per_s": round(keras_ips, 1),
                "keras_tf_function_images_per_s": round(graph_ips, 1),
                "serving_default_images_per_s": round(sd_ips, 1), "generate_images_per_s": round(gen_ips, 1),

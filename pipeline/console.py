@@ -32,14 +32,37 @@ _ADVICE = {
 }
 
 
+# TensorFlow's file system layer reports a full disk as ResourceExhaustedError (or another OpError) whose message
+# is "<path>; No space left on device" (or "... Disk quota exceeded"), not as an OSError: read the errno back from
+# the text, so that train and synthesize give the same line as a Python write.
+_TF_OS_MESSAGES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT}
+
+
 def find_os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind ``exc`` (itself, or in its cause/context chain, as Beam and TF wrap them)."""
+    """The OSError behind ``exc`` (itself, or in its cause/context chain, as Beam and TF wrap them); a TensorFlow
+    error that carries a full-disk message counts as that OSError."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno is not None:
             return exc
+        if (from_tf := os_error_from_tf_message(str(exc))) is not None:
+            return from_tf
         exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def os_error_from_tf_message(message: str) -> OSError | None:
+    """``'/runs/x/ckpt-2_temp/part-00000-of-00001.data-00000-of-00001.tempstate1; No space left on device'`` ->
+    OSError(ENOSPC, ..., that path). The path is the text before '; ' on the first line that names the fault
+    (TF's own form); when there is none, the error names no file."""
+    for text, number in _TF_OS_MESSAGES.items():
+        for line in message.splitlines():
+            if text not in line:
+                continue
+            head = line.split(text)[0].rstrip().rstrip(";:,").strip()
+            path = head.rsplit(" ", 1)[-1] if head else None
+            return OSError(number, os.strerror(number), path if path and "/" in path else None)
     return None
 
 

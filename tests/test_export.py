@@ -45,7 +45,7 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 m = tf.saved_model.load(sys.argv[1])
-noise = np.load(sys.argv[2]); ids = np.array([0, 1, 2, 2], np.int32)
+noise = np.load(sys.argv[2]); ids = np.array([0, 1, 2, 2], np.int64)
 sd = m.signatures["serving_default"](class_ids=tf.constant(ids), noise=tf.constant(noise))
 np.save(sys.argv[3], sd["images"].numpy())
 g = m.signatures["generate"](class_ids=tf.constant(ids), seed=tf.constant(5, tf.int64))
@@ -58,7 +58,7 @@ ref8 = np.round(np.clip((ref + 1) * 127.5, 0, 255)).astype(np.uint8)
 errors = {}
 for bad in ([3], [-1], [0, 7]):
     try:
-        m.signatures["generate"](class_ids=tf.constant(bad, tf.int32), seed=tf.constant(0, tf.int64))
+        m.signatures["generate"](class_ids=tf.constant(bad, tf.int64), seed=tf.constant(0, tf.int64))
         errors[str(bad)] = "no error"
     except tf.errors.InvalidArgumentError as exc:
         errors[str(bad)] = exc.message

@@ -97,7 +97,7 @@ def test_quality_rules_and_missing_metrics_fail_without_crashing():
     bad["utility"]["tstr_balanced_accuracy"] = 0.4
     v = release_gate(bad, CFG)
     assert not v.passed and v.outcome == NO_LEAK
-    assert any(r.startswith("FAIL") and "0.400 >= 0.500" in r for r in v.reasons)
+    assert any(r.startswith("FAIL") and "0.400 is below the limit 0.500 (rule: >= 0.500)" in r for r in v.reasons)
     v = release_gate({"privacy": _metrics()["privacy"]}, CFG)
     assert not v.passed and "FAIL: quality metric fidelity.fid_ratio missing" in v.reasons
     v = release_gate({}, CFG)
@@ -109,7 +109,8 @@ def test_quality_rules_and_missing_metrics_fail_without_crashing():
     rough = _metrics()
     rough["fidelity"]["frd_ratio"] = 6.0
     v = release_gate(rough, CFG)
-    assert not v.passed and "FAIL: FRD ratio against holdout patients (fidelity.frd_ratio) 6.000 <= 5.000" in v.reasons
+    assert not v.passed and ("FAIL: FRD ratio against holdout patients (fidelity.frd_ratio) 6.000 is above the limit 5.000 "
+                              "(rule: <= 5.000)") in v.reasons
     assert "PASS: FD-VU ratio against holdout patients (fidelity.fid_ratio) 2.000 <= 5.000" in v.reasons
     assert release_gate(rough, dataclasses.replace(CFG, max_frd_ratio=0.0)).passed
     m = _metrics()

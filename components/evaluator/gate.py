@@ -124,8 +124,17 @@ def quality_rules(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, lis
             continue
         good = v <= thr if op == "<=" else v >= thr
         ok &= good
-        reasons.append(f"{'PASS' if good else 'FAIL'}: {label} ({key}) {v:.3f} {op} {thr:.3f}")
+        reasons.append(rule_line(good, f"{label} ({key})", v, op, thr))
     return ok, reasons
+
+
+def rule_line(good: bool, what: str, value: float, op: str, limit: float) -> str:
+    """'PASS: X 2.000 <= 5.000' reads as the rule that held; a failure says the value, which way it missed and the
+    rule, so that 'FAIL: X 60.060 <= 5.000' can never be read as if it held."""
+    if good:
+        return f"PASS: {what} {value:.3f} {op} {limit:.3f}"
+    side = "above the limit" if op == "<=" else "below the limit"
+    return f"FAIL: {what} {value:.3f} is {side} {limit:.3f} (rule: {op} {limit:.3f})"
 
 
 def release_gate(evaluation: Evaluation, cfg: PrivacyConfig) -> Verdict:

@@ -36,15 +36,34 @@ def load_inputs(examples_dir: Path, split_names=("train", "holdout", "test")):
     """The Examples manifest and its real splits, each in content order under content-derived patient names
     (canonical.py): the evidence must not depend on the salt, the manifest's row order or the shard count."""
     from vugan.components.evaluator.canonical import canonical_real
-    from vugan.components.schema import load_split
 
     manifest = read_artifact(examples_dir, ArtifactType.EXAMPLES)
-    splits = {s: canonical_real(load_split(str(examples_dir), s)) for s in split_names}
+    splits = {s: canonical_real(load_split_naming_shard(examples_dir, s)) for s in split_names}
     for name, units in splits.items():
         if len(units) == 0:
             raise ValueError(f"{examples_dir}: split {name!r} is empty; the evaluator needs train, holdout and "
                              f"test units (check preprocess.split_fractions and the number of patients)")
     return manifest, splits
+
+
+def load_split_naming_shard(examples_dir: Path, split: str):
+    """``schema.load_split``, one shard at a time, so that a shard that does not read back (a damaged gzip stream,
+    a bad record) is named with its split instead of surfacing as TensorFlow's bare DataLossError."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    from vugan.components import schema
+
+    records = []
+    for path in schema.shard_files(str(examples_dir), split):
+        try:
+            records.extend(schema.iter_records([path]))
+        except (tf.errors.OpError, DecodeError, ValueError, KeyError) as exc:
+            reason = str(exc).splitlines()[0].split("}}")[-1].strip()[:200] or type(exc).__name__
+            raise ValueError(f"{path}: shard of the {split!r} split cannot be read ({type(exc).__name__}: "
+                             f"{reason}); rerun `vugan preprocess` to rewrite the examples, or restore the "
+                             f"file") from exc
+    return schema.arrays_from_records(records)
 
 
 def inception_or_skip(cfg):

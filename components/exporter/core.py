@@ -1,16 +1,19 @@
 """The generator as a TensorFlow SavedModel with two explicit serving signatures, and its self-check.
 
-``serving_default(class_ids int32 [N], noise float32 [N, Z]) -> {"images": float32 [N, H, W, K] in [-1, 1],
-"class_names": string [N]}`` is the raw generator; ``generate(class_ids int32 [N], seed int64 []) ->
+``serving_default(class_ids int64 [N], noise float32 [N, Z]) -> {"images": float32 [N, H, W, K] in [-1, 1],
+"class_names": string [N]}`` is the raw generator; ``generate(class_ids int64 [N], seed int64 []) ->
 {"images": uint8 [N, H, W, K], "class_names": string [N]}`` draws the noise itself (stateless, so a seed gives
 the same images on every server) and returns display-ready 8-bit images. The class names travel as the asset
 ``assets/class_names.txt`` (one per line, line i = class id i) and are read through a lookup table built on that
 asset, so the file is load-bearing rather than decorative.
 
-Both signatures check the class ids with ``tf.debugging`` asserts whose message names the allowed range, so a
-bad request fails with an explanation instead of a one-hot of zeros (``CategoryEncoding`` would silently accept
-it). The module keeps the generator's variables as its own attribute: the TF1 loader used by ``saved_model_cli
-run`` and TF Serving only finds variables reachable that way (see shared/docs/stack-notes.md).
+Both signatures check every request inside the graph with ``tf.debugging`` asserts (InvalidArgumentError, HTTP
+400 from TF Serving), so TF Serving, ``saved_model_cli`` and Python get the same refusals: at most ``max_batch``
+class ids (a unit costs about 0.2 MB of output: an unbounded request could ask for any amount of memory); class ids
+in range, checked as int64 before the cast to the generator's int32 (an int32 input would let a client's cast
+turn 2**32 + 1 into 1 unnoticed); finite noise (NaN noise gives NaN images). Each message names the rule.
+The module keeps the generator's variables as its own attribute: the TF1 loader used by ``saved_model_cli run``
+and TF Serving only finds variables reachable that way (see shared/docs/stack-notes.md).
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ import numpy as np
 
 CLASS_NAMES_ASSET = "class_names.txt"
 SIGNATURES = ("serving_default", "generate")
+# Units per request (exporter.max_batch): about 0.2 MB of output each at the default 64 x 64 x 3 float32 shape plus
+# the generator's activations, so 1024 stay within a few hundred MB; a million would ask for ~200 GB.
+DEFAULT_MAX_BATCH = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +48,7 @@ class ExportInfo:
 
 
 def build_module(generator, class_names: Sequence[str], noise_dim: int, image_shape: Sequence[int],
-                 asset_path: str):
+                 asset_path: str, max_batch: int = DEFAULT_MAX_BATCH):
     """Wrap a Keras generator ``([noise, class_ids]) -> images`` in a ``tf.Module`` with the two signatures."""
     import tensorflow as tf
 
@@ -50,6 +56,9 @@ def build_module(generator, class_names: Sequence[str], noise_dim: int, image_sh
     h, w, k = (int(x) for x in image_shape)
     range_msg = (f"class_ids must be integers in [0, {num_classes - 1}] "
                  f"({num_classes} classes: {', '.join(class_names)})")
+    batch_msg = (f"at most {max_batch} class ids per request (exporter.max_batch); split the request into "
+                 f"smaller ones")
+    noise_msg = "noise must be finite (no NaN or infinity); draw it from a standard normal"
 
     class GeneratorModule(tf.Module):
         def __init__(self):
@@ -65,12 +74,15 @@ def build_module(generator, class_names: Sequence[str], noise_dim: int, image_sh
             self.class_table = tf.lookup.StaticHashTable(init, default_value="")
 
         def _checked(self, class_ids):
-            checks = [
-                tf.debugging.assert_greater_equal(class_ids, 0, message=range_msg),
-                tf.debugging.assert_less(class_ids, num_classes, message=range_msg),
-            ]
+            """The batch bound, then the range on the int64 ids as sent; only then the cast to int32."""
+            size = tf.debugging.assert_less_equal(tf.size(class_ids), max_batch, message=batch_msg)
+            with tf.control_dependencies([size]):
+                checks = [
+                    tf.debugging.assert_greater_equal(class_ids, tf.constant(0, tf.int64), message=range_msg),
+                    tf.debugging.assert_less(class_ids, tf.constant(num_classes, tf.int64), message=range_msg),
+                ]
             with tf.control_dependencies(checks):
-                return tf.identity(class_ids)
+                return tf.cast(class_ids, tf.int32)
 
         def _images(self, class_ids, noise):
             images = generator([noise, class_ids], training=False)
@@ -79,15 +91,17 @@ def build_module(generator, class_names: Sequence[str], noise_dim: int, image_sh
         def _names(self, class_ids):
             return self.class_table.lookup(tf.cast(class_ids, tf.int64))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_ids"),
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="class_ids"),
                                       tf.TensorSpec([None, noise_dim], tf.float32, name="noise")])
         def serving_default(self, class_ids, noise):
             class_ids = self._checked(class_ids)
-            tf.debugging.assert_equal(tf.shape(noise)[0], tf.shape(class_ids)[0],
-                                      message="noise must have one row per class id ([N, noise_dim] and [N])")
+            rows = tf.debugging.assert_equal(tf.shape(noise)[0], tf.shape(class_ids)[0],
+                                             message="noise must have one row per class id ([N, noise_dim] and [N])")
+            with tf.control_dependencies([rows]):
+                noise = tf.debugging.assert_all_finite(noise, message=noise_msg)
             return {"images": self._images(class_ids, noise), "class_names": self._names(class_ids)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_ids"),
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="class_ids"),
                                       tf.TensorSpec([], tf.int64, name="seed")])
         def generate(self, class_ids, seed):
             class_ids = self._checked(class_ids)
@@ -103,7 +117,7 @@ def build_module(generator, class_names: Sequence[str], noise_dim: int, image_sh
 
 
 def export_generator(generator, class_names: Sequence[str], noise_dim: int, image_shape: Sequence[int],
-                     saved_model_dir: str | Path) -> Path:
+                     saved_model_dir: str | Path, max_batch: int | None = None) -> Path:
     """Write the SavedModel to ``saved_model_dir`` (which must not exist yet); return its path."""
     import tensorflow as tf
 
@@ -116,7 +130,8 @@ def export_generator(generator, class_names: Sequence[str], noise_dim: int, imag
         # The asset is copied into saved_model/assets/ by tf.saved_model.save; the temp file can go afterwards.
         asset = os.path.join(tmp, CLASS_NAMES_ASSET)
         Path(asset).write_text("\n".join(class_names) + "\n")
-        module = build_module(generator, class_names, noise_dim, image_shape, asset)
+        module = build_module(generator, class_names, noise_dim, image_shape, asset,
+                              max_batch=DEFAULT_MAX_BATCH if max_batch is None else max_batch)
         tf.saved_model.save(module, str(saved_model_dir),
                             signatures={"serving_default": module.serving_default, "generate": module.generate})
     return saved_model_dir
@@ -137,7 +152,7 @@ import tensorflow as tf
 path, n_classes, noise_dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 m = tf.saved_model.load(path)
 out = {"signatures": sorted(m.signatures.keys())}
-ids = tf.constant([i % n_classes for i in range(2)], tf.int32)
+ids = tf.constant([i % n_classes for i in range(2)], tf.int64)
 noise = tf.random.stateless_normal([2, noise_dim], seed=[1, 2])
 r = m.signatures["serving_default"](class_ids=ids, noise=noise)
 g1 = m.signatures["generate"](class_ids=ids, seed=tf.constant(7, tf.int64))
@@ -148,7 +163,7 @@ out["serving_default"] = {"shape": r["images"].shape.as_list(), "dtype": r["imag
 out["generate"] = {"shape": g1["images"].shape.as_list(), "dtype": g1["images"].dtype.name,
                    "deterministic": bool(np.array_equal(g1["images"].numpy(), g2["images"].numpy()))}
 try:
-    m.signatures["generate"](class_ids=tf.constant([n_classes], tf.int32), seed=tf.constant(0, tf.int64))
+    m.signatures["generate"](class_ids=tf.constant([n_classes], tf.int64), seed=tf.constant(0, tf.int64))
     out["rejects_bad_class"] = False
 except tf.errors.InvalidArgumentError as exc:
     out["rejects_bad_class"] = "class_ids must be integers in" in str(exc)
@@ -189,10 +204,10 @@ def check_saved_model(saved_model_dir: str | Path, num_classes: int, noise_dim: 
 def describe_signatures(noise_dim: int, image_shape: Sequence[int]) -> dict:
     h, w, k = (int(x) for x in image_shape)
     return {
-        "serving_default": {"inputs": {"class_ids": "int32 [N]", "noise": f"float32 [N, {noise_dim}]"},
+        "serving_default": {"inputs": {"class_ids": "int64 [N]", "noise": f"float32 [N, {noise_dim}]"},
                             "outputs": {"images": f"float32 [N, {h}, {w}, {k}] in [-1, 1]",
                                         "class_names": "string [N]"}},
-        "generate": {"inputs": {"class_ids": "int32 [N]", "seed": "int64 []"},
+        "generate": {"inputs": {"class_ids": "int64 [N]", "seed": "int64 []"},
                      "outputs": {"images": f"uint8 [N, {h}, {w}, {k}]", "class_names": "string [N]"}},
     }
 

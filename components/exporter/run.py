@@ -28,7 +28,8 @@ def execute(ctx: ExecContext) -> ExecResult:
     # A rerun replaces the previous export; tf.saved_model.save would otherwise merge into stale files.
     target = ctx.out_dir / SAVED_MODEL
     shutil.rmtree(target, ignore_errors=True)
-    core.export_generator(bundle.generator, bundle.class_names, bundle.noise_dim, bundle.image_shape, target)
+    core.export_generator(bundle.generator, bundle.class_names, bundle.noise_dim, bundle.image_shape, target,
+                          max_batch=cfg.max_batch)
     ctx.log(f"export: wrote {target}; reloading it in a fresh process to call both signatures")
     check = core.check_saved_model(target, len(bundle.class_names), bundle.noise_dim, bundle.image_shape)
     info = core.ExportInfo(
@@ -38,7 +39,7 @@ def execute(ctx: ExecContext) -> ExecResult:
     model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
     ema_used = bool(cfg.use_ema and bundle.info.get("ema"))
     payload = {**info.__dict__, "ema": ema_used, "model_fingerprint": model_manifest["fingerprint"],
-               "model_steps": bundle.info.get("steps")}
+               "model_steps": bundle.info.get("steps"), "max_batch": cfg.max_batch}
     (ctx.out_dir / "export_info.json").write_text(json.dumps(payload, indent=2, default=list) + "\n")
     ctx.log(f"export: reload check passed ({', '.join(check['signatures'])}); ema={ema_used}")
     return ExecResult(

@@ -35,6 +35,8 @@ class TrainResult:
     seconds: float
     last: dict  # the last logged scalars
     dp: dict | None = None  # the privacy record (dp.plan.DPPlan.record) of a DP run
+    # When the newest checkpoint was damaged: which were (name, TensorFlow's reason) and which one was used.
+    checkpoint_fallback: dict | None = None
 
 
 def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int,
@@ -90,9 +92,15 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     manager = tf.train.CheckpointManager(ckpt, str(out_dir / "checkpoints"), max_to_keep=cfg.keep_checkpoints,
                                          step_counter=step, checkpoint_name="ckpt")
     remove_stale_temp_checkpoints(out_dir / "checkpoints")
+    fallback = None
     if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint} at step {int(step)} ({int(examples_seen)} examples seen)")
+        used, bad = restore_newest_intact(ckpt, out_dir / "checkpoints", manager.latest_checkpoint)
+        if bad:
+            fallback = {"bad": [{"checkpoint": Path(p).name, "error": why} for p, why in bad], "used": Path(used).name}
+            names = ", ".join(Path(p).name for p, _ in bad)
+            log(f"checkpoint {names} in {out_dir / 'checkpoints'} does not restore ({bad[0][1]}); "
+                f"resuming from the newest intact one, {Path(used).name}, instead")
+        log(f"resumed from {used} at step {int(step)} ({int(examples_seen)} examples seen)")
     start_step = int(step)
 
     total_steps = mode.last_step(cfg, log)
@@ -144,7 +152,56 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
             manager.save(checkpoint_number=s)
     monitor.close()
     return TrainResult(steps=int(step), start_step=start_step, seconds=time.perf_counter() - started, last=last,
-                       dp=mode.record(int(step), cfg, log))
+                       dp=mode.record(int(step), cfg, log), checkpoint_fallback=fallback)
+
+
+class NoIntactCheckpointError(ValueError):
+    """Every checkpoint of a resumed run failed to restore (an input fault of the --out folder: exit 2)."""
+
+
+def checkpoint_candidates(folder: Path, latest: str) -> list[str]:
+    """The checkpoint the index names first, then every earlier ``ckpt-N`` whose index file is on disk, newest
+    first. Globbing (rather than the manager's list) finds the earlier ones even when the ``checkpoint`` index
+    file names one that is gone; nothing newer than the index's own is tried (an abandoned, longer run's)."""
+    def number(prefix: str) -> int:
+        tail = Path(prefix).name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    on_disk = [str(p.with_suffix("")) for p in Path(folder).glob("ckpt-*.index")]
+    earlier = sorted((p for p in on_disk if number(p) < number(latest)), key=number, reverse=True)
+    return [latest, *earlier]
+
+
+def restore_newest_intact(ckpt: tf.train.Checkpoint, folder: Path, latest: str) -> tuple[str, list[tuple[str, str]]]:
+    """Restore the newest checkpoint that reads back whole; return it and the damaged ones tried before it.
+
+    TensorFlow checks each tensor's CRC32C on restore, so a flipped bit (DataLossError), a truncated data file
+    (IndexError: "Read less bytes than requested"), a damaged index file or a missing checkpoint (NotFoundError)
+    all fail here rather than load wrong weights (measured: tests/test_reliability_recovery.py). A structure
+    mismatch (assert_existing_objects_matched: another config) is not damage and is not caught.
+    """
+    bad = []
+    for prefix in checkpoint_candidates(folder, latest):
+        if not Path(prefix + ".index").exists():  # named by the index file, but its files are gone
+            bad.append((prefix, "its files are missing"))
+            continue
+        try:
+            ckpt.restore(prefix).assert_existing_objects_matched()
+            return prefix, bad
+        except (tf.errors.OpError, IndexError) as exc:
+            bad.append((prefix, _first_line(exc)))
+    tried = "; ".join(f"{Path(p).name}: {why}" for p, why in bad)
+    raise NoIntactCheckpointError(
+        f"{folder}: no checkpoint restores intact ({tried}); delete the folder {folder} to train from step 0, or "
+        f"put back an intact copy of it")
+
+
+def _first_line(exc: BaseException) -> str:
+    """TensorFlow's reason without its op prefix ("{{function_node ...}} ... [Op:RestoreV2]"), one line, short."""
+    text = str(exc).split("\n")[0]
+    if "}}" in text:
+        text = text.split("}}", 1)[1]
+    return text.replace("[Op:RestoreV2]", "").strip()[:200] or type(exc).__name__
 
 
 def remove_stale_temp_checkpoints(folder: Path) -> list[Path]:

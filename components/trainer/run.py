@@ -108,7 +108,8 @@ def execute(ctx: ExecContext) -> ExecResult:
         counts={"steps": result.steps, "train_units": info.num_train, "skipped_records": len(info.skipped)},
         properties={"class_names": model_info["class_names"], "image_shape": model_info["image_shape"],
                     "noise_dim": cfg.noise_dim, "ema": model_info["ema"], "replicas": strategy.num_replicas_in_sync,
-                    "resumed_from_step": result.start_step, "dp": dp_summary(dp_record),
+                    "resumed_from_step": result.start_step, "checkpoint_fallback": result.checkpoint_fallback,
+                    "dp": dp_summary(dp_record),
                     "init_from": model_info["init_from"],
                     "final": {k: round(v, 5) for k, v in result.last.items() if isinstance(v, float)}})
 

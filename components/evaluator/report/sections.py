@@ -17,10 +17,21 @@ def fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+class Html(str):
+    """A table cell that is deliberate markup (bold, italics), put into the report as it is. Every other text
+    cell is escaped: a class name, a path or a reason from the data must never become markup."""
+
+
+def cell(value) -> str:
+    """A table cell's HTML: ``Html`` as given, other text escaped, numbers formatted (``fmt``)."""
+    if isinstance(value, Html):
+        return str(value)
+    return html.escape(value) if isinstance(value, str) else fmt(value)
+
+
 def table(header: list[str], rows: list[list], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, str) else fmt(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -88,8 +99,7 @@ def fidelity_section(evaluation: Evaluation) -> ReportSection:
     body += "<h3>Per class</h3>" + table(
         ["class", "space", "ratio against holdout [95%]", "ratio against train [95%]", "n synthetic"],
         class_rows, "compact")
-    emb_rows = [[e["distance_name"], html.escape(e["description"]),
-                 html.escape(", ".join(f"{k}: {v}" for k, v in e["provenance"].items()))]
+    emb_rows = [[e["distance_name"], e["description"], ", ".join(f"{k}: {v}" for k, v in e["provenance"].items())]
                 for e in fid.embeddings.values()]
     body += "<h3>Feature spaces used</h3>" + table(["name", "features", "provenance"], emb_rows, "compact text")
     figs = [figures.ratio_bars(per_class_ratios, overall, "Fréchet distance ratio per class (against holdout)")]
@@ -140,7 +150,7 @@ def fidelity_section(evaluation: Evaluation) -> ReportSection:
 def diversity_section(evaluation: Evaluation) -> ReportSection:
     d = evaluation.diversity
     rows = [[name, v["real"], v["synthetic"], v["difference"]] for name, v in d["per_class"].items()]
-    rows.append(["<b>all classes (mean)</b>", d["ms_ssim"]["real"], d["ms_ssim"]["synthetic"],
+    rows.append([Html("<b>all classes (mean)</b>"), d["ms_ssim"]["real"], d["ms_ssim"]["synthetic"],
                  d["ms_ssim"]["difference"]])
     body = table(["class", "real (train)", "synthetic", "synthetic - real"], rows)
     if d["mode_collapse_warning"]:
@@ -173,17 +183,18 @@ def utility_section(evaluation: Evaluation) -> ReportSection:
                      " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
     for key, label in (("trtr", "reference study, real (different dataset)"),
                        ("tstr", "reference study, synthetic (different dataset)")):
-        rows.append([f"<i>{label}</i>", ref[key]["balanced_accuracy"], ref[key]["macro_auc"], "", ""])
+        rows.append([Html(f"<i>{html.escape(label)}</i>"), ref[key]["balanced_accuracy"], ref[key]["macro_auc"],
+                     "", ""])
     trtr_units = u.trtr.get("train_units", 0) + u.trtr.get("val_units", 0)
     for p in u.learning_curve or []:
         label = f"trained on synthetic, {p['multiple']:g}x the real training size ({p['units']} units)"
         if p.get("scores"):
             v = p["scores"]
-            rows.insert(len(rows) - 2, [label + (" <b>like for like</b>" if p["multiple"] == 1.0 else ""),
-                                        v["balanced_accuracy"], v["macro_auc"],
+            marked = Html(html.escape(label) + (" <b>like for like</b>" if p["multiple"] == 1.0 else ""))
+            rows.insert(len(rows) - 2, [marked, v["balanced_accuracy"], v["macro_auc"],
                                         " / ".join(fmt(a, 2) for a in v["per_class_auc"].values()), v["best_epoch"]])
         else:
-            rows.insert(len(rows) - 2, [label, "not run", html.escape(p.get("missing", "")), "", ""])
+            rows.insert(len(rows) - 2, [label, "not run", p.get("missing", ""), "", ""])
     body = table(["classifier", "balanced accuracy", "macro AUC",
                   "AUC per class (" + " / ".join(u.classes) + ")", "chosen epoch"], rows)
     body += (f'<p class="note">TRTR learns from {trtr_units} real units. Compare TRTR with TSTR at 1x (the same '
@@ -206,7 +217,7 @@ def utility_section(evaluation: Evaluation) -> ReportSection:
 def class_check_table(check: dict) -> str:
     """One row: the share of generated units a real-trained classifier labels with their class, per class, beside
     the same classifier on the real test split (its ceiling)."""
-    per_class = " / ".join(f"{html.escape(name)} {fmt(v, 2)}" for name, v in check["per_class"].items())
+    per_class = " / ".join(f"{name} {fmt(v, 2)}" for name, v in check["per_class"].items())  # escaped by table
     body = "<h3>Class check</h3>" + table(
         ["generated units labelled with their class", "per class", "real test units (the ceiling)",
          "generated units"],
