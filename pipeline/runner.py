@@ -314,7 +314,7 @@ def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, f
             if action == "refused":
                 # An earlier output no longer matches what its preflight now refuses (e.g. a release of another
                 # evaluation): unmark it.
-                (run_dir / name / MANIFEST).unlink(missing_ok=True)
+                unmark_artifact(run_dir / name)
         _save_state(run_dir, state)
     if not dry_run:
         state.setdefault("history", []).append(
