@@ -187,7 +187,8 @@ class ComponentSpec:
                 raise ValueError(f"{self.name}: refused: {reason}; {ctx.out_dir} was left as it was")
 
     def _refuse_foreign_output(self, out_dir: Path, inputs: Mapping[str, Path]) -> None:
-        """Never write over an input, nor over another component's artifact (an exporter pointed at its model folder)."""
+        """Never write over an input, nor over another component's artifact (an exporter pointed at a model
+        folder)."""
         resolved = out_dir.resolve()
         for name, folder in inputs.items():
             if folder.resolve() == resolved:

@@ -145,8 +145,8 @@ def test_refused_synthesize_rerun_leaves_the_old_artifact_as_it_was(tmp_path):
 
 
 def test_export_over_another_components_artifact_is_refused_untouched(tmp_path):
-    """`vugan export --out` naming a folder that holds another kind of artifact (a model) is refused before
-    anything in it changes."""
+    """`vugan export --out` naming a folder that holds another kind of artifact (a model, its own input or another)
+    is refused before anything in it changes."""
     from vugan.pipeline.artifacts import read_artifact
 
     model = _artifact(tmp_path / "train", {"generator.keras": b"weights", "model_info.json": b"{}"}, "Model", "train")
@@ -158,6 +158,10 @@ def test_export_over_another_components_artifact_is_refused_untouched(tmp_path):
     with pytest.raises(ValueError, match=r"holds a Model artifact.*another --out"):
         export.run(load_config(None), {"model": model}, other_model)
     assert not ran and _snapshot(other_model) == before and read_artifact(other_model)["type"] == "Model"
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"--out .* is also its input --model"):
+        export.run(load_config(None), {"model": model}, model)
+    assert not ran and _snapshot(model) == before
 
 
 # ------------------------------------------------------------------------------------------------ digests
