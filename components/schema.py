@@ -219,6 +219,26 @@ def shard_files(root: str, split: str) -> list[str]:
     return sorted(tf.io.gfile.glob(os.path.join(split_dir(root, split), SHARD_GLOB)))
 
 
+def recorded_count(manifest: dict, split: str) -> int | None:
+    """How many records the Examples artifact says ``split`` holds (preprocess: ``counts.vus_<split>``; older or
+    hand-made artifacts: ``properties.splits`` or ``counts.<split>``), or None when it records none."""
+    counts, props = manifest.get("counts") or {}, manifest.get("properties") or {}
+    for value in (counts.get(f"vus_{split}"), (props.get("splits") or {}).get(split), counts.get(split)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def check_record_count(root: str, manifest: dict, split: str, found: int) -> None:
+    """Refuse a split whose record count differs from its artifact's (a shard lost records but is still valid
+    gzip): training or judging on part of the data must not pass for the whole."""
+    expected = recorded_count(manifest, split)
+    if expected is not None and expected != found:
+        raise ValueError(f"{split_dir(root, split)}: split {split!r} holds {found} records, but the Examples "
+                         f"artifact ({os.path.join(root, 'artifact.json')}) records {expected}; its shards changed "
+                         f"after preprocess wrote them: rerun preprocess")
+
+
 def iter_records(files: Iterable[str]) -> Iterator[UnitRecord]:
     import tensorflow as tf
 

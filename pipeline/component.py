@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
+from vugan.pipeline.artifacts import (MANIFEST, ArtifactError, ArtifactType, read_artifact, unmark_artifact,
+                                      verify_artifact, write_artifact)
 from vugan.pipeline.config import PipelineConfig, fingerprint, write_resolved
 from vugan.pipeline.locks import folder_lock
 
@@ -119,6 +120,10 @@ class ComponentSpec:
     # Why it may not run now (a reason, shown as the step's state "refused"), or None; given its input folders
     # and options. The pipeline asks before it starts the step.
     preflight: Callable[[Mapping[str, Path], Options], str | None] | None = None
+    # Checks that refuse the run (raise ValueError/ArtifactError naming what and what to do) and need the full
+    # context: called by run() after the inputs are verified and before the output folder is touched, so a
+    # refused rerun leaves the previous artifact exactly as it was (marker, config.toml, payload).
+    validate: Callable[[ExecContext], None] | None = None
     pointers: tuple[Pointer, ...] = ()
     runs_column: Column | None = None
 
@@ -142,24 +147,75 @@ class ComponentSpec:
 
     def run(self, config: PipelineConfig, inputs: Mapping[str, str | Path], out_dir: str | Path,
             options: Mapping[str, Any] | None = None, log: Callable[[str], None] = print) -> dict:
-        """Check inputs, execute, write ``config.toml`` and ``artifact.json``; return the manifest."""
+        """Check inputs, execute, write ``config.toml`` and ``artifact.json``; return the manifest.
+
+        Everything that may refuse the run comes first (inputs, the output folder, ``preflight``, ``validate``):
+        a refusal leaves the folder as it was. Then the old marker goes (``unmark_artifact``) before the first
+        byte changes, and the new one is written last: killed in between, the folder reads as incomplete.
+        """
         missing = sorted(set(self.inputs) - set(inputs))
         if missing:
             raise ValueError(f"{self.name}: input {missing[0]!r} is required (pass --{missing[0]} DIR)")
+        input_dirs = {k: Path(v) for k, v in inputs.items()}
         for name, expected in self.inputs.items():
-            read_artifact(inputs[name], expected)
+            check_input(input_dirs[name], expected)
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "the output path exists and is a file, not a folder", str(out_dir))
+        self._refuse_foreign_output(out_dir, input_dirs)
+        ctx = ExecContext(config=config, inputs=input_dirs, out_dir=out_dir, options=dict(options or {}), log=log)
         out_dir.mkdir(parents=True, exist_ok=True)
         with folder_lock(out_dir, self.name):  # a second writer of this folder fails at once, naming the first
+            self._refuse_before_writing(ctx)
+            unmark_artifact(out_dir)
             write_resolved(config, out_dir, self.config_sections)
             started = time.time()
-            ctx = ExecContext(config=config, inputs={k: Path(v) for k, v in inputs.items()}, out_dir=out_dir,
-                              options=dict(options or {}), log=log)
             result = self.execute(ctx)
             properties = {**result.properties, "wall_seconds": round(time.time() - started, 2)}
             return write_artifact(out_dir, artifact_type=self.artifact_type, producer=self.name,
                                   config_fingerprint=self.config_fingerprint(config), inputs=ctx.inputs,
                                   counts=result.counts, properties=properties, skip_dirs=self.skip_dirs,
                                   summary=result.summary)
+
+    def _refuse_before_writing(self, ctx: ExecContext) -> None:
+        """The component's own refusals (``validate``, then ``preflight``), while the folder is untouched."""
+        if self.validate is not None:
+            self.validate(ctx)
+        if self.preflight is not None:
+            reason = self.preflight(ctx.inputs, ctx.options)
+            if reason:
+                raise ValueError(f"{self.name}: refused: {reason}; {ctx.out_dir} was left as it was")
+
+    def _refuse_foreign_output(self, out_dir: Path, inputs: Mapping[str, Path]) -> None:
+        """Never write over an input, nor over another component's artifact (an exporter pointed at a model
+        folder)."""
+        resolved = out_dir.resolve()
+        for name, folder in inputs.items():
+            if folder.resolve() == resolved:
+                raise ValueError(f"{self.name}: --out {out_dir} is also its input --{name}; choose another folder")
+        if not (out_dir / MANIFEST).is_file():
+            return
+        try:
+            found = read_artifact(out_dir)
+        except ArtifactError:
+            return  # an unreadable marker marks nothing worth keeping: this run replaces it
+        if found.get("type") != self.artifact_type.value:
+            raise ValueError(f"{out_dir}: holds a {found.get('type')} artifact (made by {found.get('producer')}), "
+                             f"not a {self.artifact_type.value}; {self.name} will not write over it: choose another "
+                             f"--out folder")
+
+
+def check_input(folder: str | Path, expected: ArtifactType | None = None) -> dict:
+    """An input folder as a consumer must find it: a finished artifact of the expected type whose files are what
+    its producer wrote (``verify_artifact``); returns its manifest. Manifests older than per-file digests do not
+    record their producer's ``skip_dirs``: they come from the producer's declared contract."""
+    manifest = read_artifact(folder, expected)
+    skip_dirs = None
+    if "skip_dirs" not in manifest:
+        from vugan.pipeline.registry import components
+
+        try:
+            skip_dirs = components().spec(manifest.get("producer", "")).skip_dirs
+        except (KeyError, ValueError):
+            skip_dirs = ()
+    return verify_artifact(folder, expected, skip_dirs)

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 LOCK_NAME = ".vugan.lock"
@@ -32,9 +33,7 @@ def folder_lock(folder: str | Path, component: str):
     path = Path(folder) / LOCK_NAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_now_or_soon(fd):
             holder = _describe(os.pread(fd, 4096, 0))
             os.close(fd)
             raise FolderLockedError(f"{folder} is being written by another vugan process ({holder}); wait for it "
@@ -58,6 +57,39 @@ def folder_lock(folder: str | Path, component: str):
         except OSError:
             pass  # the folder was removed or made read-only meanwhile: the lock still ends with the descriptor
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _lock_now_or_soon(fd: int) -> bool:
+    """Take the exclusive lock. A few short retries: :func:`is_locked` holds it for microseconds while it looks,
+    which must not read as another writer; a real writer holds it for the whole run."""
+    for attempt in range(5):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.02 * (attempt + 1))
+    return False
+
+
+def is_locked(folder: str | Path) -> bool:
+    """Whether a live process holds the folder's lock (``vugan runs``: running, or died without finishing).
+
+    Looks by taking a shared lock for an instant and giving it back; the file is never created. A lock file a
+    killed process left behind is not held: the kernel released it with the process.
+    """
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: its holder finished (it removes the file) or never started
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
         os.close(fd)
 
 

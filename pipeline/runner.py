@@ -27,10 +27,10 @@ import tomllib
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from vugan.pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact
-from vugan.pipeline.component import ComponentSpec, Options
+from vugan.pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact, unmark_artifact
+from vugan.pipeline.component import ComponentSpec, Options, check_input
 from vugan.pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
-from vugan.pipeline.locks import folder_lock
+from vugan.pipeline.locks import folder_lock, is_locked
 from vugan.pipeline.registry import components
 
 RUN_JSON = "run.json"
@@ -193,6 +193,10 @@ def decide(name: str, run_dir: Path, config: PipelineConfig, state: dict, opt_ke
         before = input_fingerprint(manifest.get("inputs", {}).get(inp, {"fingerprint": None}), summary_only)
         if before != current:
             return "run", f"input {inp} changed ({before} -> {current})"
+    try:  # cached means trusted as it is: the files must still be what the component wrote
+        check_input(out_dir, spec.artifact_type)
+    except ArtifactError as exc:
+        return "run", f"its files changed since it was made ({exc})"
     return "cached", f"config and inputs unchanged (config {manifest['config_fingerprint']}, " \
                      f"artifact {manifest['fingerprint']})"
 
@@ -236,7 +240,7 @@ def _execute(step: Step, run_dir: Path, log_prefix: bool = True) -> tuple[int, s
     out_dir = run_dir / step.name
     out_dir.mkdir(parents=True, exist_ok=True)
     # No stale "finished" marker while the component reruns: a crash leaves the folder unfinished, not old.
-    (out_dir / MANIFEST).unlink(missing_ok=True)
+    unmark_artifact(out_dir)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: list[str] = []
     with open(out_dir / "log.txt", "a") as log:
@@ -310,7 +314,7 @@ def _run_steps(run_dir: Path, config: PipelineConfig, names: Sequence[str], *, f
             if action == "refused":
                 # An earlier output no longer matches what its preflight now refuses (e.g. a release of another
                 # evaluation): unmark it.
-                (run_dir / name / MANIFEST).unlink(missing_ok=True)
+                unmark_artifact(run_dir / name)
         _save_state(run_dir, state)
     if not dry_run:
         state.setdefault("history", []).append(
@@ -442,6 +446,11 @@ def component_status(run_dir: Path, name: str, state: dict | None = None) -> tup
     out_dir = run_dir / name
     if not (out_dir / MANIFEST).exists():
         st = recorded.get("state", "-")
+        if st == "running" and not (is_locked(out_dir) or is_locked(run_dir)):
+            # run.json says running, but no process holds the component's or the run's lock: the kernel drops a
+            # lock when its holder dies, however it dies, so that run was killed or interrupted.
+            return "interrupted", ("its process ended before finishing (killed or interrupted); rerun with "
+                                   f"vugan run --run {run_dir}")
         return (st if st in ("failed", "refused", "blocked", "running", "pending") else "-"), recorded.get("reason", "")
     try:
         manifest = read_artifact(out_dir)

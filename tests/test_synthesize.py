@@ -112,7 +112,7 @@ def test_failed_verdict_refused_without_writing(model_dir, tmp_path):
                                           model_dir=model_dir, config=config)
     with pytest.raises(ReleaseRefused, match="mia_auc 0.81 > 0.6.*--force-release"):
         SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.toml"]  # nothing shareable
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # refused before anything is written
 
 
 def test_forced_release_is_recorded(model_dir, tmp_path):
@@ -215,7 +215,7 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
         with pytest.raises(ReleaseMismatch, match=f"judged another set: {link}"):
             SPEC.run(cfg, {"model": model_dir, "evaluation": evaluation, **inputs}, out,
                      options={"force_release": True})
-        assert sorted(p.name for p in out.iterdir()) == ["config.toml"]  # nothing shareable
+        assert sorted(p.name for p in out.iterdir()) == []  # refused before anything is written
     # A candidate altered after the verdict (one unit's pixels replaced).
     import dataclasses
     import os
@@ -228,7 +228,10 @@ def test_refuses_an_evaluation_of_another_model_or_variant(model_dir, tmp_path):
     for f in schema.shard_files(str(cand), "synthetic"):
         os.remove(f)
     schema.write_shards((schema.encode(r) for r in records), schema.split_dir(str(cand), "synthetic"), num_shards=1)
-    with pytest.raises(ReleaseMismatch, match="changed since the verdict"):
+    # The evaluation's own digests catch it first, naming the file (pipeline.artifacts.verify_artifact).
+    from vugan.pipeline.artifacts import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"candidate/Split-synthetic/.*rerun evaluate"):
         SPEC.run(config, {"model": model_dir, "evaluation": evaluation}, tmp_path / "out-late")
     # A verdict without a release chain (an older evaluator) is refused too.
     bare = make_evaluation_artifact(tmp_path / "bare", passed=True)

@@ -274,6 +274,12 @@ def test_cohort_config_trains_a_cohort_lacking_a_class_on_class_balanced_batches
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as w:
         for r in thoracic + [r for r in records if schema.decode(r).class_id == 2]:
             w.write(r)
+    from vugan.pipeline.artifacts import ArtifactType, read_artifact, write_artifact
+
+    made = read_artifact(root)  # marked again: this is the cohort preprocess wrote (10 train units)
+    write_artifact(root, artifact_type=ArtifactType.EXAMPLES, producer="preprocess", config_fingerprint="fixture",
+                   counts={**made["counts"], "train": 10},
+                   properties={**made["properties"], "splits": {**made["counts"], "train": 10}})
     cfg = load_config(ROOT / "configs" / "cohort.toml",
                       TINY + ["trainer.steps=3", "trainer.log_every=1", "trainer.image_every=100",
                               "trainer.checkpoint_every=100"])

@@ -41,6 +41,20 @@ def defaults_in_run(args: argparse.Namespace) -> None:
                                     f"first (vugan run --run {run_dir}) or pass {what} DIR")
 
 
+def synthetic_is_complete(ctx) -> None:
+    """A synthetic set that vugan wrote is audited only when finished and unchanged (its artifact.json and the
+    recorded digests); a set from elsewhere (no artifact.json, no vugan config.toml) is read as it is."""
+    from vugan.pipeline.artifacts import MANIFEST
+    from vugan.pipeline.component import check_input
+
+    folder = Path(ctx.options["synthetic"])
+    config = folder / "config.toml"
+    written_by_vugan = (folder / MANIFEST).exists() or (
+        config.is_file() and "[synthesize]" in config.read_text(errors="replace"))
+    if written_by_vugan:
+        check_input(folder, ArtifactType.SYNTHETIC_DATASET)
+
+
 SPEC = ComponentSpec(
     name="audit",
     artifact_type=ArtifactType.EVALUATION,
@@ -48,6 +62,7 @@ SPEC = ComponentSpec(
     config_sections=("evaluator", "privacy"),
     execute=executor("vugan.components.evaluator.audit"),
     in_pipeline=False,
+    validate=synthetic_is_complete,
     cli=CommandLine(add_arguments=add_arguments, options=options, in_run_folder=defaults_in_run),
     description="judge any synthetic set (TFRecords or NIfTI) against an Examples artifact's splits: fidelity, "
                 "image-only privacy attacks, copies and the release gate; metrics.json, verdict.json, report.html",

@@ -36,9 +36,14 @@ def load_inputs(examples_dir: Path, split_names=("train", "holdout", "test")):
     """The Examples manifest and its real splits, each in content order under content-derived patient names
     (canonical.py): the evidence must not depend on the salt, the manifest's row order or the shard count."""
     from vugan.components.evaluator.canonical import canonical_real
+    from vugan.components.schema import check_record_count
 
     manifest = read_artifact(examples_dir, ArtifactType.EXAMPLES)
-    splits = {s: canonical_real(load_split_naming_shard(examples_dir, s)) for s in split_names}
+    splits = {}
+    for split in split_names:
+        units = load_split_naming_shard(examples_dir, split)
+        check_record_count(str(examples_dir), manifest, split, len(units.class_ids))
+        splits[split] = canonical_real(units)
     for name, units in splits.items():
         if len(units) == 0:
             raise ValueError(f"{examples_dir}: split {name!r} is empty; the evaluator needs train, holdout and "

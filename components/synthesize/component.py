@@ -34,6 +34,12 @@ def child_flags(opts: Options) -> list[str]:
     return ["--force-release"] if opts.get("force_release") else []
 
 
+def validate(ctx) -> None:
+    from vugan.components.synthesize.run import validate as check
+
+    check(ctx)
+
+
 def preflight(inputs: Mapping[str, Path], opts: Options) -> str | None:
     from vugan.components.synthesize.release import refusal
 
@@ -51,6 +57,7 @@ SPEC = ComponentSpec(
     cli=CommandLine(add_arguments=add_arguments, add_run_arguments=add_run_arguments, options=options,
                     child_flags=child_flags),
     preflight=preflight,
+    validate=validate,  # the chain and the gate, before a previous synthetic set is touched
     pointers=(Pointer("synthetic data", "", rank=4, refused_note="refused by the release gate"),),
     description="draw the shareable synthetic dataset (TFRecords, NIfTI, previews, datasheet) behind the release gate",
 )

@@ -50,10 +50,11 @@ def _geometry(props: dict, info: dict) -> tuple[core.Geometry, str]:
     return geometry, note + ". NIfTI axes: rows head to feet, columns front to back, slices left to right."
 
 
-def execute(ctx: ExecContext) -> ExecResult:
+def _gate(ctx: ExecContext):
+    """The release chain and the gate: (model manifest, variant, judged candidate, verdict, release record);
+    raises ReleaseMismatch / ReleaseRefused."""
     cfg = ctx.config.synthesize
     model_dir, eval_dir = ctx.inputs["model"], ctx.inputs["evaluation"]
-    # The chain and the gate come first: a refused release writes nothing and loads no model.
     model_manifest = read_artifact(model_dir, ArtifactType.MODEL)
     info = json.loads((Path(model_dir) / "model_info.json").read_text())
     variant = release.generator_variant(cfg.use_ema, info)
@@ -61,6 +62,20 @@ def execute(ctx: ExecContext) -> ExecResult:
                                                                   cfg.units_per_class, cfg.release_filter))
     verdict = release.read_verdict(eval_dir)
     record = release.release_decision(verdict, force=bool(ctx.options.get("force_release")))
+    return model_manifest, variant, judged, verdict, record
+
+
+def validate(ctx: ExecContext) -> None:
+    """The contract's check before the output folder is touched (ComponentSpec.validate): a refused release
+    leaves a previous synthetic set, its config.toml and its marker exactly as they were."""
+    _gate(ctx)
+
+
+def execute(ctx: ExecContext) -> ExecResult:
+    cfg = ctx.config.synthesize
+    model_dir, eval_dir = ctx.inputs["model"], ctx.inputs["evaluation"]
+    # The chain and the gate come first (validate already passed them): a refused release writes nothing.
+    model_manifest, variant, judged, verdict, record = _gate(ctx)
     if record["forced"]:
         ctx.log(f"synthesize: WARNING: verdict failed ({'; '.join(verdict.reasons)}); released by --force-release "
                 f"({record['forced_by']}, {record['forced_at']})")

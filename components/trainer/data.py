@@ -62,7 +62,8 @@ def inspect_examples(root, configured_shape="auto", max_skipped: int = 1,
     record whose shape differs, an empty split or a class without any training example.
     """
     root = Path(root)
-    props = read_artifact(root, ArtifactType.EXAMPLES)["properties"]
+    manifest = read_artifact(root, ArtifactType.EXAMPLES)
+    props = manifest["properties"]
     for key in ("image_shape", "class_names"):
         if key not in props:
             raise DataError(f"{root / 'artifact.json'}: property {key!r} is missing; rerun preprocess")
@@ -87,6 +88,10 @@ def inspect_examples(root, configured_shape="auto", max_skipped: int = 1,
             if len(skipped) > max_skipped:
                 raise DataError(f"{path} record {index}: {problem} ({len(skipped)} unreadable records; at most "
                                 f"{max_skipped} may be skipped)")
+    try:
+        schema.check_record_count(str(root), manifest, "train", int(counts.sum()) + len(skipped))
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     if counts.sum() == 0:
         raise DataError(f"{schema.split_dir(str(root), 'train')}: the train split holds no usable record")
     empty = [class_names[c] for c in range(len(class_names)) if counts[c] == 0]

@@ -21,7 +21,8 @@ import keras
 
 from vugan.components.trainer.arch import arch_config
 from vugan.models import acgan
-from vugan.pipeline.artifacts import ArtifactType, read_artifact
+from vugan.pipeline.artifacts import ArtifactType
+from vugan.pipeline.component import check_input
 from vugan.pipeline.config import ConfigError, load_config
 
 # ArchConfig fields whose config key has another name, or that come from the data rather than the config.
@@ -84,7 +85,7 @@ def check_source(folder: str | Path, arch: acgan.ArchConfig, class_names, *, dp:
     from; ArtifactError when the folder is not a finished Model artifact.
     """
     folder = Path(folder)
-    manifest = read_artifact(folder, ArtifactType.MODEL)
+    manifest = check_input(folder, ArtifactType.MODEL)  # finished, and its files as train wrote them
     info_path = folder / "model_info.json"
     if not info_path.exists():
         raise ValueError(f"trainer.init_from = {folder}: no model_info.json; point at a finished `vugan train` output")
