@@ -216,6 +216,18 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def read_toml_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a file that is not UTF-8 or not TOML is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        # utf-8-sig: a BOM (Windows editors write one) is valid UTF-8 and no TOML statement.
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> PipelineConfig:
     """Read a TOML file (or defaults only when ``path`` is None) and apply ``--set`` overrides."""
     classes = _section_classes()
@@ -224,13 +236,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist; pass an existing TOML file such as configs/demo.toml")
-        try:
-            # utf-8-sig: a BOM (Windows editors write one) is valid UTF-8 and no TOML statement.
-            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raw = read_toml_file(path)
     for name in raw:
         if name not in classes:
             raise ConfigError(f"[{name}]: unknown section; allowed sections: {', '.join(classes)}")

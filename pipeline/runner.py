@@ -29,7 +29,7 @@ from typing import Iterable, Mapping, Sequence
 
 from vugan.pipeline.artifacts import MANIFEST, ArtifactError, input_fingerprint, read_artifact, unmark_artifact
 from vugan.pipeline.component import ComponentSpec, Options, check_input
-from vugan.pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, write_resolved
+from vugan.pipeline.config import PipelineConfig, dumps_toml, fingerprint, load_config, read_toml_file, write_resolved
 from vugan.pipeline.locks import folder_lock, is_locked
 from vugan.pipeline.registry import components
 
@@ -96,7 +96,7 @@ def resolve_run_config(run_dir: str | Path, config_path: str | Path | None = Non
     if config_path is not None:
         if not Path(config_path).exists():
             raise FileNotFoundError(f"config file {config_path} does not exist")
-        for section, values in tomllib.loads(Path(config_path).read_text()).items():
+        for section, values in read_toml_file(config_path).items():
             merged.setdefault(section, {}).update(values if isinstance(values, dict) else {})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.toml"

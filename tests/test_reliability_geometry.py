@@ -465,3 +465,16 @@ def test_a_toml_config_with_a_utf8_bom_is_read(tmp_path):
     latin.write_bytes("[run]\nname = \"J\xf6rg\"\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"not UTF-8 text.*save it as UTF-8"):
         load_config(latin)
+
+
+def test_a_toml_config_with_a_utf8_bom_is_read_when_a_run_folder_is_reused(tmp_path):
+    """`vugan run --run DIR --config FILE` merges FILE into the run's saved config: that read takes a BOM too."""
+    from vugan.pipeline.config import write_resolved
+    from vugan.pipeline.runner import resolve_run_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_resolved(load_config(), run_dir)
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[trainer]\nsteps = 3\n")
+    assert resolve_run_config(run_dir, path).trainer.steps == 3
