@@ -55,8 +55,11 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     oversized file is refused instead of exhausting memory. ``notes`` collects counts of what was left out
     (DICOM localiser slices, slices of another orientation); ``series_uid`` picks one series of a DICOM folder.
     """
+    from vugan.components.preprocess import limits
+
     fmt = volume_format(path)
     with _local_copy(path) as local:
+        limits.check_regular(local)  # a FIFO or a device would block or stream forever
         if fmt == "nifti":
             array, affine = _read_nifti(local, max_voxels)
         elif fmt == "itk":
@@ -97,6 +100,9 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> Volume:
 def _read_nifti(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
+    from vugan.components.preprocess import limits
+
+    limits.check_nifti_header(path)  # nibabel reads every header extension whole: bound them first
     img = nib.load(path)  # reads the header only; the voxels load below
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
     if img.get_data_dtype().kind == "c":
@@ -140,6 +146,8 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     """
     import pydicom
 
+    from vugan.components.preprocess import limits
+
     notes = notes if notes is not None else {}
     if os.path.isdir(path):
         files = sorted(os.path.join(path, f) for f in os.listdir(path)
@@ -149,7 +157,9 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     headers = []
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ds = limits.dicom_header(f)  # only the geometry tags, and a deflated file inflated with a cap
+        except VolumeError:
+            raise
         except Exception:  # a non-DICOM file in the folder (e.g. DICOMDIR notes): skip it
             continue
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
@@ -299,6 +309,9 @@ def read_text(path: str) -> str:
         import tensorflow as tf
         with tf.io.gfile.GFile(path, "r") as fh:
             return fh.read()
+    from vugan.components.preprocess import limits
+
+    limits.check_regular(path)  # a FIFO would block the read forever
     with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
         return fh.read()
 
