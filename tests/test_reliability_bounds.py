@@ -38,9 +38,9 @@ _PRELUDE = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
     args = json.loads(sys.argv[1])
 
-    def task(image, mask="", row=1):
+    def task(image, mask="", row=1, centroids=""):
         return ScanTask(row=row, scan="scan-pseudo", patient="patient-pseudo", split="train", image=image,
-                        mask=mask)
+                        mask=mask, centroids=centroids)
 
     def result(r):
         return {{"ok": r.ok, "records": sorted(u.level_name for u, _ in r.records), "notes": r.notes,
@@ -237,6 +237,28 @@ def test_ten_thousand_rows_of_one_file_under_ten_thousand_patients_give_linear_d
         assert "9999" not in reason and "9,999" not in reason.replace("9,999 more", "")
 
 
+@pytest.mark.slow  # a whole `vugan preprocess` job (Beam, TensorFlow) in a subprocess, ~20 s
+def test_the_preprocess_job_over_ten_thousand_duplicate_rows_finishes_with_linear_dead_letters(spine, tmp_path):
+    from support.pipeline_runs import vugan
+
+    d, image, mask, affine, image_path, mask_path = spine
+    shared = save_nifti(tmp_path / "shared.nii.gz", image[:20], affine)
+    rows = [dict(scan_id="S0", patient_id="P0", image=image_path, vertebra_mask=mask_path)]
+    rows += [dict(scan_id=f"S{i}", patient_id=f"P{i}", image=shared, vertebra_mask=mask_path)
+             for i in range(1, 10_001)]
+    manifest = write_manifest(tmp_path / "scans.csv", rows)
+    try:  # the old code wrote 591 MB of dead letters and had not finished after 240 s
+        proc = vugan("preprocess", "--manifest", manifest, "--out", str(tmp_path / "out"), timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("vugan preprocess over 10,000 duplicate rows did not finish within 180 s")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert (stats["manifest_rows"], stats["scans_in"], stats["rows_rejected"]) == (10_001, 1, 10_000)
+    assert stats["vus_written"] == 4
+    letters = (tmp_path / "out" / "dead_letters.jsonl").read_bytes()
+    assert letters.count(b"\n") == 10_000 and len(letters) < 10_000 * 800
+
+
 # ----------------------------------------------------------------------------------------- FIFOs
 
 def test_fifos_and_links_to_dev_zero_are_dead_letters_before_any_read(spine, tmp_path):
@@ -263,9 +285,10 @@ def test_fifos_and_links_to_dev_zero_are_dead_letters_before_any_read(spine, tmp
         assert ".nii" not in dead["reason"]  # no file name
 
 
-def test_a_fifo_mask_manifest_or_dicom_folder_member_is_refused_without_reading_it(spine, tmp_path):
+def test_a_fifo_mask_centroids_manifest_or_dicom_folder_member_is_refused_without_reading_it(spine, tmp_path):
     d, image, mask, affine, image_path, mask_path = spine
     os.mkfifo(tmp_path / "mask.nii.gz")
+    os.mkfifo(tmp_path / "centroids.json")
     os.mkfifo(tmp_path / "scans.csv")
     stored, stored_affine = to_layout(image, affine, NON_RAS)
     smask, _ = to_layout(mask, affine, NON_RAS)
@@ -274,18 +297,25 @@ def test_a_fifo_mask_manifest_or_dicom_folder_member_is_refused_without_reading_
     sagittal_mask = save_nifti(tmp_path / "smask.nii.gz", smask, stored_affine)
     out = run_capped("""
         fifo_mask = result(process_scan(task(args["image"], args["fifo_mask"], row=2), PreprocessConfig()))
+        fifo_json = result(process_scan(task(args["image"], row=4, centroids=args["fifo_json"]),
+                                        PreprocessConfig()))
         member = result(process_scan(task(args["folder"], args["smask"], row=5), PreprocessConfig()))
         try:
             plan(args["fifo_manifest"], PreprocessConfig(), "salt")
             manifest = "read"
         except ManifestError as exc:
             manifest = str(exc)
-        print(json.dumps({"fifo_mask": fifo_mask, "member": member, "manifest": manifest}))
-    """, {"image": image_path, "fifo_mask": str(tmp_path / "mask.nii.gz"), "folder": folder,
+        print(json.dumps({"fifo_mask": fifo_mask, "fifo_json": fifo_json, "member": member, "manifest": manifest}))
+    """, {"image": image_path, "fifo_mask": str(tmp_path / "mask.nii.gz"),
+          "fifo_json": str(tmp_path / "centroids.json"), "folder": folder,
           "smask": sagittal_mask, "fifo_manifest": str(tmp_path / "scans.csv")}, timeout=30)
     dead = out["fifo_mask"]["dead"]
     assert not out["fifo_mask"]["ok"] and len(dead) == 1 and dead[0]["stage"] == "read_vertebra_mask"
     assert "column 'vertebra_mask'" in dead[0]["reason"] and "not a regular file" in dead[0]["reason"]
+    dead = out["fifo_json"]["dead"]
+    assert not out["fifo_json"]["ok"] and len(dead) == 1 and dead[0]["stage"] == "read_centroids"
+    assert dead[0]["reason"] == ("manifest row 4, column 'centroids': not a regular file (a pipe, device or socket, "
+                                 "or a link to one); give the file itself")
     dead = out["member"]["dead"]
     assert not out["member"]["ok"] and len(dead) == 1 and dead[0]["stage"] == "read_image"
     assert "not a regular file" in dead[0]["reason"] and "im9999" not in dead[0]["reason"]

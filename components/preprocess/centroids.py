@@ -50,6 +50,8 @@ def load_centres(task: ScanTask, cfg: PreprocessConfig, image: readers.Volume, n
             raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': file not found")
         try:
             from_json = json_centroids(readers.read_text(task.centroids), image.source_affine)
+        except readers.VolumeError as exc:  # not a regular file: say that, not "not a centroid list"
+            raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': {exc}") from None
         except Exception as exc:
             raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': not a VerSe "
                                                 f"centroid list ({type(exc).__name__}: "

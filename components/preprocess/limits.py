@@ -10,8 +10,9 @@ The voxel limit (``readers.check_voxels``) bounds the image; these bound what co
   the whole file into memory, reads it; and of each slice header only the tags the reader uses are kept;
 * a mask's label values, split into the VerSe range before anything allocates per label value.
 
-Every refusal is a :class:`~vugan.components.preprocess.readers.VolumeError` whose message names no file and
-no header value, only the bound and what to do.
+Each check returns why a file is refused ('' when it is not): a message that names no file and no header value,
+only the bound and what to do. The readers raise it as their ``VolumeError``; this module imports none of them,
+so that they can import it.
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import struct
 import zlib
 
 import numpy as np
-
-from vugan.components.preprocess.readers import VolumeError
 
 # NIfTI extensions hold a few KB to a few MB in practice (AFNI XML, dcm2niix's JSON or DICOM text, a CIFTI map):
 # 16 MiB is far above any of them and far below what harms a worker, which holds two copies while nibabel parses.
@@ -64,7 +63,7 @@ def irregular_reason(path: str) -> str:
     if stat.S_ISREG(mode):
         return ""
     if not stat.S_ISDIR(mode):
-        return "not a regular file (a pipe, device or socket, or a link to one); give the image file itself"
+        return "not a regular file (a pipe, device or socket, or a link to one); give the file itself"
     odd = 0
     with os.scandir(path) as entries:
         for entry in entries:
@@ -79,56 +78,51 @@ def irregular_reason(path: str) -> str:
     return ""
 
 
-def check_regular(path: str) -> None:
-    reason = irregular_reason(path)
-    if reason:
-        raise VolumeError(reason)
-
-
 # --------------------------------------------------------------------------------------------- NIfTI
 
-def check_nifti_header(path: str, max_extension_bytes: int = MAX_NIFTI_EXTENSION_BYTES) -> None:
-    """Walk a single-file NIfTI's header extensions as nibabel will, without keeping them; refuse oversized ones.
+def nifti_header_problem(path: str, max_extension_bytes: int = MAX_NIFTI_EXTENSION_BYTES) -> str:
+    """Why a single-file NIfTI is refused for its header extensions ('' when it is not), found by walking them as
+    nibabel will, without keeping them.
 
     nibabel reads extensions from the end of the header while fewer than ``vox_offset`` bytes are consumed, and
     reads each one whole (``esize`` bytes, an int32 the file chooses). Here each ``esize`` is checked before its
     bytes are skipped, so at most ``max_extension_bytes`` are ever decompressed. A ``vox_offset`` beyond the
     header and that bound is refused too: it would make nibabel read (or a .nii.gz decompress) that far.
-    Files too short or not NIfTI pass through: nibabel gives its own error for those.
+    Files too short or not NIfTI give '': nibabel gives its own error for those. No header value is echoed.
     """
+    bound = f"{max_extension_bytes // _MIB} MiB"
+    redo = "re-save the image without its header extensions (e.g. nibabel: img.header.extensions.clear())"
     opener = gzip.open if path.lower().endswith(".gz") else open
     with opener(path, "rb") as fh:
         head = fh.read(544)
         layout = _nifti_layout(head)
         if layout is None:
-            return
+            return ""
         endian, header_size, vox_offset = layout
         if not np.isfinite(vox_offset):
-            return  # nibabel refuses or ignores it; nothing is read on its account
+            return ""  # nibabel refuses or ignores it; nothing is read on its account
         if vox_offset > header_size + 4 + max_extension_bytes:
-            raise VolumeError(f"the NIfTI header puts the voxels {vox_offset:,.0f} bytes into the file, past "
-                              f"{max_extension_bytes // _MIB} MiB of header extensions (the bound); re-save the "
-                              f"image without its header extensions (e.g. nibabel, or fslmaths in out)")
+            return (f"the NIfTI header puts the voxels more than {bound} past its end (the bound on header "
+                    f"extensions); {redo}")
         flag = head[header_size:header_size + 4]
         if len(flag) < 4 or flag[0] == 0:
-            return
+            return ""
         fh.seek(header_size + 4)
         room, total = int(vox_offset) - header_size - 4, 0
         while room >= 16:  # nibabel's loop condition
             pair = fh.read(8)
             if len(pair) < 8:
-                return  # truncated: nibabel reports it
+                return ""  # truncated: nibabel reports it
             esize = struct.unpack(endian + "i", pair[:4])[0]
             if esize < 16:  # nibabel would read(esize - 8): to the end of the file for esize < 8
-                raise VolumeError(f"a NIfTI header extension declares {esize} bytes (at least 16 are needed); "
-                                  f"the header is damaged: re-save the image without its extensions")
+                return f"a NIfTI header extension declares fewer than 16 bytes: the header is damaged; {redo}"
             total += esize
             if total > max_extension_bytes:
-                raise VolumeError(f"the NIfTI header extensions hold more than {max_extension_bytes // _MIB} MiB "
-                                  f"(a header extension of {esize:,} bytes); no scanner header needs that much: "
-                                  f"re-save the image without its header extensions")
+                return (f"the NIfTI header extensions hold more than {bound} (the bound; no scanner header needs "
+                        f"that much); {redo}")
             _skip(fh, esize - 8)
             room -= esize
+    return ""
 
 
 def _nifti_layout(head: bytes):
@@ -156,23 +150,29 @@ def _skip(fh, n: int) -> None:
 # --------------------------------------------------------------------------------------------- DICOM
 
 def dicom_header(path: str):
-    """The slice header of one DICOM file with only :data:`DICOM_HEADER_TAGS` read (pixels are not read).
+    """(slice header with only :data:`DICOM_HEADER_TAGS` read, '') or (None, why the file is refused).
 
     A file in the Deflated transfer syntax is first inflated as a stream up to :data:`MAX_DICOM_INFLATED_BYTES`,
-    because pydicom inflates the whole rest of the file into memory before reading a single tag. Raises
-    VolumeError for a file over that bound; other errors (a file that is not DICOM) are pydicom's.
+    because pydicom inflates the whole rest of the file into memory before reading a single tag. Pixels are never
+    read here. A file that is not DICOM raises pydicom's error.
     """
     import pydicom
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    meta = pydicom.filereader.read_file_meta_info(path)
+    with open(path, "rb") as fh:
+        pydicom.filereader.read_preamble(fh, False)
+        # pydicom's own group-2 reader; it stops at (and leaves the file at) the first dataset element.
+        meta = pydicom.filereader._read_file_meta_info(fh)  # pylint: disable=protected-access
+        start = fh.tell()
     if getattr(meta, "TransferSyntaxUID", None) == DeflatedExplicitVRLittleEndian:
-        check_inflated_size(path, _meta_end(path))
-    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(DICOM_HEADER_TAGS))
+        problem = inflated_size_problem(path, start)
+        if problem:
+            return None, problem
+    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(DICOM_HEADER_TAGS)), ""
 
 
-def check_inflated_size(path: str, start: int, max_bytes: int = MAX_DICOM_INFLATED_BYTES) -> None:
-    """Inflate the raw deflate stream from byte ``start`` in blocks, keeping none; refuse it past ``max_bytes``."""
+def inflated_size_problem(path: str, start: int, max_bytes: int = MAX_DICOM_INFLATED_BYTES) -> str:
+    """Inflate the raw deflate stream from byte ``start`` in blocks, keeping none: why it is refused ('' if not)."""
     inflate = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     with open(path, "rb") as fh:
@@ -182,26 +182,34 @@ def check_inflated_size(path: str, start: int, max_bytes: int = MAX_DICOM_INFLAT
             if not pending:
                 pending = fh.read(64 << 10)
                 if not pending:
-                    return
+                    return ""
             # max_length bounds each output block; the unconsumed input waits for the next turn.
             total += len(inflate.decompress(pending, _MIB))
             pending = inflate.unconsumed_tail
             if total > max_bytes:
-                raise VolumeError(f"a DICOM file of the series inflates to more than {max_bytes // _MIB} MiB "
-                                  f"(Deflated transfer syntax; no slice needs that much, a large private element "
-                                  f"does); re-export the series uncompressed or without private elements")
+                return (f"a DICOM file of the series inflates to more than {max_bytes // _MIB} MiB (Deflated "
+                        f"transfer syntax; no slice needs that much, a large private element does); re-export the "
+                        f"series uncompressed or without private elements")
             if inflate.eof:
-                return
+                return ""
 
 
-def _meta_end(path: str) -> int:
-    """Byte offset where the dataset starts: after the preamble, 'DICM' and the file meta group (group 2)."""
-    with open(path, "rb") as fh:
-        fh.seek(128 + 4)
-        element = fh.read(12)  # (0002,0000) UL: the group's length
-        if len(element) < 12 or element[:4] != b"\x02\x00\x00\x00":
-            raise VolumeError("a DICOM file of the series has no file meta group length; re-export the series")
-        return 128 + 4 + 12 + struct.unpack("<I", element[8:12])[0]
+def slice_pixels_problem(ds, rows: int, cols: int) -> str:
+    """Why a slice is refused whose own header claims another size or several frames ('' when it matches),
+    before its pixels are decoded.
+
+    The voxel limit is computed from the first slice; a compressed (RLE, JPEG) slice claiming more rows, columns
+    or frames would otherwise be decoded to that size from a small file before the shapes are compared.
+    """
+    try:
+        same = (int(ds.Rows), int(ds.Columns)) == (rows, cols)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        same, frames = False, 1
+    if not same or frames != 1:
+        return ("the slices of the DICOM series differ in size (Rows/Columns) or hold several frames; "
+                "re-export the series")
+    return ""
 
 
 # --------------------------------------------------------------------------------------------- labels

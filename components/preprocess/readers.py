@@ -18,6 +18,8 @@ import tempfile
 
 import numpy as np
 
+from vugan.components.preprocess import limits
+
 # LPS (DICOM/ITK world) <-> RAS (NIfTI world): flip the first two world axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -55,11 +57,9 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     oversized file is refused instead of exhausting memory. ``notes`` collects counts of what was left out
     (DICOM localiser slices, slices of another orientation); ``series_uid`` picks one series of a DICOM folder.
     """
-    from vugan.components.preprocess import limits
-
     fmt = volume_format(path)
     with _local_copy(path) as local:
-        limits.check_regular(local)  # a FIFO or a device would block or stream forever
+        _refuse(limits.irregular_reason(local))  # a FIFO or a device would block or stream forever
         if fmt == "nifti":
             array, affine = _read_nifti(local, max_voxels)
         elif fmt == "itk":
@@ -69,6 +69,12 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     if np.iscomplexobj(array):
         raise VolumeError("the image holds complex values; export the magnitude image")
     return canonical(array, affine)
+
+
+def _refuse(problem: str) -> None:
+    """Raise a bound's refusal (``limits`` returns the reason, '' when the file may be read) as a VolumeError."""
+    if problem:
+        raise VolumeError(problem)
 
 
 def check_voxels(count: int, max_voxels: int) -> None:
@@ -100,9 +106,7 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> Volume:
 def _read_nifti(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
-    from vugan.components.preprocess import limits
-
-    limits.check_nifti_header(path)  # nibabel reads every header extension whole: bound them first
+    _refuse(limits.nifti_header_problem(path))  # nibabel reads every header extension whole: bound them first
     img = nib.load(path)  # reads the header only; the voxels load below
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
     if img.get_data_dtype().kind == "c":
@@ -146,8 +150,6 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     """
     import pydicom
 
-    from vugan.components.preprocess import limits
-
     notes = notes if notes is not None else {}
     if os.path.isdir(path):
         files = sorted(os.path.join(path, f) for f in os.listdir(path)
@@ -157,11 +159,10 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     headers = []
     for f in files:
         try:
-            ds = limits.dicom_header(f)  # only the geometry tags, and a deflated file inflated with a cap
-        except VolumeError:
-            raise
+            ds, problem = limits.dicom_header(f)  # only the geometry tags; a deflated file inflated with a cap
         except Exception:  # a non-DICOM file in the folder (e.g. DICOMDIR notes): skip it
             continue
+        _refuse(problem)
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or "PixelSpacing" not in ds:
             continue
         headers.append((f, ds))
@@ -233,7 +234,10 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     rows, cols = int(first.Rows), int(first.Columns)
     check_voxels(rows * cols * len(slices), max_voxels)
     planes = []
+    header_of = dict(chosen)
     for f, *_ in slices:
+        # Before decoding, from the slice's own header: not only the first slice's size bounds the decoder.
+        _refuse(limits.slice_pixels_problem(header_of[f], rows, cols))
         pixels = pydicom.dcmread(f).pixel_array
         if pixels.ndim != 2 or pixels.shape != (rows, cols):
             raise VolumeError("the slices of the DICOM series differ in size (Rows/Columns) or hold several "
@@ -309,9 +313,7 @@ def read_text(path: str) -> str:
         import tensorflow as tf
         with tf.io.gfile.GFile(path, "r") as fh:
             return fh.read()
-    from vugan.components.preprocess import limits
-
-    limits.check_regular(path)  # a FIFO would block the read forever
+    _refuse(limits.irregular_reason(path))  # a FIFO would block the read forever
     with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
         return fh.read()
 
