@@ -74,12 +74,13 @@ CLEAN_UNITS = ["L1/L2", "L2/L3", "L3/L4", "L4/L5"]
 
 # ----------------------------------------------------------------------------------------- NIfTI extension
 
-def save_nifti_with_extension(path, image, affine, extension_bytes: int) -> str:
+def save_nifti_with_extension(path, image, affine, extension_bytes: int, honest_offset: bool = True) -> str:
     """A .nii.gz whose header carries one extension (ecode 6, a comment) of ``extension_bytes`` zero bytes,
-    streamed through gzip so the test never holds it in memory."""
+    streamed through gzip so the test never holds it in memory. ``honest_offset=False`` puts ``vox_offset`` just
+    past a 16-byte extension, so only the extension's own size field says how much nibabel will read."""
     assert extension_bytes % 16 == 0
     hdr = nib.Nifti1Image(image.astype(np.float32), affine).header.copy()
-    hdr["vox_offset"] = 352 + extension_bytes
+    hdr["vox_offset"] = 352 + (extension_bytes if honest_offset else 16)
     with gzip.open(path, "wb", compresslevel=9) as fh:
         fh.write(hdr.binaryblock)
         fh.write(b"\x01\0\0\0")  # "extensions follow"
@@ -97,22 +98,25 @@ def test_a_nifti_with_a_huge_header_extension_is_refused_before_nibabel_parses_i
     d, image, mask, affine, _, mask_path = spine
     bomb = save_nifti_with_extension(tmp_path / "bomb.nii.gz", image, affine, GIB)
     assert os.path.getsize(bomb) < 8 << 20  # a few MB on disk
+    # The same extension behind a small vox_offset: nibabel still reads the extension's declared size whole.
+    hidden = save_nifti_with_extension(tmp_path / "hidden.nii.gz", image, affine, GIB, honest_offset=False)
     small = save_nifti_with_extension(tmp_path / "small.nii.gz", image, affine, 64 << 10)
     out = run_capped("""
-        t = time.time()
-        bomb = result(process_scan(task(args["bomb"], args["mask"], row=7), PreprocessConfig()))
-        bomb["seconds"] = time.time() - t
-        print(json.dumps({"bomb": bomb, "small": result(process_scan(task(args["small"], args["mask"]),
-                                                                     PreprocessConfig()))}))
-    """, {"bomb": bomb, "small": small, "mask": mask_path})
+        out = {}
+        for name in ("bomb", "hidden", "small"):
+            t = time.time()
+            out[name] = result(process_scan(task(args[name], args["mask"], row=7), PreprocessConfig()))
+            out[name]["seconds"] = time.time() - t
+        print(json.dumps(out))
+    """, {"bomb": bomb, "hidden": hidden, "small": small, "mask": mask_path})
     # An ordinary extension (64 KiB) is read as before: the bound refuses only what no scanner writes.
     assert out["small"]["ok"] and out["small"]["records"] == CLEAN_UNITS
-    bomb = out["bomb"]
-    assert not bomb["ok"] and len(bomb["dead"]) == 1 and bomb["seconds"] < 20
-    dead = bomb["dead"][0]
-    assert dead["stage"] == "read_image" and dead["reason"].startswith("manifest row 7, column 'image'")
-    assert "header extension" in dead["reason"] and "MemoryError" not in dead["reason"]
-    assert "bomb" not in dead["reason"]  # no file name
+    for name in ("bomb", "hidden"):
+        assert not out[name]["ok"] and len(out[name]["dead"]) == 1 and out[name]["seconds"] < 20
+        dead = out[name]["dead"][0]
+        assert dead["stage"] == "read_image" and dead["reason"].startswith("manifest row 7, column 'image'")
+        assert "header extension" in dead["reason"] and "16 MiB" in dead["reason"]
+        assert "MemoryError" not in dead["reason"] and name not in dead["reason"]  # no file name
 
 
 # ----------------------------------------------------------------------------------------- deflated DICOM

@@ -90,7 +90,7 @@ def nifti_header_problem(path: str, max_extension_bytes: int = MAX_NIFTI_EXTENSI
     header and that bound is refused too: it would make nibabel read (or a .nii.gz decompress) that far.
     Files too short or not NIfTI give '': nibabel gives its own error for those. No header value is echoed.
     """
-    bound = f"{max_extension_bytes // _MIB} MiB"
+    bound = f"{max_extension_bytes / _MIB:g} MiB"
     redo = "re-save the image without its header extensions (e.g. nibabel: img.header.extensions.clear())"
     opener = gzip.open if path.lower().endswith(".gz") else open
     with opener(path, "rb") as fh:
