@@ -65,13 +65,16 @@ def irregular_reason(path: str) -> str:
     if not stat.S_ISDIR(mode):
         return "not a regular file (a pipe, device or socket, or a link to one); give the file itself"
     odd = 0
-    with os.scandir(path) as entries:
-        for entry in entries:
-            try:
-                member = os.stat(entry.path).st_mode
-            except OSError:  # a dangling link: not read by anyone, as before
-                continue
-            odd += not (stat.S_ISREG(member) or stat.S_ISDIR(member))
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    member = os.stat(entry.path).st_mode
+                except OSError:  # a dangling link: not read by anyone, as before
+                    continue
+                odd += not (stat.S_ISREG(member) or stat.S_ISDIR(member))
+    except OSError:  # an unreadable folder: the reader reports it by row and column
+        return ""
     if odd:
         return (f"the folder holds {odd} entr{'y' if odd == 1 else 'ies'} that {'is' if odd == 1 else 'are'} not a "
                 f"regular file (a pipe, device or socket, or a link to one); remove them from the folder")
