@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from vugan.components import schema
-from vugan.components.preprocess import readers
+from vugan.components.preprocess import limits, readers
 from vugan.components.preprocess.header_checks import label_map_problem
 from vugan.components.preprocess.manifest import ScanTask
 from vugan.components.preprocess.scan_reading import ScanFailure, read_scan_volume, scrub_paths
@@ -51,6 +51,8 @@ def load_centres(task: ScanTask, cfg: PreprocessConfig, image: readers.Volume, n
             raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': file not found")
         try:
             from_json = json_centroids(readers.read_text(task.centroids), image.source_affine)
+        except readers.VolumeError as exc:  # not a regular file: say that, not "not a centroid list"
+            raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': {exc}") from None
         except Exception as exc:
             raise ScanFailure("read_centroids", f"manifest row {task.row}, column 'centroids': not a VerSe "
                                                 f"centroid list ({type(exc).__name__}: "
@@ -105,6 +107,8 @@ def mask_centroids(mask: readers.Volume, cfg: PreprocessConfig | None = None) ->
     if labels.min() < 0:
         raise ScanFailure("mask_values", "the vertebra_mask holds negative labels; VerSe codes are 1 to 28")
     voxel_ml = abs(float(np.linalg.det(mask.affine[:3, :3]))) / 1000.0
+    # find_objects allocates per label value up to the largest: codes above the VerSe range are taken out first.
+    labels, unknown_above = limits.split_label_codes(labels)
     boxes = ndimage.find_objects(labels)
     centres, rejected, unknown = {}, {}, []
     for index, box in enumerate(boxes):
@@ -131,7 +135,7 @@ def mask_centroids(mask: readers.Volume, cfg: PreprocessConfig | None = None) ->
             continue
         ijk = np.argwhere(parts == largest).mean(axis=0) + [s.start for s in box]
         centres[level] = mask.affine[:3, :3] @ ijk + mask.affine[:3, 3]
-    return Centres(centres, rejected, tuple(unknown))
+    return Centres(centres, rejected, tuple(unknown) + unknown_above)
 
 
 def json_centroids(text: str, source_affine: np.ndarray) -> Centres:

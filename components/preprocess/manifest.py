@@ -17,7 +17,7 @@ import secrets
 import numpy as np
 
 from vugan.components import schema
-from vugan.components.preprocess import readers
+from vugan.components.preprocess import limits, readers
 from vugan.components.preprocess.spec import PreprocessConfig
 
 REQUIRED_COLUMNS = ("scan_id", "patient_id", "image")
@@ -38,6 +38,9 @@ def read_manifest(path: str) -> list[dict[str, str]]:
         raise ManifestError(f"manifest {path} does not exist; pass --manifest with a scans.csv")
     if readers.is_dir(path):
         raise ManifestError(f"manifest {path} is a folder; pass the scans.csv file inside it")
+    if limits.irregular_reason(path):  # a FIFO would block the read forever
+        raise ManifestError(f"manifest {path}: not a regular file (a pipe, device or socket, or a link to one); "
+                            f"pass the scans.csv file itself")
     reader = csv.DictReader(io.StringIO(_manifest_text(path)))
     try:
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -217,6 +220,8 @@ def plan(manifest_path: str, cfg: PreprocessConfig, salt: str) -> Plan:
             keep.append(r)
     for r in keep:
         r["_image"] = resolve_path(manifest_path, r["image"])
+    keep, irregular = _regular_images(keep)
+    dead += irregular
     keep, dropped, dup_dead = _deduplicate(keep)
     dead += dup_dead
     splits = assign_splits([r["patient_id"] for r in keep], cfg.split_fractions, cfg.split_seed)
@@ -253,6 +258,22 @@ def _spaced_path(manifest_path: str, r: dict) -> str:
 
 def _row_dead(r: dict, stage: str, reason: str) -> dict:
     return {"_scan_id": r.get("scan_id", ""), "row": int(r["_row"]), "unit": "", "stage": stage, "reason": reason}
+
+
+def _regular_images(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows kept, dead letters for rows whose image is not a regular file or folder of them).
+
+    Checked from metadata before the duplicate check reads any bytes: two FIFOs (or two links to /dev/zero)
+    have the same size, 0, so their contents would be hashed, and that read never ends.
+    """
+    kept, dead = [], []
+    for r in rows:
+        reason = limits.irregular_reason(r["_image"])
+        if reason:
+            dead.append(_row_dead(r, "not_regular_file", f"manifest row {r['_row']}, column 'image': {reason}"))
+        else:
+            kept.append(r)
+    return kept, dead
 
 
 # --------------------------------------------------------------------------------------------- duplicates
@@ -304,14 +325,26 @@ def _deduplicate(rows: list[dict]) -> tuple[list[dict], int, list[dict]]:
             kept.append(members[0])
             dropped += len(members) - 1
         else:
-            listed = ", ".join(rows[i]["_row"] for i in members)
+            group = _group_text(rows, members)
             reasons = sorted(set().union(*(why.get(i, set()) for i in members)))
             for i in members:
                 dead.append(_row_dead(rows[i], "duplicate", (
                     f"manifest row {rows[i]['_row']}: the same scan (same {' and '.join(reasons)}) is listed under "
-                    f"{len(patients)} different patient_ids (rows {listed}); one scan in two patients would put the "
+                    f"{len(patients):,} different patient_ids ({group}); one scan in two patients would put the "
                     f"same crops in train and test. Keep it under its true patient and remove the other rows")))
     return [rows[i] for i in sorted(kept)], dropped, dead
+
+
+def _group_text(rows: list[dict], members: list[int], shown: int = 5) -> str:
+    """The duplicate group named once, in a bounded text: its first row, size and first few rows.
+
+    Every member's dead letter carries this text, so it must not grow with the group: listing all rows made
+    10,000 copies of one file 10,000 letters of 60 KB each (quadratic).
+    """
+    numbers = sorted(int(rows[i]["_row"]) for i in members)
+    listed = ", ".join(str(n) for n in numbers[:shown])
+    more = f" and {len(numbers) - shown:,} more" if len(numbers) > shown else ""
+    return f"duplicate group of row {numbers[0]}: {len(numbers):,} rows, rows {listed}{more}"
 
 
 def content_digests(paths: list[str], workers: int = 8) -> dict[str, str]:
