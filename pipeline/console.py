@@ -34,7 +34,7 @@ _ADVICE = {
 
 # TensorFlow's file system layer reports a full disk as ResourceExhaustedError (or another OpError) whose message
 # is "<path>; No space left on device" (or "... Disk quota exceeded"), not as an OSError: read the errno back from
-# the text, so that train and synthesize give the same line as a Python write.
+# the text, so that a TensorFlow write and a Python write give the same line.
 _TF_OS_MESSAGES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT}
 
 
