@@ -260,12 +260,11 @@ def two_sample_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarr
     real_groups = np.r_[np.asarray(groups["train"]).astype(str), np.asarray(groups["holdout"]).astype(str)]
     syn_labels = np.asarray(labels["synthetic"])[np.asarray(synthetic_rows, int)]
     per_patient = len(real_labels) / max(len(np.unique(real_groups)), 1)
-    syn_groups = two_sample.content_groups(feats["synthetic"], round(len(syn_labels) / per_patient), seed)
-    out = two_sample.per_class_c2st(real, real_labels, real_groups, feats["synthetic"], syn_labels, syn_groups,
-                                    class_names, seed)
+    out = two_sample.per_class_c2st(real, real_labels, real_groups, feats["synthetic"], syn_labels, None,
+                                    class_names, seed, per_patient)
     return {"space": "vu", "reference": "train and holdout patients", **out,
-            "synthetic_grouping": f"k-means on the features, {len(np.unique(syn_groups))} groups "
-                                  f"({per_patient:.1f} units per real patient)"}
+            "synthetic_grouping": f"k-means on the features within each comparison, one group per "
+                                  f"{per_patient:.1f} units (the real units per patient)"}
 
 
 def pixel_swd(units: dict[str, np.ndarray], labels: dict[str, np.ndarray], class_names, sub, cfg, seed) -> dict:

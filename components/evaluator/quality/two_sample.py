@@ -105,10 +105,16 @@ def content_groups(feats: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
     return KMeans(n_groups, n_init=4, random_state=seed).fit_predict(z).astype(str)
 
 
-def c2st(real: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray, synthetic_groups: np.ndarray,
-         seed: int) -> dict:
+def c2st(real: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray, synthetic_groups: np.ndarray | None,
+         seed: int, units_per_group: float | None = None) -> dict:
     """C2ST of two feature sets [n, D], [m, D]: {"auc", "auc_ci", "real_units", "real_patients",
-    "synthetic_units"}. Synthetic is the positive class: AUC 0.5 = indistinguishable."""
+    "synthetic_units"}. Synthetic is the positive class: AUC 0.5 = indistinguishable.
+
+    ``synthetic_groups`` None: the synthetic units are grouped by content (content_groups) into one group per
+    ``units_per_group`` units (default: the real side's units per patient)."""
+    if synthetic_groups is None:
+        per = units_per_group or len(real) / max(len(np.unique(real_groups)), 1)
+        synthetic_groups = content_groups(np.asarray(synthetic, np.float64), round(len(synthetic) / per), seed)
     feats = np.concatenate([np.asarray(real, np.float64), np.asarray(synthetic, np.float64)])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(synthetic), int)]
     groups = np.r_[np.array([f"r|{g}" for g in real_groups], object),
@@ -120,13 +126,17 @@ def c2st(real: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray, synth
 
 
 def per_class_c2st(real: np.ndarray, real_labels: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray,
-                   synthetic_labels: np.ndarray, synthetic_groups: np.ndarray, class_names, seed: int) -> dict:
+                   synthetic_labels: np.ndarray, synthetic_groups: np.ndarray | None, class_names, seed: int,
+                   units_per_group: float | None = None) -> dict:
     """C2ST overall and for each class the real reference has: {"overall": ..., "per_class": {name: ...},
     "classifier"}. A class the real reference has and the synthetic set lacks is ``{"missing": True, ...}``; one
     with fewer than MIN_UNITS units on a side is ``{"auc": None, "not_judged": why}``."""
     real_labels, synthetic_labels = np.asarray(real_labels), np.asarray(synthetic_labels)
-    real_groups, synthetic_groups = np.asarray(real_groups).astype(str), np.asarray(synthetic_groups).astype(str)
-    out = {"overall": c2st(real, real_groups, synthetic, synthetic_groups, seed), "per_class": {},
+    real_groups = np.asarray(real_groups).astype(str)
+    if synthetic_groups is not None:
+        synthetic_groups = np.asarray(synthetic_groups).astype(str)
+    per = units_per_group
+    out = {"overall": c2st(real, real_groups, synthetic, synthetic_groups, seed, per), "per_class": {},
            "classifier": CLASSIFIER, "min_units": MIN_UNITS}
     for c, name in enumerate(class_names):
         r, s = real_labels == c, synthetic_labels == c
@@ -135,9 +145,12 @@ def per_class_c2st(real: np.ndarray, real_labels: np.ndarray, real_groups: np.nd
             continue  # the real data has no such class: nothing to compare with
         if n_s == 0:
             out["per_class"][name] = {"auc": None, "missing": True, "real_units": n_r, "synthetic_units": 0}
-        elif min(n_r, n_s) < MIN_UNITS or len(np.unique(real_groups[r])) < 2:
+        elif min(n_r, n_s) < MIN_UNITS or len(np.unique(real_groups[r])) < 2 or (
+                synthetic_groups is not None and len(np.unique(synthetic_groups[s])) < 2):
             out["per_class"][name] = {"auc": None, "real_units": n_r, "synthetic_units": n_s,
                                       "not_judged": f"fewer than {MIN_UNITS} units or 2 real patients on a side"}
         else:
-            out["per_class"][name] = c2st(real[r], real_groups[r], synthetic[s], synthetic_groups[s], seed + 1 + c)
+            # Content groups are formed within the class (None), so each class has groups on both sides.
+            groups = None if synthetic_groups is None else synthetic_groups[s]
+            out["per_class"][name] = c2st(real[r], real_groups[r], synthetic[s], groups, seed + 1 + c, per)
     return out
