@@ -60,7 +60,9 @@ def judge(ref_f, ref_l, ref_g, syn_f, syn_l, class_names, pcfg, seed) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pool", type=Path, required=True, help="an Examples artifact (all splits form the pool)")
+    ap.add_argument("--pool", type=Path, help="an Examples artifact (all splits form the pool)")
+    ap.add_argument("--blobs", type=int, default=0, help="instead of --pool: this many phantom blob patients "
+                                                         "(tests/support/privacy_controls.py), 4 units of 32x32x9")
     ap.add_argument("--sizes", default="25,50,100,200", help="patients per side")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--swap", default="thoracic,lumbar", help="the two classes whose labels are swapped")
@@ -74,7 +76,15 @@ def main(argv=None) -> int:
     from vugan.components.schema import UnitArrays
 
     t0 = time.perf_counter()
-    pool, class_names = load_pool(args.pool)
+    if args.blobs:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from support.privacy_controls import blob_cohort
+        from vugan.components.schema import REGIONS
+
+        pool, class_names = blob_cohort(args.blobs, 4, size=32, slices=9, seed=3), tuple(REGIONS)
+        args.pool = f"blob phantom, {args.blobs} patients"
+    else:
+        pool, class_names = load_pool(args.pool)
     sizes = [int(s) for s in args.sizes.split(",")]
     ref_patients, fresh_patients = halves(pool.patients, 0)
     if max(sizes) > min(len(ref_patients), len(fresh_patients)):
