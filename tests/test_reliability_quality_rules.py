@@ -63,6 +63,8 @@ def test_a_missing_class_and_a_thin_class_are_said_not_hidden():
                                     np.arange(43).astype(str), ("a", "b", "c"), seed=0)
     assert out["per_class"]["c"] == {"auc": None, "missing": True, "real_units": 30, "synthetic_units": 0}
     assert out["per_class"]["b"]["auc"] is None and "fewer than 5 units" in out["per_class"]["b"]["not_judged"]
+    tiny = two_sample.c2st(real[:3], groups[:3], real[:3], None, seed=0)  # too small to judge: said, never a crash
+    assert tiny["auc"] is None and "fewer than 5 units" in tiny["not_judged"]
     assert out["per_class"]["a"]["auc"] is not None
 
 

@@ -114,7 +114,12 @@ def c2st(real: np.ndarray, real_groups: np.ndarray, synthetic: np.ndarray, synth
     ``units_per_group`` units (default: the real side's units per patient)."""
     if synthetic_groups is None:
         per = units_per_group or len(real) / max(len(np.unique(real_groups)), 1)
-        synthetic_groups = content_groups(np.asarray(synthetic, np.float64), round(len(synthetic) / per), seed)
+        synthetic_groups = (content_groups(np.asarray(synthetic, np.float64), round(len(synthetic) / per), seed)
+                            if len(synthetic) >= 2 else np.zeros(len(synthetic), str))
+    n_groups = (len(np.unique(real_groups)), len(np.unique(synthetic_groups)))
+    if min(len(real), len(synthetic)) < MIN_UNITS or min(n_groups) < 2:
+        return {"auc": None, "real_units": int(len(real)), "synthetic_units": int(len(synthetic)),
+                "not_judged": f"fewer than {MIN_UNITS} units or 2 groups on a side"}
     feats = np.concatenate([np.asarray(real, np.float64), np.asarray(synthetic, np.float64)])
     labels = np.r_[np.zeros(len(real), int), np.ones(len(synthetic), int)]
     groups = np.r_[np.array([f"r|{g}" for g in real_groups], object),
@@ -145,10 +150,6 @@ def per_class_c2st(real: np.ndarray, real_labels: np.ndarray, real_groups: np.nd
             continue  # the real data has no such class: nothing to compare with
         if n_s == 0:
             out["per_class"][name] = {"auc": None, "missing": True, "real_units": n_r, "synthetic_units": 0}
-        elif min(n_r, n_s) < MIN_UNITS or len(np.unique(real_groups[r])) < 2 or (
-                synthetic_groups is not None and len(np.unique(synthetic_groups[s])) < 2):
-            out["per_class"][name] = {"auc": None, "real_units": n_r, "synthetic_units": n_s,
-                                      "not_judged": f"fewer than {MIN_UNITS} units or 2 real patients on a side"}
         else:
             # Content groups are formed within the class (None), so each class has groups on both sides.
             groups = None if synthetic_groups is None else synthetic_groups[s]
