@@ -84,9 +84,10 @@ class PrivacyConfig:
     max_c2st_auc: float = F(default=0.85, metadata={
         "range": (0.0, 1.0), "help": "largest allowed classifier two-sample AUC (synthetic vs real, fixed vu space, "
                                      "quality/two_sample.py), overall and for EACH class; a class the real data has "
-                                     "and the synthetic set lacks, or has too few units of to judge, fails. 0.85: fresh "
-                                     "real patients of the 58-patient cohort scored <= 0.82 in every draw of 20 and "
-                                     "25 patients a side, every degradation >= 0.95 (docs/evaluation.md); 0 = off"})
+                                     "and the synthetic set lacks, or has too few units of to judge, fails. 0.85: "
+                                     "fresh real patients of the 58-patient cohort scored <= 0.82 in every draw of 20 "
+                                     "and 25 patients a side, every degradation >= 0.95 (docs/evaluation.md); "
+                                     "0 = off"})
     min_tstr_to_trtr: float = F(default=0.8, metadata={
         "range": (0.0, 1.0), "help": "smallest allowed TSTR / TRTR balanced accuracy (the same classifier trained "
                                      "on synthetic vs on real train units, both tested on the real TEST split): "
