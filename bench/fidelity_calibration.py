@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                                     args.seed)
     counts = {k: {"units": len(v), "patients": len(set(v.patients))} for k, v in splits.items()}
     print(f"cohort: {args.examples}: {counts}")
-    print(markdown(results, config.privacy.max_fid_ratio))
+    print(markdown(results, config.privacy.max_fid_ratio or 5.0))  # reported at 5 when the rule is off (default)
     if args.out:
         Path(args.out).write_text(json.dumps({"examples": str(args.examples), "counts": counts,
                                               "results": results}, indent=2, default=float) + "\n")

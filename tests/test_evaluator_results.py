@@ -77,6 +77,10 @@ def test_to_dict_is_the_dict_the_untyped_evaluator_built(evaluation):
             used = comparison.pop("comparator")
             assert used["real_patients_compared"] + used["real_patients_left_out"] == used["real_patients_available"]
             assert used["real_units_compared"] == comparison["overall"]["n"]["real"]
+    # Issue 23: the gate's fidelity effect size (quality/two_sample.py), placed LAST in the fidelity block.
+    assert list(now["fidelity"])[-1] == "two_sample" and "two_sample" not in before["fidelity"]
+    ts = now["fidelity"].pop("two_sample")
+    assert ts["space"] == "vu" and set(ts["per_class"]) <= set(schema.REGIONS)
     got, want = list(leaves(now)), list(leaves(before))
     assert [p for p, _ in got] == [p for p, _ in want]  # same keys, same order, same list lengths
     for (path, v), (_, w) in zip(got, want):

@@ -16,13 +16,12 @@ import pytest
 
 from vugan.components.evaluator import calibration
 from vugan.components.evaluator.features import embeddings
-from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.quality import utility
 from vugan.components.evaluator.spec import EvaluatorConfig
 from support.privacy_controls import blob_cohort, take
 
 CFG = EvaluatorConfig(fidelity_bootstrap=40, msssim_pairs=400, prdc_k=3, classifier_epochs=8)
-RULE = PrivacyConfig().max_fid_ratio
+RULE = 5.0  # the FD ratio level the team selects on; since issue 23 reported, not a gate rule by default
 NAMES = ("cervical", "thoracic", "lumbar")
 
 

@@ -19,7 +19,7 @@ from support.privacy_controls import blob_cohort, leaky_synthetic, memorising_bu
 
 CFG = PrivacyConfig(bootstrap=300, pbb_steps=100, pbb_restarts=1, pbb_lr=0.1, pbb_max_patients=15, ct_cells=3,
                     ct_min_cell=10, max_fid_ratio=0.0, max_frd_ratio=0.0,
-                    min_tstr_balanced_accuracy=0.0)
+                    min_tstr_balanced_accuracy=0.0, max_c2st_auc=0.0, min_tstr_to_trtr=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from vugan.components.evaluator.privacy.attacks import add_patient_tests, select
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.results import Evaluation
 
-CFG = PrivacyConfig(max_fid_ratio=5.0, min_tstr_balanced_accuracy=0.5, max_detectable_auc=0.75)
+CFG = PrivacyConfig(max_fid_ratio=5.0, max_frd_ratio=5.0, min_tstr_balanced_accuracy=0.5, max_detectable_auc=0.75)
 
 
 def _attack(auc, k_above, n, ci=(0.45, 0.55)):
@@ -33,7 +33,9 @@ def _metrics(n=150, aucs=(0.52, 0.49), k_above=(1, 0), copied=0, ct=0.2, dp=None
             "memorisation": {"pixel": {"copied_patients": copied, "n_copies": 2 * copied, "train_patients": 300,
                                        "n_synthetic": 1000, "copy_radius": 3.0, "copy_rule": "rule", "ct": ct}},
             "dp": dp or {"enabled": False}}
-    return {"fidelity": {"fid_ratio": 2.0, "frd_ratio": 1.5}, "utility": {"tstr_balanced_accuracy": 0.8},
+    two_sample = {"overall": {"auc": 0.55, "auc_ci": [0.45, 0.65]}, "per_class": {}}
+    return {"fidelity": {"fid_ratio": 2.0, "frd_ratio": 1.5, "two_sample": two_sample},
+            "utility": {"tstr_balanced_accuracy": 0.8, "trtr_balanced_accuracy": 0.85},
             "privacy": priv}
 
 
@@ -102,9 +104,10 @@ def test_quality_rules_and_missing_metrics_fail_without_crashing():
     assert not v.passed and "FAIL: quality metric fidelity.fid_ratio missing" in v.reasons
     v = release_gate({}, CFG)
     assert not v.passed and any("privacy metrics missing" in r for r in v.reasons)
-    off = PrivacyConfig(max_fid_ratio=0.0, max_frd_ratio=0.0, min_tstr_balanced_accuracy=0.0)
+    off = PrivacyConfig(max_fid_ratio=0.0, max_frd_ratio=0.0, min_tstr_balanced_accuracy=0.0, max_c2st_auc=0.0,
+                        min_tstr_to_trtr=0.0)
     v = release_gate({"privacy": _metrics()["privacy"]}, off)
-    assert v.passed and sum(r.startswith("OFF") for r in v.reasons) == 3
+    assert v.passed and sum(r.startswith("OFF") for r in v.reasons) == 5
     # The network-free second opinion counts on its own: FD-VU within the rule, FRD above it, the gate fails.
     rough = _metrics()
     rough["fidelity"]["frd_ratio"] = 6.0

@@ -9,7 +9,9 @@ Privacy has three outcomes, each with its reason:
     per-patient AUC >= the stated size would have been found with the stated power;
   * NOT ENOUGH PATIENTS TO TELL: nothing found, but that detectable AUC is above privacy.max_detectable_auc.
 Releasing needs the second, or the third together with a differential-privacy guarantee per patient with
-epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rules (FD-VU ratio, FRD ratio, TSTR).
+epsilon <= privacy.max_dp_epsilon (said in so many words), plus the quality rules: the C2ST AUC overall and per
+class (an effect size with one meaning at every cohort size), TSTR against TRTR, and the FD-VU / FRD ratio rules
+when configured (off by default: reported, their meaning drifts with the number of patients).
 """
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def quality_rules(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, lis
                                 (cfg.frd_ratio_key, cfg.max_frd_ratio, "<=", "FRD ratio against holdout patients"),
                                 (cfg.tstr_key, cfg.min_tstr_balanced_accuracy, ">=", "TSTR balanced accuracy")]:
         if thr <= 0:
-            reasons.append(f"OFF: {label} not checked (threshold 0)")
+            reasons.append(f"OFF: {label} not checked (threshold 0){_reported(evaluation, key)}")
             continue
         v = evaluation.reading(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
@@ -125,7 +127,75 @@ def quality_rules(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, lis
         good = v <= thr if op == "<=" else v >= thr
         ok &= good
         reasons.append(rule_line(good, f"{label} ({key})", v, op, thr))
-    return ok, reasons
+    for rules in (two_sample_rules, tstr_against_trtr):
+        good, lines = rules(evaluation, cfg)
+        ok &= good
+        reasons += lines
+    return ok, reasons + comparator_notes(evaluation)
+
+
+def _reported(evaluation: Evaluation, key: str) -> str:
+    """'; reported: 2.000' for a rule switched off, so the number the team selects on stays in the verdict."""
+    v = evaluation.reading(key)
+    return f"; reported: {v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else ""
+
+
+def two_sample_rules(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
+    """The fidelity rule with one meaning at every cohort size: the C2ST AUC (quality/two_sample.py), overall and
+    for each class the real data has, within privacy.max_c2st_auc; a class the synthetic set lacks fails."""
+    label = "C2ST AUC synthetic vs real (vu space)"
+    if cfg.max_c2st_auc <= 0:
+        return True, [f"OFF: {label} not checked (threshold 0)"]
+    ts = (evaluation.fidelity.two_sample if evaluation.fidelity is not None else None) or {}
+    if not ts.get("overall"):
+        return False, ["FAIL: quality metric fidelity.two_sample missing"]
+    ok, lines = True, []
+    for name, r in [("overall", ts["overall"]), *((f"class {c}", r) for c, r in (ts.get("per_class") or {}).items())]:
+        if r.get("missing"):
+            ok = False
+            lines.append(f"FAIL: {label}, {name}: the synthetic set has no unit of this class (the real reference "
+                         f"has {r.get('real_units')})")
+        elif r.get("auc") is None:  # too few units to tell is no pass: on 10-patient draws a swap hid there
+            ok = False
+            lines.append(f"FAIL: {label}, {name}: too few units to judge ({r.get('not_judged', 'no AUC')}; "
+                         f"{r.get('real_units')} real, {r.get('synthetic_units')} synthetic units)")
+        else:
+            good = r["auc"] <= cfg.max_c2st_auc
+            ok &= good
+            ci = r.get("auc_ci") or [None, None]
+            lines.append(rule_line(good, f"{label}, {name} [95% CI {_fmt(ci[0])}, {_fmt(ci[1])}]", r["auc"], "<=",
+                                   cfg.max_c2st_auc))
+    return ok, lines
+
+
+def tstr_against_trtr(evaluation: Evaluation, cfg: PrivacyConfig) -> tuple[bool, list[str]]:
+    """TSTR judged against TRTR (the same classifier trained on real train units, same test split): the share
+    of the real data's balanced accuracy that training on the synthetic set keeps, at least privacy.min_tstr_to_trtr."""
+    label = "TSTR / TRTR balanced accuracy"
+    if cfg.min_tstr_to_trtr <= 0:
+        return True, [f"OFF: {label} not checked (threshold 0)"]
+    u = evaluation.utility
+    tstr, trtr = (None, None) if u is None else (u.tstr_balanced_accuracy, u.trtr_balanced_accuracy)
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (tstr, trtr)) or trtr <= 0:
+        return False, ["FAIL: quality metric utility.tstr_balanced_accuracy or utility.trtr_balanced_accuracy missing"]
+    share = tstr / trtr
+    good = share >= cfg.min_tstr_to_trtr
+    return good, [rule_line(good, f"{label} (TSTR {tstr:.3f}, TRTR {trtr:.3f})", share, ">=", cfg.min_tstr_to_trtr)]
+
+
+def comparator_notes(evaluation: Evaluation) -> list[str]:
+    """Fair selection never drops a patient silently: how many real patients each fair comparison of the headline
+    space left out (the synthetic set had too few units of one of their classes to mirror them)."""
+    f = evaluation.fidelity
+    space = ((f.embeddings or {}).get(f.fid_ratio_embedding) or {}) if f is not None else {}
+    notes = []
+    for reference, block in (("holdout", space.get("against_holdout") or {}), ("train", space)):
+        used = block.get("comparator") or {}
+        if used.get("real_patients_left_out"):
+            notes.append(f"NOTE: the FD ratios against {reference} compare {used['real_patients_compared']} of "
+                         f"{used['real_patients_available']} real patients: {used['real_patients_left_out']} left "
+                         f"out because the synthetic set has too few units of one of their classes to mirror them")
+    return notes
 
 
 def rule_line(good: bool, what: str, value: float, op: str, limit: float) -> str:

@@ -81,6 +81,10 @@ class FidelityResult(_Record):
     frd_ratio: float | None  # network-free second opinion (radiomics), against holdout
     frd_ratio_ci: list | None
     comparison: str
+    # quality/two_sample.py: the classifier two-sample test (C2ST AUC) overall and per class in the fixed vu space,
+    # the effect size the gate's fidelity rule reads (its meaning does not change with the number of patients).
+    # Last, and written only when set, so the keys before it keep their order and older files read back unchanged.
+    two_sample: dict | None = _optional()
 
 
 @dataclasses.dataclass(frozen=True)
