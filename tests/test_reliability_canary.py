@@ -53,6 +53,7 @@ def _patients_in(files) -> set[str]:
 
 # ------------------------------------------------------------------------------------------------ training
 
+@pytest.mark.slow  # a real training run (one step; about 20 s on 2 cores with graph building)
 @pytest.mark.parametrize("dp", [False, True], ids=["ordinary", "dp"])
 def test_inserted_canaries_are_trained_on_and_held_back_ones_are_not(tmp_path, dp):
     from vugan.components.trainer.canaries import patient_fingerprint

@@ -38,7 +38,7 @@ def split_canaries(patients, n: int, seed: int) -> tuple[list[str], list[str]]:
         raise CanaryError(f"trainer.canaries = {n}: use an even number >= 2 (half inserted, half held back), or 0")
     if n > len(ids):
         raise CanaryError(f"trainer.canaries = {n}, but the canary examples hold {len(ids)} patients; lower "
-                          f"trainer.canaries or make a larger phantom cohort (`vugan phantom --set phantom.patients=...`)")
+                          f"trainer.canaries or make a larger phantom cohort (`vugan phantom --patients N`)")
     chosen = [ids[i] for i in np.random.default_rng([seed, 23]).permutation(len(ids))[:n]]
     return sorted(chosen[:n // 2]), sorted(chosen[n // 2:])
 

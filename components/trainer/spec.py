@@ -107,16 +107,6 @@ class _TrainerFields:
     # ---------------------------------------------------------------- data
     class_balanced: bool = F(default=False, metadata={"help": "sample real batches uniformly over classes"})
     shuffle_buffer: int = F(default=10000, metadata={"range": (1, None), "help": "tf.data shuffle buffer (examples)"})
-    # ---------------------------------------------------------------- canaries (components/trainer/canaries.py)
-    canaries: int = F(default=0, metadata={
-        "range": (0, 10000),
-        "help": "public canary patients for the canary audit: an even number N of whole patients from "
-                "canary_examples, N/2 inserted into training like any patient, N/2 held back; 0 = off"})
-    canary_examples: str = F(default="", metadata={
-        "help": "with canaries: an Examples artifact made from a PHANTOM cohort (`vugan phantom`, then `vugan "
-                "preprocess` with the same [preprocess] settings), whose patients are public by construction"})
-    canary_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
-                                              "help": "seed of which canary patients are inserted and held back"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +127,16 @@ class TrainerConfig(DPConfig, _TrainerFields):
     samples_per_class: int = F(default=4, metadata={"range": (1, 64), "help": "columns of the sample grid"})
     checkpoint_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between checkpoints"})
     keep_checkpoints: int = F(default=3, metadata={"range": (1, 1000), "help": "checkpoints kept (the last k)"})
+    # ------------------------------------------- canaries (trainer/canaries.py; last: the keys before keep their place)
+    canaries: int = F(default=0, metadata={
+        "range": (0, 10000),
+        "help": "public canary patients for the canary audit: an even number N of whole patients from "
+                "canary_examples, N/2 inserted into training like any patient, N/2 held back; 0 = off"})
+    canary_examples: str = F(default="", metadata={
+        "help": "with canaries: an Examples artifact made from a PHANTOM cohort (`vugan phantom`, then `vugan "
+                "preprocess` with the same [preprocess] settings), whose patients are public by construction"})
+    canary_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
+                                              "help": "seed of which canary patients are inserted and held back"})
 
     def validate(self) -> None:
         if isinstance(self.image_shape, str):
