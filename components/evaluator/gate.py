@@ -158,7 +158,7 @@ def release_gate(evaluation: Evaluation, cfg: PrivacyConfig) -> Verdict:
 def canary_rule(evaluation: Evaluation) -> tuple[bool, list[str]]:
     """The canary audit's line (privacy/canary.py): a NOTE, or a FAIL when its empirical epsilon lower bound
     exceeds the accounted epsilon (the accounting or the training is then wrong). No audit: no line."""
-    canary = getattr(evaluation, "canary", None)
+    canary = evaluation.canary
     if canary is None or not canary.enabled:
         return True, []
     from vugan.components.evaluator.privacy.canary import canary_statement
