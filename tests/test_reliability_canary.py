@@ -175,6 +175,8 @@ def test_a_memorising_model_singles_out_its_canaries_and_bounds_epsilon_above_ze
     logan = audit["attacks"]["logan_realfake"]
     assert logan["auc"] == 1.0 and logan["tpr_at_1pct_fpr"] == 1.0
     assert audit["attacks"]["pixel.fbb_nearest"]["auc"] == 1.0
+    # The reconstruction attack scores every canary, not the gate's pbb_max_patients (5) a side.
+    assert audit["attacks"]["pbb_reconstruction"]["n_members"] == audit["attacks"]["pbb_reconstruction"]["n_nonmembers"] == 20
     eps = audit["epsilon"]
     assert 0 < eps["lower_bound"] <= eps["ceiling"]
     assert eps["accounted"] is None and not eps["exceeds_accounted"]
