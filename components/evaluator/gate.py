@@ -213,12 +213,25 @@ def release_gate(evaluation: Evaluation, cfg: PrivacyConfig) -> Verdict:
     priv = evaluation.privacy
     if priv is None or not priv.enabled:
         return Verdict(False, "privacy not evaluated",
-                       ["FAIL: privacy metrics missing (privacy evaluation not run or turned off)"],
-                       "privacy not evaluated")
+                       ["FAIL: privacy metrics missing (privacy evaluation not run or turned off)",
+                        *canary_rule(evaluation)[1]], "privacy not evaluated")
     outcome, reasons, headline = privacy_outcome(priv, cfg)
     privacy_ok = outcome == NO_LEAK
     if outcome == TOO_FEW:
         privacy_ok, why = _dp_release(priv.dp or {}, cfg)
         reasons.append(f"{'PASS' if privacy_ok else 'FAIL'}: release under differential privacy: {why}")
     quality_ok, q_reasons = quality_rules(evaluation, cfg)
-    return Verdict(bool(privacy_ok and quality_ok), outcome, reasons + q_reasons, headline)
+    canary_ok, c_reasons = canary_rule(evaluation)
+    return Verdict(bool(privacy_ok and quality_ok and canary_ok), outcome, reasons + q_reasons + c_reasons, headline)
+
+
+def canary_rule(evaluation: Evaluation) -> tuple[bool, list[str]]:
+    """The canary audit's line (privacy/canary.py): a NOTE, or a FAIL when its empirical epsilon lower bound
+    exceeds the accounted epsilon (the accounting or the training is then wrong). No audit: no line."""
+    canary = evaluation.canary
+    if canary is None or not canary.enabled:
+        return True, []
+    from vugan.components.evaluator.privacy.canary import canary_statement
+
+    holds, line = canary_statement(canary.to_dict())
+    return holds, [f"{'NOTE' if holds else 'FAIL'}: {line}"]

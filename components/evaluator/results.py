@@ -151,6 +151,24 @@ class PrivacyResult(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class CanaryResult(_Record):
+    """The canary audit (privacy/canary.py): the attacks scored on public phantom canaries the model was (inserted)
+    and was not (held back) trained on, and for a DP model the empirical lower bound on epsilon beside the
+    accounted one. Written only for a model trained with trainer.canaries."""
+    enabled: bool
+    patients: dict | None = None  # inserted / held-back patients and units, synthetic units judged
+    attacks: dict | None = None  # attack -> per-patient AUC [CI], TPR at low FPR, epsilon_bound
+    skipped: dict | None = None
+    strongest: dict | None = None
+    epsilon: dict | None = None  # lower_bound, ceiling, accounted, delta, confidence, formula, exceeds_accounted
+    seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None):
+        return super().from_dict(data) if isinstance(data, dict) and data else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation(_Record):
     """Everything the evaluator measured on one synthetic set: the body of metrics.json (the run record around
     it, verdict, timings, config, inputs and headline, is added by the judging path)."""
@@ -162,6 +180,7 @@ class Evaluation(_Record):
     utility: UtilityResult | None
     privacy: PrivacyResult | None = _optional()
     release: dict | None = _optional()  # the release chain (evaluate only)
+    canary: CanaryResult | None = _optional()  # the canary audit (a model trained with trainer.canaries)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Evaluation":
@@ -170,7 +189,8 @@ class Evaluation(_Record):
                    fidelity=FidelityResult.from_dict(data["fidelity"]) if "fidelity" in data else None,
                    diversity=data.get("diversity"),
                    utility=UtilityResult.from_dict(data["utility"]) if "utility" in data else None,
-                   privacy=PrivacyResult.from_dict(data.get("privacy")), release=data.get("release"))
+                   privacy=PrivacyResult.from_dict(data.get("privacy")), release=data.get("release"),
+                   canary=CanaryResult.from_dict(data.get("canary")))
 
     def reading(self, name: str) -> Any:
         """The scalar a gate rule names (privacy.fid_ratio_key, frd_ratio_key, tstr_key): one of GATE_METRICS."""

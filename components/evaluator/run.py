@@ -99,6 +99,10 @@ def write_outputs(out: Path, metrics: dict, verdict: dict, evaluation: Evaluatio
             sections.diversity_section(evaluation), sections.utility_section(evaluation)]
     priv_sections = list(privacy_sections)  # the DP guarantee goes right after the attacks' summary section
     priv_sections[1:1] = [dp_section(evaluation.privacy.dp, evaluation.privacy.strongest or {})]
+    if evaluation.canary is not None:  # the canary audit right after the DP guarantee it is read beside
+        from vugan.components.evaluator.report.privacy_sections import canary_section
+
+        priv_sections[2:2] = [canary_section(evaluation.canary)]
     write_report(out, title, facts, verdict, ours + priv_sections)
 
 
@@ -169,6 +173,26 @@ def judge_release(ctx: ExecContext, splits: dict, candidate, candidate_dir: Path
     return priv, candidate, release
 
 
+def audit_canaries(model_dir: Path, bundle, judged, splits: dict, pcfg, seed: int, timer, log):
+    """The canary audit (privacy/canary.py) of a model trained with trainer.canaries, on the judged set; None for
+    a model without canaries."""
+    record = bundle.info.get("canaries") or {}
+    if not record.get("enabled"):
+        return None
+    from vugan.components.evaluator.privacy.canary import canary_audit, load_canaries
+    from vugan.components.evaluator.results import CanaryResult
+
+    inserted, held_back = load_canaries(model_dir, record)
+    with timer.stage("canary_audit", len(inserted) + len(held_back)):
+        result = canary_audit(inserted, held_back, judged, splits["holdout"], bundle, pcfg, seed,
+                              dp=bundle.info.get("dp"))
+    eps = result["epsilon"]
+    log(f"evaluate: canary audit: strongest {result['strongest']['attack']} per-patient AUC "
+        f"{result['strongest']['auc']:.3f}; empirical epsilon lower bound {eps['lower_bound']:.2f} "
+        f"(accounted {eps['accounted']})")
+    return CanaryResult.from_dict(jsonable(result))
+
+
 def execute(ctx: ExecContext) -> ExecResult:
     from vugan.components.evaluator import core
     from vugan.components.synthesize import release as syn
@@ -209,7 +233,9 @@ def execute(ctx: ExecContext) -> ExecResult:
                                           scfg.release_filter, timer, privacy)
     # The model's formal guarantee, when trained with DP (trainer.dp), read beside the attacks.
     priv = dataclasses.replace(priv, encoder=encoder.description, dp=bundle.info.get("dp") or {"enabled": False})
-    evaluation = dataclasses.replace(evaluation, privacy=priv, release=release)
+    evaluation = dataclasses.replace(evaluation, privacy=priv, release=release,
+                                     canary=audit_canaries(ctx.inputs["model"], bundle, judged, splits, pcfg,
+                                                           ctx.config.evaluator.seed, timer, ctx.log))
     config = ctx.config.to_dict()
     record = {"config": {k: config[k] for k in ("evaluator", "privacy", "synthesize")},
               "inputs": {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()}}

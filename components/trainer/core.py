@@ -233,7 +233,7 @@ def _count(weights) -> int:
 
 
 def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, steps: int,
-           dp: dict | None = None, init_from: dict | None = None) -> dict:
+           dp: dict | None = None, init_from: dict | None = None, canaries: dict | None = None) -> dict:
     """Write the model bundle (docs/contracts.md): .keras files plus model_info.json."""
     out_dir = Path(out_dir)
     gan.generator.save(out_dir / "generator.keras")
@@ -256,6 +256,8 @@ def export(gan: ACGAN, info: ExamplesInfo, cfg: TrainerConfig, out_dir: Path, st
         # The full architecture, so that trainer.init_from can check a later run against it field by field.
         "arch": {**dataclasses.asdict(arch_config(cfg, info)), "image_shape": list(info.image_shape)},
         "init_from": init_from,  # the model this run started from (uri, fingerprint), or None
+        # Public phantom canaries trained beside the cohort (trainer/canaries.py): which, fingerprinted; or off.
+        "canaries": canaries if canaries is not None else {"enabled": False},
         # trainer.d_trainable_layers: what the run trained of D (under DP, the noised parameters), the rest frozen.
         "discriminator_trained": {
             "layers": list(init_from_module.trained_layer_names(cfg.d_trainable_layers)) or "all",

@@ -78,6 +78,15 @@ def execute(ctx: ExecContext) -> ExecResult:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")  # no loss scaling needed, unlike float16
         else:
             ctx.log("trainer.mixed_precision ignored: no GPU")
+    canaries = None
+    if cfg.canaries:  # before the DP plan: inserted canaries are training patients like any other
+        from vugan.components.trainer import canaries as canary_module
+
+        canaries = canary_module.prepare(cfg.canary_examples, cfg.canaries, cfg.canary_seed, ctx.out_dir,
+                                         info.image_shape, info.class_names, canary_module.training_patients(info))
+        info = canary_module.with_canaries(info, canaries)
+        ctx.log(f"canaries: {cfg.canaries // 2} public phantom patients ({canaries.record['inserted_units']} units) "
+                f"inserted into training, {cfg.canaries // 2} held back (trainer.canary_seed {cfg.canary_seed})")
     mode = OrdinaryTraining()
     if cfg.dp:  # the one place a DP run is set up: its plan needs the patients and the replica count
         from vugan.components.trainer.dp.training import DPTraining
@@ -102,7 +111,8 @@ def execute(ctx: ExecContext) -> ExecResult:
         dp_record = {**dp_record, "init_from_fingerprint": source.fingerprint if source else None,
                      "pretraining_note": source.pretraining_note() if source else None}
     model_info = core.export(gan, info, cfg, ctx.out_dir, result.steps, dp=dp_record,
-                             init_from=source.record() if source else None)
+                             init_from=source.record() if source else None,
+                             canaries=canaries.record if canaries else None)
     ctx.log(f"trained to step {result.steps} (started at {result.start_step}) in {result.seconds:.1f}s")
     return ExecResult(
         counts={"steps": result.steps, "train_units": info.num_train, "skipped_records": len(info.skipped)},
@@ -111,6 +121,7 @@ def execute(ctx: ExecContext) -> ExecResult:
                     "resumed_from_step": result.start_step, "checkpoint_fallback": result.checkpoint_fallback,
                     "dp": dp_summary(dp_record),
                     "init_from": model_info["init_from"],
+                    "canaries": model_info["canaries"],
                     "final": {k: round(v, 5) for k, v in result.last.items() if isinstance(v, float)}})
 
 

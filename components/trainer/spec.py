@@ -127,6 +127,16 @@ class TrainerConfig(DPConfig, _TrainerFields):
     samples_per_class: int = F(default=4, metadata={"range": (1, 64), "help": "columns of the sample grid"})
     checkpoint_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between checkpoints"})
     keep_checkpoints: int = F(default=3, metadata={"range": (1, 1000), "help": "checkpoints kept (the last k)"})
+    # ------------------------------------------- canaries (trainer/canaries.py; last: the keys before keep their place)
+    canaries: int = F(default=0, metadata={
+        "range": (0, 10000),
+        "help": "public canary patients for the canary audit: an even number N of whole patients from "
+                "canary_examples, N/2 inserted into training like any patient, N/2 held back; 0 = off"})
+    canary_examples: str = F(default="", metadata={
+        "help": "with canaries: an Examples artifact made from a PHANTOM cohort (`vugan phantom`, then `vugan "
+                "preprocess` with the same [preprocess] settings), whose patients are public by construction"})
+    canary_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
+                                              "help": "seed of which canary patients are inserted and held back"})
 
     def validate(self) -> None:
         if isinstance(self.image_shape, str):
@@ -141,6 +151,7 @@ class TrainerConfig(DPConfig, _TrainerFields):
             raise ValueError(f"trainer.d_trainable_layers = {self.d_trainable_layers!r} needs trainer.init_from: the "
                              "frozen layers would keep their random initial weights")
         validate_dp(self)
+        validate_canaries(self)
         if self.reuse_fakes and (self.dp or self.d_steps > 1):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
@@ -149,3 +160,13 @@ class TrainerConfig(DPConfig, _TrainerFields):
             raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by cpu_replicas {self.cpu_replicas}")
+
+
+def validate_canaries(cfg) -> None:
+    """trainer.canaries needs its phantom examples, and an even count (half inserted, half held back)."""
+    if cfg.canaries and not cfg.canary_examples:
+        raise ValueError(f"trainer.canaries = {cfg.canaries} needs trainer.canary_examples: the folder of an Examples "
+                         "artifact made from a phantom cohort (`vugan phantom`, then `vugan preprocess`)")
+    if cfg.canaries % 2 or cfg.canaries == 1:
+        raise ValueError(f"trainer.canaries = {cfg.canaries}: use an even number (half inserted, half held back), "
+                         "or 0 to train without canaries")

@@ -224,3 +224,29 @@ def dp_section(dp: dict | None, strongest: dict) -> ReportSection:
     table = ("<table><tr><th>item</th><th>value</th></tr>"
              + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
     return ReportSection("privacy_dp", "Privacy: differential-privacy guarantee beside the attacks", text, table)
+
+
+def canary_section(canary) -> ReportSection:
+    """The canary audit (privacy/canary.py): how strongly each attack singles out public phantom patients the
+    model was trained on against ones it was not, and for a DP model the empirical epsilon lower bound."""
+    eps, pat = canary.epsilon or {}, canary.patients or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(a.get('auc'))}</td><td>[{_fmt((a.get('auc_ci') or [None])[0])}, "
+        f"{_fmt((a.get('auc_ci') or [None, None])[1])}]</td><td>{_fmt(a.get('tpr_at_1pct_fpr'), 2)}</td>"
+        f"<td>{_fmt((a.get('epsilon_bound') or {}).get('eps_lb'), 2)}</td></tr>"
+        for name, a in (canary.attacks or {}).items())
+    table = ("<table><tr><th>attack</th><th>per-patient AUC</th><th>95% CI</th><th>TPR at 1% FPR</th>"
+             "<th>epsilon lower bound</th></tr>" + rows + "</table>")
+    accounted = eps.get("accounted")
+    text = (f"<p>The model was trained with {pat.get('inserted')} public phantom <b>canary</b> patients inserted "
+            f"among its training patients; {pat.get('held_back')} more of the same cohort were held back. Each attack "
+            "is scored with the inserted canaries as members and the held-back ones as non-members: an AUC near 0.5 "
+            "means the attacks cannot tell who was trained on, even for patients where the answer is known.</p>"
+            f"<p><b>Empirical epsilon lower bound: {_fmt(eps.get('lower_bound'), 2)}</b> at "
+            f"{100 * (eps.get('confidence') or 0):.0f}% confidence (attack {html.escape(str(eps.get('attack')))}); "
+            f"with this many canaries no bound above {_fmt(eps.get('ceiling'), 2)} can be shown. "
+            + (f"Accounted epsilon: {_fmt(accounted, 2)}. A lower bound above it would mean the accounting or the "
+               "training is wrong (the gate then fails). " if accounted is not None else
+               "The model has no DP guarantee; the bound is what the attacks prove at least. ")
+            + f"Formula: {html.escape(str(eps.get('formula')))}.</p>")
+    return ReportSection("privacy_canary", "Privacy: canary audit (the attacks' power on this model)", text, table)
