@@ -56,7 +56,8 @@ def load_pool(examples: Path):
                         for f in ("images", "class_ids", "regions", "level_names", "patients")))
 
 
-def memorised_table(pool, sizes, seeds: int, shares, disguises, cfg) -> None:
+def memorised_table(pool, sizes, seeds: int, shares, disguises, cfg, seed_start: int = 0,
+                    null: bool = True) -> None:
     """One row per (size, scenario): shares of seeds caught by the membership tests, by the gate (with the copy
     check as on this branch), passed, the mean stated detectable share and seconds per draw."""
     from vugan.components.evaluator.gate import LEAK, NO_LEAK
@@ -66,15 +67,15 @@ def memorised_table(pool, sizes, seeds: int, shares, disguises, cfg) -> None:
           "stated detectable share | s / draw |")
     print("|---|---|---|---|---|---|---|")
     for n in sizes:
-        rows = [("null (fresh real patients)", None, None)]
+        rows = [("null (fresh real patients)", None, None)] if null else []
         rows += [(key, s, d) for key, (s, d) in memorised_scenarios().items()
                  if round(100 * s) in shares and (not disguises or d in disguises)]
         for label, share, disguise in rows:
             t = time.perf_counter()
             if share is None:
-                res = _judge_null(pool, n, range(seeds), cfg, calibration_sets)
+                res = _judge_null(pool, n, range(seed_start, seed_start + seeds), cfg, calibration_sets)
             else:
-                res = judge_memorised(pool, n, share, disguise, range(seeds), cfg)
+                res = judge_memorised(pool, n, share, disguise, range(seed_start, seed_start + seeds), cfg)
             sec = (time.perf_counter() - t) / seeds
             det = [r["detectable_share"] for r in res if r["detectable_share"] is not None]
             print(f"| {n} | {label} | {np.mean([r['tests'] for r in res]):.2f} | "
@@ -111,6 +112,8 @@ def main(argv=None) -> None:
     p.add_argument("--memorised", action="store_true", help="the memorised-share scenarios (see above)")
     p.add_argument("--shares", default="2,5,10", help="with --memorised: memorised shares in percent")
     p.add_argument("--disguises", default="", help="with --memorised: comma-separated disguise names (all if empty)")
+    p.add_argument("--seed-start", type=int, default=0, help="with --memorised: first seed")
+    p.add_argument("--no-null", action="store_true", help="with --memorised: leave the null row out")
     args = p.parse_args(argv)
     pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
     n_pat = len(np.unique(pool.patients))
@@ -119,7 +122,7 @@ def main(argv=None) -> None:
     if args.memorised:
         memorised_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds,
                         {int(x) for x in args.shares.split(",")},
-                        [d for d in args.disguises.split(",") if d], cfg)
+                        [d for d in args.disguises.split(",") if d], cfg, args.seed_start, not args.no_null)
         return
     print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
     print("|---|---|---|---|---|---|")
