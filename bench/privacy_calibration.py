@@ -112,10 +112,17 @@ def main(argv=None) -> None:
     p.add_argument("--memorised", action="store_true", help="the memorised-share scenarios (see above)")
     p.add_argument("--shares", default="2,5,10", help="with --memorised: memorised shares in percent")
     p.add_argument("--disguises", default="", help="with --memorised: comma-separated disguise names (all if empty)")
+    p.add_argument("--blob-pool", action="store_true",
+                   help="a quick pool of 800 blob patients (16x16x3, 4 units each; support.privacy_controls.blob_cohort)")
     p.add_argument("--seed-start", type=int, default=0, help="with --memorised: first seed")
     p.add_argument("--no-null", action="store_true", help="with --memorised: leave the null row out")
     args = p.parse_args(argv)
-    pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
+    if args.blob_pool:
+        from support.privacy_controls import blob_cohort
+
+        pool = blob_cohort(args.patients, 4, seed=0)
+    else:
+        pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
     n_pat = len(np.unique(pool.patients))
     cfg = PrivacyConfig(bootstrap=20)
     print(f"pool: {len(pool)} units of {n_pat} patients, {pool.images.shape[1:]}; seeds 0..{args.seeds - 1}")
