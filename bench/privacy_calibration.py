@@ -9,6 +9,13 @@ generator that memorised 10% of the training patients (reproduced beyond the cop
 random patients from the pool: N members, 1.5 N held-out (N candidates + 0.5 N DOMIAS reference) and N fresh. The
 gate is the shipped PrivacyConfig (bootstrap 20: the bootstrap interval is shown to reviewers, the gate does not use it).
 Prints a markdown table of outcome shares (docs/privacy.md).
+
+    .venv/bin/python bench/privacy_calibration.py --memorised --sizes 100 --seeds 20 [--shares 5,10]
+
+--memorised runs the memorised-share scenarios instead (privacy_controls.memorised_scenarios: every unit of 2, 5 or
+10% of the training patients given back under one identity-keeping change of privacy/identity_transforms.py) and
+the null beside them, and says for each what the membership tests caught on their own (tail, quantile, AUC on a
+gated attack) apart from the copy check, and the detectable memorised share the verdict stated.
 """
 from __future__ import annotations
 
@@ -49,6 +56,48 @@ def load_pool(examples: Path):
                         for f in ("images", "class_ids", "regions", "level_names", "patients")))
 
 
+def memorised_table(pool, sizes, seeds: int, shares, disguises, cfg, seed_start: int = 0,
+                    null: bool = True) -> None:
+    """One row per (size, scenario): shares of seeds caught by the membership tests, by the gate (with the copy
+    check as on this branch), passed, the mean stated detectable share and seconds per draw."""
+    from vugan.components.evaluator.gate import LEAK, NO_LEAK
+    from support.privacy_controls import calibration_sets, judge_memorised, memorised_scenarios
+
+    print("| patients a side | scenario | membership tests fire | gate: leak found | gate: passes | "
+          "stated detectable share | s / draw |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sizes:
+        rows = [("null (fresh real patients)", None, None)] if null else []
+        rows += [(key, s, d) for key, (s, d) in memorised_scenarios().items()
+                 if round(100 * s) in shares and (not disguises or d in disguises)]
+        for label, share, disguise in rows:
+            t = time.perf_counter()
+            if share is None:
+                res = _judge_null(pool, n, range(seed_start, seed_start + seeds), cfg, calibration_sets)
+            else:
+                res = judge_memorised(pool, n, share, disguise, range(seed_start, seed_start + seeds), cfg)
+            sec = (time.perf_counter() - t) / seeds
+            det = [r["detectable_share"] for r in res if r["detectable_share"] is not None]
+            print(f"| {n} | {label} | {np.mean([r['tests'] for r in res]):.2f} | "
+                  f"{np.mean([r['outcome'] == LEAK for r in res]):.2f} | "
+                  f"{np.mean([r['outcome'] == NO_LEAK for r in res]):.2f} | "
+                  f"{(100 * np.mean(det)) if det else float('nan'):.0f}% | {sec:.1f} |", flush=True)
+
+
+def _judge_null(pool, n, seeds, cfg, calibration_sets) -> list[dict]:
+    from vugan.components.evaluator.gate import privacy_outcome
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+
+    out = []
+    for seed in seeds:
+        train, holdout, syn = calibration_sets(pool, n, "a", seed)
+        r = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
+        out.append({"outcome": privacy_outcome(r, cfg)[0],
+                    "tests": any(a["patient"]["tests"]["finding"] for a in r.attacks.values() if a.get("gated")),
+                    "detectable_share": (r.detectable.get("memorised") or {}).get("share")})
+    return out
+
+
 def main(argv=None) -> None:
     from vugan.components.evaluator.gate import LEAK, NO_LEAK, TOO_FEW
     from vugan.components.evaluator.privacy.spec import PrivacyConfig
@@ -60,11 +109,28 @@ def main(argv=None) -> None:
     p.add_argument("--patients", type=int, default=800)
     p.add_argument("--sizes", default="25,50,100,200")
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--memorised", action="store_true", help="the memorised-share scenarios (see above)")
+    p.add_argument("--shares", default="2,5,10", help="with --memorised: memorised shares in percent")
+    p.add_argument("--disguises", default="", help="with --memorised: comma-separated disguise names (all if empty)")
+    p.add_argument("--blob-pool", action="store_true",
+                   help="a quick pool of 800 blob patients (16x16x3, 4 units each; support.privacy_controls.blob_cohort)")
+    p.add_argument("--seed-start", type=int, default=0, help="with --memorised: first seed")
+    p.add_argument("--no-null", action="store_true", help="with --memorised: leave the null row out")
     args = p.parse_args(argv)
-    pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
+    if args.blob_pool:
+        from support.privacy_controls import blob_cohort
+
+        pool = blob_cohort(args.patients, 4, seed=0)
+    else:
+        pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
     n_pat = len(np.unique(pool.patients))
     cfg = PrivacyConfig(bootstrap=20)
     print(f"pool: {len(pool)} units of {n_pat} patients, {pool.images.shape[1:]}; seeds 0..{args.seeds - 1}")
+    if args.memorised:
+        memorised_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds,
+                        {int(x) for x in args.shares.split(",")},
+                        [d for d in args.disguises.split(",") if d], cfg, args.seed_start, not args.no_null)
+        return
     print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
     print("|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):

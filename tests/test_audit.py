@@ -76,7 +76,9 @@ def test_fresh_patients_as_nifti_pass(cohort):
     assert verdict["privacy_outcome"] == "no leak found at the detectable size", verdict["reasons"]
     assert verdict["passed"], verdict["reasons"]
     assert verdict["audited"]["format"] == "NIfTI units" and verdict["audited"]["units"] == len(fresh)
-    assert metrics["privacy"]["candidates"]["member_patients"] == 100  # 150 held out: 100 candidates + 50 reference
+    # every one of the 130 training patients is attacked; 150 held out: 100 candidates + 50 reference
+    assert metrics["privacy"]["candidates"]["member_patients"] == 130
+    assert metrics["privacy"]["candidates"]["nonmember_patients"] == 100
     assert metrics["privacy"]["detectable"]["auc"] < 0.75
     assert set(metrics["privacy"]["skipped"]) >= {"pbb_reconstruction", "logan_realfake"}  # no model
     assert "domain" in metrics["fidelity"]["embeddings"] and metrics["utility"]["tstr_balanced_accuracy"] > 0.5

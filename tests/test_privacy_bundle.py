@@ -61,14 +61,15 @@ def test_evaluate_privacy_with_a_real_bundle_and_no_embedding(bundle):
                         patient_aggregate="max")
     m = evaluate_privacy(members, nonmembers, synthetic, bundle, None, cfg, seed=0).metrics
     assert set(m["attacks"]) == {"pixel.fbb_nearest", "pixel.ref_pairwise", "pixel.ref_density", "pixel.domias",
+                                 "invariant.fbb_nearest",
                                  "pbb_reconstruction", "logan_realfake", "logan_aux_confidence"}
     assert m["skipped"] == {"embedding space": "no encoder given"}
-    # 12 held-out patients: 4 are the DOMIAS reference, 8 are candidates, so 8 member patients are drawn.
-    assert m["candidates"] == {**m["candidates"], "member_patients": 8, "nonmember_patients": 8,
+    # 12 held-out patients: 4 are the DOMIAS reference, 8 are candidates; all 12 member patients are attacked.
+    assert m["candidates"] == {**m["candidates"], "member_patients": 12, "nonmember_patients": 8,
                                "reference_patients": 4}
     assert m["attacks"]["pbb_reconstruction"]["patient"]["n_members"] == 4  # whole patients, capped
     assert m["attacks"]["pbb_reconstruction"]["unit"]["n_members"] == 12  # 4 patients x 3 units
-    assert m["attacks"]["logan_realfake"]["patient"]["n_members"] == 8
+    assert m["attacks"]["logan_realfake"]["patient"]["n_members"] == 12
     # Model attacks are the worst case, outside the gate's family of tests.
     assert not m["attacks"]["logan_realfake"]["gated"] and m["attacks"]["pixel.domias"]["gated"]
     assert m["strongest"]["model_worst_case"]["attack"] in ("pbb_reconstruction", "logan_realfake",

@@ -57,6 +57,9 @@ def privacy_findings(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[list[str]
         if t["leak_tail"]:
             findings.append(f"attack {name}: {t['members_above_all_nonmembers']} member patients score above every "
                             f"non-member (p = {t['p_tail']:.2g} < {cfg.alpha / priv.family['tests']:.2g})")
+        if t.get("leak_quantile"):
+            findings.append(memorised_finding(name, t, priv.family['tests'], cfg))
+    notes.extend(coverage_notes(priv))
     for space, m in (priv.memorisation or {}).items():
         ct = m.get("ct")
         if ct is None or not np.isfinite(ct):
@@ -66,6 +69,34 @@ def privacy_findings(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[list[str]
         else:
             notes.append(f"C_T ({space}) {ct:.2f} >= {cfg.min_ct:g}")
     return findings, notes
+
+
+def memorised_finding(name: str, t: dict, n_tests: int, cfg: PrivacyConfig) -> str:
+    """The FAIL line of the memorised-share test (privacy/stats.py)."""
+    return (f"attack {name}: {t['members_above_quantile']} member patients score above the "
+            f"{100 * t['quantile']:g}th percentile of the non-members (at most {t['quantile_rank'] - 1} non-members "
+            f"above it; p = {t['p_quantile']:.2g} < {cfg.alpha / n_tests:.2g}): a share of the patients is memorised")
+
+
+def memorised_clause(det: dict, cfg: PrivacyConfig) -> str:
+    """', and a generator that memorised 8% of the member patients ...' for the PASS line (empty when unknown)."""
+    mem = det.get("memorised") or {}
+    if not mem:
+        return ""
+    if mem.get("share") is None:
+        return "; no share of memorised patients would have been found with that power"
+    return (f"; and a generator that memorised {100 * mem['share']:.0f}% of the member patients "
+            f"({mem['patients']} patients, each scoring above every non-member) would have been found with "
+            f"{100 * cfg.power:.0f}% power")
+
+
+def coverage_notes(priv: PrivacyResult) -> list[str]:
+    """How many training patients the attacks judged, and that the copy check judged all of them."""
+    cov = priv.coverage or {}
+    if not cov:
+        return []
+    return [f"the attacks judged {cov['attacked_patients']} of {cov['train_patients']} training patients "
+            f"({100 * cov['attacked_share']:.0f}%); the copy check judged all {cov['copy_checked_patients']}"]
 
 
 def privacy_outcome(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[str, list[str], str]:
@@ -91,7 +122,7 @@ def privacy_outcome(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[str, list[
                                   f"found with {100 * cfg.power:.0f}% power")
     reasons.append(f"PASS: {NO_LEAK}: an attack with per-patient AUC >= {_fmt(auc_det)} would have been found with "
                    f"{100 * cfg.power:.0f}% power ({size}); so would {det.get('tail_members')} member patients "
-                   "scoring above every non-member")
+                   f"scoring above every non-member{memorised_clause(det, cfg)}")
     return NO_LEAK, reasons, (f"{NO_LEAK}: an attack with per-patient AUC >= {_fmt(auc_det, 2)} would have been "
                               f"found with {100 * cfg.power:.0f}% power")
 

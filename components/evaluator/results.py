@@ -129,6 +129,7 @@ class PrivacyResult(_Record):
     attacks: dict | None = _optional()
     family: dict | None = _optional()
     detectable: dict | None = _optional()
+    coverage: dict | None = _optional()  # training patients the attacks judged (attacks.coverage)
     skipped: dict | None = _optional()
     strongest: dict | None = _optional()
     density_radius: dict | None = _optional()

@@ -179,3 +179,59 @@ def calibrate(pool: UnitArrays, n: int, scenario: str, seeds, cfg) -> list[str]:
         result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
         outcomes.append(privacy_outcome(result, cfg)[0])
     return outcomes
+
+
+# ------------------------------------------------------------------------------------------------ memorised shares
+#
+# A generator that memorised a share of its training patients, built WITHOUT the detectors' notion of distance: every
+# unit of 2, 5 or 10% of the training patients is given back under one identity-keeping change of
+# privacy/identity_transforms.py (COPY_DISGUISES: a shift, the slice order reversed, a flip, an intensity remap),
+# replacing as many of the fresh units; nothing is moved "by a chosen distance" in pixel space. The draw is that of
+# calibration_sets (N members, 1.5 N held-out, N fresh).
+MEMORISED_SHARES = (0.02, 0.05, 0.10)
+
+
+def memorised_scenarios() -> dict:
+    """key -> (share, disguise name), e.g. "mem05 slices reversed" -> (0.05, "slices reversed")."""
+    from vugan.components.evaluator.privacy.identity_transforms import COPY_DISGUISES
+
+    return {f"mem{round(100 * s):02d} {d}": (s, d) for s in MEMORISED_SHARES for d in COPY_DISGUISES}
+
+
+def memorised_sets(pool: UnitArrays, n: int, share: float, disguise: str,
+                   seed: int) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
+    """(train, holdout, synthetic): the fresh set with every unit of round(share x N) training patients (at least
+    one) given back under `disguise`."""
+    from vugan.components.evaluator.privacy.identity_transforms import COPY_DISGUISES
+
+    rng = np.random.default_rng([seed, n, int(round(1000 * share)), 7])
+    index = _patient_index(pool)
+    ids = rng.permutation(sorted(index))
+    n_hold = int(np.ceil(1.5 * n))
+    if len(ids) < 2 * n + n_hold:
+        raise ValueError(f"the pool has {len(ids)} patients; {2 * n + n_hold} are needed for {n} a side")
+    groups = ids[:n], ids[n:n + n_hold], ids[n + n_hold:2 * n + n_hold]
+    train, holdout, fresh = (take(pool, np.concatenate([index[p] for p in g])) for g in groups)
+    t_index = _patient_index(train)
+    chosen = rng.permutation(sorted(t_index))[:max(1, int(round(share * len(t_index))))]
+    extra = take(train, np.concatenate([t_index[p] for p in chosen]))
+    keep = rng.permutation(len(fresh))[min(len(extra), len(fresh) - 1):]
+    images = np.concatenate([fresh.images[keep], COPY_DISGUISES[disguise](extra.images)])
+    return train, holdout, _with_images(fresh, keep, extra, images)
+
+
+def judge_memorised(pool: UnitArrays, n: int, share: float, disguise: str, seeds, cfg) -> list[dict]:
+    """Per seed: the gate's privacy outcome, whether a membership test fired (tail, quantile or AUC on a gated
+    attack) and whether the copy check did, and the stated detectable memorised share."""
+    from vugan.components.evaluator.gate import privacy_outcome
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+
+    out = []
+    for seed in seeds:
+        train, holdout, syn = memorised_sets(pool, n, share, disguise, seed)
+        r = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
+        tests = [a["patient"]["tests"] for a in r.attacks.values() if a.get("gated")]
+        out.append({"outcome": privacy_outcome(r, cfg)[0], "tests": any(t["finding"] for t in tests),
+                    "copies": r.memorisation["pixel"]["copied_patients"] > cfg.max_copied_patients,
+                    "detectable_share": (r.detectable.get("memorised") or {}).get("share")})
+    return out

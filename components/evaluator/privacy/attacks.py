@@ -24,6 +24,7 @@ import numpy as np
 
 from vugan.components.evaluator import knn
 from vugan.components.evaluator.privacy import stats as mia_stats
+from vugan.components.evaluator.privacy.invariant_features import invariant_features
 from vugan.components.evaluator.privacy.spec import PrivacyConfig
 from vugan.components.evaluator.results import PrivacyEvidence, PrivacyResult, jsonable
 from vugan.components.schema import UnitArrays
@@ -45,6 +46,7 @@ ATTACKS = {
 }
 RELEASED_IMAGE_ATTACKS = ("fbb_nearest", "ref_pairwise", "ref_density", "domias")
 MODEL_ATTACKS = ("pbb_reconstruction", "logan_realfake", "logan_aux_confidence")
+INVARIANT_ATTACKS = ("fbb_nearest",)  # attacks also run in the transform-blind features (invariant_features.py)
 MEDIAN_SAMPLE = 2048  # synthetic units a query's median distance is estimated from (a population statistic)
 
 
@@ -70,8 +72,12 @@ def split_reference(nonmember_patients: np.ndarray, fraction: float, seed: int) 
 
 def select_candidates(member_patients: np.ndarray, nonmember_patients: np.ndarray, max_patients: int,
                       seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit indices of the member and non-member candidates: equally many PATIENTS a side, all their units.
+    """Unit indices of the member and non-member candidates: every patient of each side (at most max_patients a
+    side, drawn at random), all their units.
 
+    Every training patient is attacked, not as many as there are non-members: with the default 60/20/20 split a
+    balanced draw attacked about 22% of them. The tests are exact for any m and n, and more members lower the
+    share of memorised patients the tail tests need (privacy/stats.py, "memorised share").
     Raises ValueError when a patient is on both sides (membership would be ill-defined).
     """
     m_p, n_p = np.asarray(member_patients).astype(str), np.asarray(nonmember_patients).astype(str)
@@ -80,14 +86,21 @@ def select_candidates(member_patients: np.ndarray, nonmember_patients: np.ndarra
         raise ValueError(f"{len(overlap)} patient(s) are both members and non-members, e.g. {sorted(overlap)[0]!r}; "
                          "the train and holdout splits must be patient-disjoint")
     rng = np.random.default_rng(seed)
-    m_ids, n_ids = _patients_of(m_p), _patients_of(n_p)
-    n = min(len(m_ids), len(n_ids), max_patients)
 
-    def draw(patients: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        chosen = set(rng.permutation(ids)[:n])
+    def draw(patients: np.ndarray) -> np.ndarray:
+        ids = _patients_of(patients)
+        chosen = set(rng.permutation(ids)[:max_patients])
         return np.nonzero([x in chosen for x in patients])[0]
 
-    return draw(m_p, m_ids), draw(n_p, n_ids)
+    return draw(m_p), draw(n_p)
+
+
+def coverage(member_patients: np.ndarray, attacked_member_patients: np.ndarray) -> dict:
+    """How many training patients the attacks judged; the copy check always judges every one."""
+    total = len(_patients_of(member_patients))
+    attacked = len(_patients_of(attacked_member_patients))
+    return {"train_patients": total, "attacked_patients": attacked, "attacked_share": attacked / max(total, 1),
+            "copy_checked_patients": total}
 
 
 # ------------------------------------------------------------------------------------------------ attacks
@@ -148,20 +161,36 @@ def _model_attacks(bundle, images, class_ids, labels, groups, cfg, seed, timings
         skipped["pbb_reconstruction"] = "turned off (privacy.pbb_enabled = false)"
 
 
+def memorised_detectable(m_pat: int, n_pat: int, n_tests: int, cfg: PrivacyConfig) -> dict:
+    """The smallest share of memorised member patients (each scoring above every non-member) that the tail and
+    quantile tests find with cfg.power, at the family's corrected level (privacy/stats.py, "memorised share")."""
+    ranks = (1, mia_stats.quantile_rank(n_pat, cfg.memorised_quantile))
+    out = mia_stats.detectable_memorised(m_pat, n_pat, ranks, cfg.alpha / n_tests, cfg.power)
+    return {**out, "assumption": "a memorised patient scores above every non-member in a gated attack",
+            "floor_patients": mia_stats.rank_k_needed(m_pat, n_pat, 1, cfg.alpha / n_tests)}
+
+
 def gated_attacks(attacks: dict) -> list[str]:
     return [n for n in attacks if n.split(".")[-1] in RELEASED_IMAGE_ATTACKS]
 
 
+def _quantile_test(patient: dict) -> dict | None:
+    if "members_above_quantile" not in patient:
+        return None
+    return {"rank": patient["quantile_rank"], "members_above": patient["members_above_quantile"],
+            "quantile": patient["quantile"]}
+
+
 def add_patient_tests(attacks: dict, cfg: PrivacyConfig) -> int:
-    """Adds the corrected per-patient tests to every attack; the family is the attacks on released images (two
-    tests each: AUC and tail). Returns the number of tests in the family."""
+    """Adds the corrected per-patient tests to every attack; the family is the attacks on released images (AUC and
+    tail each, plus the memorised-share quantile test where the summary has it). Returns the family's size."""
     family = gated_attacks(attacks)
-    n_tests = max(1, 2 * len(family))
+    n_tests = max(1, sum(2 + (_quantile_test(attacks[n]["patient"]) is not None) for n in family))
     for name, a in attacks.items():
         p = a["patient"]
         a["patient"]["tests"] = mia_stats.patient_tests(
             p["auc"], p["members_above_all_nonmembers"], p["n_members"], p["n_nonmembers"], n_tests=n_tests,
-            alpha=cfg.alpha, margin=cfg.auc_margin)
+            alpha=cfg.alpha, margin=cfg.auc_margin, quantile=_quantile_test(p))
         a["gated"] = name in family
     return n_tests
 
@@ -235,6 +264,10 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
     syn_rows = proj(synthetic.images) if synthetic_rows is None else np.asarray(synthetic_rows, np.float32)
     spaces = {"pixel": (proj(members.images), proj(nonmembers.images), syn_rows)}
     skipped: dict[str, str] = {}
+    if cfg.invariant_space and synthetic_rows is None:
+        spaces["invariant"] = tuple(invariant_features(x.images) for x in (members, nonmembers, synthetic))
+    elif cfg.invariant_space:
+        skipped["invariant space"] = "the synthetic set was given as projected rows only"
     if embed_fn is not None:
         spaces["embedding"] = tuple(np.asarray(embed_fn(x), np.float32)
                                     for x in (members.images, nonmembers.images, synthetic.images))
@@ -250,6 +283,8 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         r = released_image_scores(cand, s_rows, n_rows[ref], cfg, seed)
         sec = (time.perf_counter() - t) / len(cand)
         for name, v in r["scores"].items():
+            if space == "invariant" and name not in INVARIANT_ATTACKS:
+                continue  # one attack there keeps the family (and so its Bonferroni price) small
             scores[f"{space}.{name}"], used[f"{space}.{name}"], timings[f"{space}.{name}"] = v, np.arange(len(v)), sec
         raw[space] = r
     if not len(ref):
@@ -265,12 +300,14 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
 
     tick = time.perf_counter()
     attacks = {}
+    gated = gated_attacks(scores)
     for name, s in scores.items():
         idx = used[name]
         base = name.split(".")[-1]
         family, what, direction = ATTACKS[base]
         summary = mia_stats.attack_summary(s, labels[idx], groups[idx], aggregate=cfg.patient_aggregate,
-                                           n_boot=cfg.bootstrap, seed=seed, top_n_fraction=cfg.top_n_fraction)
+                                           n_boot=cfg.bootstrap, seed=seed, top_n_fraction=cfg.top_n_fraction,
+                                           quantile=cfg.memorised_quantile if name in gated else None)
         attacks[name] = {"family": family, "score": what, "direction": direction,
                          "space": name.split(".")[0] if "." in name else "model",
                          "seconds_per_1000_queries": 1000 * timings[name], **summary}
@@ -280,6 +317,8 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
     tick = time.perf_counter()
     memo, memo_arrays = {}, {}
     for space, (m_rows, n_rows, s_rows) in spaces.items():
+        if space == "invariant":
+            continue  # an attack space only: the copy check keeps its own distances (memorisation.py)
         memo[space], memo_arrays[space] = memorisation_report(
             m_rows, members.patients, n_rows, nonmembers.patients, s_rows, cfg=cfg, seed=seed)
     phase["memorisation"] = round(time.perf_counter() - tick, 3)
@@ -293,17 +332,21 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
                        "member_patients": int(m_pat), "nonmember_patients": int(n_pat),
                        "reference_patients": int(len(np.unique(nonmembers.patients[ref]))),
                        "reference_units": int(len(ref)), "synthetic_units": int(len(synthetic)),
-                       "selection": "equally many whole patients a side; the DOMIAS reference patients are held-out "
-                                    "patients that are never candidates"},
+                       "selection": "every member and non-member patient (at most privacy.max_query_patients a "
+                                    "side), whole patients; the DOMIAS reference patients are held-out patients that "
+                                    "are never candidates"},
         "attacks": attacks,
         "family": {"attacks": gated_attacks(attacks), "tests": n_tests, "alpha": cfg.alpha,
-                   "margin": cfg.auc_margin, "correction": "Bonferroni over two tests (AUC, low-FPR tail) per "
-                                                           "attack on released images"},
+                   "margin": cfg.auc_margin, "correction": "Bonferroni over three tests (AUC, low-FPR tail, members "
+                                                           "above the non-members' quantile) per attack on released "
+                                                           "images"},
         "detectable": {
             "auc": mia_stats.detectable_auc(m_pat, n_pat, n_tests=n_tests, alpha=cfg.alpha, margin=cfg.auc_margin,
                                             power=cfg.power),
             "power": cfg.power,
-            "tail_members": mia_stats.tail_k_needed(m_pat, n_pat, cfg.alpha / n_tests)},
+            "tail_members": mia_stats.tail_k_needed(m_pat, n_pat, cfg.alpha / n_tests),
+            "memorised": memorised_detectable(m_pat, n_pat, n_tests, cfg)},
+        "coverage": coverage(members.patients, groups[labels == 1]),
         "skipped": skipped,
         "strongest": {"unit": strongest(attacks, "unit"), "patient": strongest(attacks, "patient"),
                       "model_worst_case": strongest({k: v for k, v in attacks.items()

@@ -18,7 +18,7 @@ class PrivacyConfig:
 
     # ---- candidates and statistics
     max_query_patients: int = F(default=10000, metadata={
-        "range": (2, 10**7), "help": "most member (and as many non-member) PATIENTS attacked, all units of each"})
+        "range": (2, 10**7), "help": "most member PATIENTS attacked (and at most as many non-member ones), all units of each"})
     reference_fraction: float = F(default=1 / 3, metadata={
         "range": (0.05, 0.9), "help": "share of held-out patients kept as DOMIAS reference data (never candidates)"})
     domias_k: int = F(default=5, metadata={"range": (1, 1000), "help": "k of DOMIAS's k-NN density estimates"})
@@ -32,6 +32,12 @@ class PrivacyConfig:
         "range": (0.01, 1.0), "help": "reference-study readout: share of members among the top N = fraction x candidates"})
     density_quantile: float = F(default=0.01, metadata={
         "range": (1e-6, 0.5), "help": "density attack radius = this quantile of all candidate-synthetic distances"})
+    memorised_quantile: float = F(default=0.95, metadata={
+        "range": (0.5, 0.999), "help": "the memorised-share test counts member patients above this quantile of the "
+                                       "non-member patients' scores (privacy/stats.py)"})
+    invariant_space: bool = F(default=True, metadata={
+        "help": "also attack in features blind to shifts, flips, slice reversal and intensity remaps "
+                "(privacy/invariant_features.py), so a patient memorised under such a change is still a member"})
     block_rows: int = F(default=1024, metadata={
         "range": (16, 65536), "help": "rows per distance block (memory = block_rows x refs x 4 bytes)"})
 

@@ -120,7 +120,7 @@ def top_n_member_share(scores, labels, n: int) -> float:
 
 
 def attack_summary(scores, labels, groups, *, aggregate: str, n_boot: int, seed: int,
-                   top_n_fraction: float = 1 / 3) -> dict:
+                   top_n_fraction: float = 1 / 3, quantile: float | None = None) -> dict:
     """Everything the report and gate need about one attack, per unit and per patient.
 
     Returns: {"unit": {...}, "patient": {...}} with auc, auc_ci [lo, hi], tpr_at_1pct_fpr, tpr_at_0.1pct_fpr,
@@ -141,6 +141,9 @@ def attack_summary(scores, labels, groups, *, aggregate: str, n_boot: int, seed:
             "top_n": n_top, "top_n_member_share": top_n_member_share(s, y, n_top), "chance_top_n": float(y.mean()),
             "members_above_all_nonmembers": members_above_all(s, y),
         }
+        if quantile is not None:
+            r = quantile_rank(int(len(y) - y.sum()), quantile)
+            out[level].update(quantile=float(quantile), quantile_rank=r, members_above_quantile=members_above_rank(s, y, r))
     return out
 
 
@@ -196,11 +199,13 @@ def tail_k_needed(n_members: int, n_nonmembers: int, alpha: float) -> int | None
 
 
 def patient_tests(auc: float, k_above: int, n_members: int, n_nonmembers: int, *, n_tests: int, alpha: float,
-                  margin: float) -> dict:
-    """Both tests for one attack at the family-wise level `alpha` shared by `n_tests` tests (Bonferroni).
+                  margin: float, quantile: dict | None = None) -> dict:
+    """The tests of one attack at the family-wise level `alpha` shared by `n_tests` tests (Bonferroni).
 
     The AUC test is two-sided: far BELOW 0.5 is a finding too (a biased split, or an attack an adversary would
-    simply flip). Returns the corrected confidence bounds, the decision and a p-value per test.
+    simply flip). `quantile` ({"rank": r, "members_above": K_r, "quantile": q}) adds the test of the members above
+    the q-quantile of the non-members (see "memorised share" below). Returns the corrected confidence bounds, the
+    decision and a p-value per test.
     """
     from scipy.stats import norm
 
@@ -213,10 +218,18 @@ def patient_tests(auc: float, k_above: int, n_members: int, n_nonmembers: int, *
     above = bool(np.isfinite(lo) and lo > 0.5 + margin)
     below = bool(np.isfinite(hi) and hi < 0.5 - margin)
     tail = bool(p_tail < a)
-    return {"null_sd": sd, "corrected_level": 1 - a, "auc_bounds_corrected": [lo, hi], "p_auc": min(p_auc, 1.0),
-            "members_above_all_nonmembers": int(k_above), "p_tail": p_tail,
-            "leak_auc": above, "flipped_auc": below, "leak_tail": tail, "finding": above or below or tail,
-            "evidence": -np.log10(max(min(p_auc, p_tail), 1e-300))}
+    out = {"null_sd": sd, "corrected_level": 1 - a, "auc_bounds_corrected": [lo, hi], "p_auc": min(p_auc, 1.0),
+           "members_above_all_nonmembers": int(k_above), "p_tail": p_tail,
+           "leak_auc": above, "flipped_auc": below, "leak_tail": tail, "leak_quantile": False}
+    p_min = min(p_auc, p_tail)
+    if quantile is not None:
+        p_q = rank_tail_p_value(quantile["members_above"], n_members, n_nonmembers, quantile["rank"])
+        out.update(members_above_quantile=int(quantile["members_above"]), quantile=float(quantile["quantile"]),
+                   quantile_rank=int(quantile["rank"]), p_quantile=p_q, leak_quantile=bool(p_q < a))
+        p_min = min(p_min, p_q)
+    out["finding"] = above or below or tail or out["leak_quantile"]
+    out["evidence"] = -np.log10(max(p_min, 1e-300))
+    return out
 
 
 def detectable_auc(n_members: int, n_nonmembers: int, *, n_tests: int, alpha: float, margin: float,
@@ -226,3 +239,81 @@ def detectable_auc(n_members: int, n_nonmembers: int, *, n_tests: int, alpha: fl
     sd = null_auc_sd(n_members, n_nonmembers)
     z = normal_quantile(1 - alpha / n_tests / 2) + normal_quantile(power)
     return float(min(1.0, 0.5 + margin + z * sd))
+
+
+# ------------------------------------------------------------------------------------------------ memorised share
+#
+# The tail test above needs k members above EVERY non-member. Its generalisation counts the members above the r-th
+# highest non-member (r = 1: the tail test; r = ceil((1 - q) n): the members above the q-quantile of the non-members,
+# which also sees patients exposed a little less than totally). Under exchangeability the ranking is a random
+# arrangement of m members and n non-members, and K_r >= k exactly when the first k + r - 1 places hold at least k
+# members: a hypergeometric tail, exact for any attack.
+#
+# Power for "a share s of the members memorised": a memorised patient scores above every non-member (what a
+# generator that reproduces the patient gives a distance attack); the other members stay exchangeable with the
+# non-members. With e = s m memorised, K_r = e + K'_r, where K'_r is the same statistic on (m - e) members and n
+# non-members, so the power is exact too: P(K'_r >= k_needed - e).
+#
+# What no rank test can do: its p-value for e memorised patients on top of a random ranking is at least
+# P(top e all members) = prod_{i<e} (m - i) / (m + n - i), about (m / (m + n))^e, so below a level a it needs
+# e > log(a) / log(m / (m + n)) patients whatever the statistic. At 100 a side and a = 0.05 / 12 that is 8 patients:
+# 5% of 100 members cannot be found by a membership test; attacking more members (all training patients against
+# all non-members, attacks.select_candidates) lowers the share, and copies of a patient are the copy test's.
+
+def quantile_rank(n_nonmembers: int, quantile: float) -> int:
+    """r: how many non-members may score at or above the threshold ("above the q-quantile of n non-members")."""
+    return max(1, int(np.ceil((1.0 - quantile) * int(n_nonmembers) - 1e-9)))
+
+
+def members_above_rank(scores, labels, r: int) -> int:
+    """K_r: members whose score is strictly above the r-th highest non-member score (ties count against)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(int)
+    non = np.sort(scores[labels == 0])[::-1]
+    if len(non) < r:
+        return 0
+    return int(np.sum(scores[labels == 1] > non[r - 1]))
+
+
+def rank_tail_p_value(k: int, n_members: int, n_nonmembers: int, r: int) -> float:
+    """P(K_r >= k) under exchangeability: at least k members in the first k + r - 1 places."""
+    from scipy.stats import hypergeom
+
+    m, n = int(n_members), int(n_nonmembers)
+    if k <= 0:
+        return 1.0
+    if k > m:
+        return 0.0
+    draws = min(k + int(r) - 1, m + n)
+    return float(min(1.0, hypergeom.sf(k - 1, m + n, m, draws)))
+
+
+def rank_k_needed(n_members: int, n_nonmembers: int, r: int, level: float) -> int | None:
+    """Smallest k with P(K_r >= k) < level (None: not even all members would do)."""
+    for k in range(1, int(n_members) + 1):
+        if rank_tail_p_value(k, n_members, n_nonmembers, r) < level:
+            return k
+    return None
+
+
+def memorised_power(n_memorised: int, n_members: int, n_nonmembers: int, r: int, level: float) -> float:
+    """Exact power of the K_r test at `level` when n_memorised members score above every non-member (see above)."""
+    need = rank_k_needed(n_members, n_nonmembers, r, level)
+    e = int(n_memorised)
+    if need is None:
+        return 0.0
+    if e >= need:
+        return 1.0
+    return rank_tail_p_value(need - e, n_members - e, n_nonmembers, r)
+
+
+def detectable_memorised(n_members: int, n_nonmembers: int, ranks, level: float, power: float) -> dict:
+    """Smallest number (and share) of memorised member patients that one of the K_r tests (r in `ranks`, each at
+    `level`) finds with probability >= `power`; the union of the tests finds it at least as often.
+
+    Returns {"patients": e or None, "share": e / m or None, "power": the power reached}."""
+    m, n = int(n_members), int(n_nonmembers)
+    for e in range(1, m + 1):
+        got = max(memorised_power(e, m, n, r, level) for r in ranks)
+        if got >= power:
+            return {"patients": e, "share": e / m, "power": got}
+    return {"patients": None, "share": None, "power": 0.0}

@@ -76,6 +76,21 @@ def reference_figure(attacks: dict) -> bytes:
     return pf._png(fig)
 
 
+def memorised_sentence(det: dict) -> str:
+    mem = det.get("memorised") or {}
+    if not mem or mem.get("share") is None:
+        return ""
+    return (f", and so would a generator that memorised {100 * mem['share']:.0f}% of the training patients "
+            f"({mem['patients']} patients, each scoring above every non-member)")
+
+
+def coverage_sentence(cov: dict) -> str:
+    if not cov:
+        return ""
+    return (f" The attacks judged {cov['attacked_patients']} of {cov['train_patients']} training patients "
+            f"({100 * cov['attacked_share']:.0f}%); the copy check judged all of them.")
+
+
 def summary_html(priv: PrivacyResult) -> str:
     c, st = priv.candidates, priv.strongest
     parts = [
@@ -98,7 +113,8 @@ def summary_html(priv: PrivacyResult) -> str:
                      f"at a 1% false-positive rate and {_fmt(s['tpr_at_0.1pct_fpr'], 2)} at 0.1%.</p>")
     det = priv.detectable or {}
     parts.append(f"<p><b>What this cohort could detect:</b> an attack with per-patient AUC of at least "
-                 f"{_fmt(det.get('auc'))} would have been found with {100 * det.get('power', 0):.0f}% power.</p>")
+                 f"{_fmt(det.get('auc'))} would have been found with {100 * det.get('power', 0):.0f}% power"
+                 f"{html.escape(memorised_sentence(det))}.{html.escape(coverage_sentence(priv.coverage or {}))}</p>")
     w = st.get("model_worst_case")
     if w:
         parts.append(f"<p><b>Worst case with the model</b> (not part of the gate: the discriminator is never "
