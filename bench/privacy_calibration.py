@@ -60,11 +60,18 @@ def main(argv=None) -> None:
     p.add_argument("--patients", type=int, default=800)
     p.add_argument("--sizes", default="25,50,100,200")
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--copies", action="store_true",
+                   help="the transformed-copy scenarios (one training patient copied under each transform) and the "
+                        "null's per-patient false-positive rate, instead of scenarios a-d")
+    p.add_argument("--scenarios", help="with --copies: comma-separated subset of the copy scenario names")
     args = p.parse_args(argv)
     pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
     n_pat = len(np.unique(pool.patients))
     cfg = PrivacyConfig(bootstrap=20)
     print(f"pool: {len(pool)} units of {n_pat} patients, {pool.images.shape[1:]}; seeds 0..{args.seeds - 1}")
+    if args.copies:
+        copies_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg, args.scenarios)
+        return
     print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
     print("|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
@@ -75,6 +82,32 @@ def main(argv=None) -> None:
             share = {k: counts[k] / args.seeds for k in (NO_LEAK, LEAK, TOO_FEW)}
             print(f"| {n} | ({scenario}) {label} | {share[NO_LEAK]:.2f} | {share[LEAK]:.2f} | {share[TOO_FEW]:.2f} "
                   f"| {sec:.1f} |", flush=True)
+
+
+def copies_table(pool, sizes, seeds: int, cfg, only: str | None) -> None:
+    """One row per size and scenario: share of seeds where the transformed-copy test named a training patient, the
+    gate's leak share, the old copy radius's share, and the fresh patients flagged (cross-fitted) with the
+    Clopper-Pearson interval of that per-patient rate, pooled over seeds."""
+    from vugan.components.evaluator.gate import LEAK
+    from vugan.components.evaluator.privacy.copies import clopper_pearson
+    from support.privacy_controls import COPY_SCENARIOS, calibrate_copies
+
+    names = ["a"] + [s for s in COPY_SCENARIOS if not only or s.split(": ", 1)[1] in only.split(",")]
+    print("| patients a side | scenario | copy test flags a training patient | gate: leak found | old copy radius "
+          "flags | fresh patients flagged (cross-fitted) [95% CI] | s / draw |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for scenario in names:
+            t = time.perf_counter()
+            rows = calibrate_copies(pool, n, scenario, range(seeds), cfg)
+            sec = (time.perf_counter() - t) / seeds
+            fp, fresh = sum(r["fresh_flagged"] for r in rows), sum(r["fresh_patients"] for r in rows)
+            lo, hi = clopper_pearson(fp, fresh)
+            label = "(a) null: fresh real patients" if scenario == "a" else scenario
+            print(f"| {n} | {label} | {np.mean([r['copied'] > 0 for r in rows]):.2f} | "
+                  f"{np.mean([r['outcome'] == LEAK for r in rows]):.2f} | "
+                  f"{np.mean([r['old_copied'] > 0 for r in rows]):.2f} | {fp} of {fresh} [{lo:.3f}, {hi:.3f}] | "
+                  f"{sec:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
