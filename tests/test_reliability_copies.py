@@ -74,7 +74,7 @@ def test_a_training_patient_copied_under_each_disguise_is_a_leak_named_by_its_tr
     assert "copy under a small transform" in text
     # the finding names the transform family matched
     expect = {"shift 1 voxel": "shift (1, 0)", "shift 2 voxels": "shift (1, -2)", "slices reversed": "slices reversed",
-              "flipped in the plane": "flipped columns"}.get(name, "as is")
+              "flipped in the plane": "flipped columns"}.get(name, "intensities remapped")
     assert expect in text, text
 
 
@@ -125,3 +125,26 @@ def test_a_result_without_the_transformed_copy_check_is_not_a_pass():
     result = evaluate_privacy(train, holdout, fresh, None, None, CFG, 0)
     findings, _ = privacy_findings(dataclasses.replace(result, copies=None), CFG)
     assert any("transformed-copy check missing" in f for f in findings)
+
+
+@pytest.mark.real_data
+def test_real_cohort_a_training_patient_shifted_by_one_voxel_is_a_leak_and_fresh_patients_are_not():
+    """The 58-patient real cohort, preprocessed as configs/cohort.toml does (an Examples artifact named by
+    VUGAN_COHORT_EXAMPLES): the test split's fresh patients alone are not flagged; one training patient's units
+    shifted by one voxel among them are a leak, every unit matched."""
+    import os
+
+    from vugan.components.schema import load_split
+
+    ex = os.environ.get("VUGAN_COHORT_EXAMPLES", "/tmp/quality-cohort/pre")
+    if not os.path.exists(os.path.join(ex, "artifact.json")):
+        pytest.skip(f"no preprocessed real cohort at {ex} (set VUGAN_COHORT_EXAMPLES to an Examples artifact of "
+                    "../shared/data/spine-mri-cohort preprocessed with configs/cohort.toml)")
+    train, holdout, fresh = (load_split(ex, s) for s in ("train", "holdout", "test"))
+    result, outcome, reasons = _judge(train, holdout, fresh)
+    assert result.copies["copied_patients"] == 0
+    src = _one_patient(train, 0)
+    result, outcome, reasons = _judge(train, holdout, _with(fresh, COPY_DISGUISES["shift 1 voxel"](src.images), src))
+    assert outcome == LEAK and result.copies["copied_patients"] == 1
+    assert result.copies["matches"][0]["units"] == len(src)
+    assert "shift (1, 0)" in " ".join(reasons)

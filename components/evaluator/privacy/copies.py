@@ -93,7 +93,7 @@ class Variant:
                                          (self.flip_cols, "flipped columns")) if flag]
         if self.dy or self.dx:
             parts.append(f"shift ({self.dy}, {self.dx})")
-        return ", ".join(parts) or "as is"
+        return ", ".join(parts) or "unshifted (an exact copy, or one with its intensities remapped)"
 
 
 def _oriented(x, rev: bool, fr: bool, fc: bool):
