@@ -1,7 +1,8 @@
 """The release gate: the typed evaluation (results.py) in, a verdict a data-protection reviewer can read out.
 
 Privacy has three outcomes, each with its reason:
-  * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), or an attack's evidence
+  * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), also one hidden by a
+    shift, slice reversal, flip, monotone intensity remap or pasted slice (privacy/copies.py), or an attack's evidence
     excludes chance: its per-patient AUC bound, corrected for every attack tried, lies beyond 0.5 +/- margin (far
     below 0.5 counts too: a biased split, or an attack an adversary flips), or more members score above every
     non-member than chance allows, or the C_T data-copying score is below its threshold;
