@@ -64,13 +64,17 @@ def main(argv=None) -> None:
                    help="the transformed-copy scenarios (one training patient copied under each transform) and the "
                         "null's per-patient false-positive rate, instead of scenarios a-d")
     p.add_argument("--scenarios", help="with --copies: comma-separated subset of the copy scenario names")
+    p.add_argument("--copy-test-only", action="store_true",
+                   help="with --copies: run the transformed-copy test alone (no attacks; the gate and old-radius "
+                        "columns read n/a)")
     args = p.parse_args(argv)
     pool = load_pool(args.pool or build_pool(args.work, args.patients, seed=11))
     n_pat = len(np.unique(pool.patients))
     cfg = PrivacyConfig(bootstrap=20)
     print(f"pool: {len(pool)} units of {n_pat} patients, {pool.images.shape[1:]}; seeds 0..{args.seeds - 1}")
     if args.copies:
-        copies_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg, args.scenarios)
+        copies_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg, args.scenarios,
+                     args.copy_test_only)
         return
     print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
     print("|---|---|---|---|---|---|")
@@ -84,7 +88,7 @@ def main(argv=None) -> None:
                   f"| {sec:.1f} |", flush=True)
 
 
-def copies_table(pool, sizes, seeds: int, cfg, only: str | None) -> None:
+def copies_table(pool, sizes, seeds: int, cfg, only: str | None, copy_test_only: bool = False) -> None:
     """One row per size and scenario: share of seeds where the transformed-copy test named a training patient, the
     gate's leak share, the old copy radius's share, and the fresh patients flagged (cross-fitted) with the
     Clopper-Pearson interval of that per-patient rate, pooled over seeds."""
@@ -99,14 +103,15 @@ def copies_table(pool, sizes, seeds: int, cfg, only: str | None) -> None:
     for n in sizes:
         for scenario in names:
             t = time.perf_counter()
-            rows = calibrate_copies(pool, n, scenario, range(seeds), cfg)
+            rows = calibrate_copies(pool, n, scenario, range(seeds), cfg, copy_test_only)
             sec = (time.perf_counter() - t) / seeds
             fp, fresh = sum(r["fresh_flagged"] for r in rows), sum(r["fresh_patients"] for r in rows)
             lo, hi = clopper_pearson(fp, fresh)
             label = "(a) null: fresh real patients" if scenario == "a" else scenario
-            print(f"| {n} | {label} | {np.mean([r['copied'] > 0 for r in rows]):.2f} | "
-                  f"{np.mean([r['outcome'] == LEAK for r in rows]):.2f} | "
-                  f"{np.mean([r['old_copied'] > 0 for r in rows]):.2f} | {fp} of {fresh} [{lo:.3f}, {hi:.3f}] | "
+            gate = "n/a" if copy_test_only else f"{np.mean([r['outcome'] == LEAK for r in rows]):.2f}"
+            old = "n/a" if copy_test_only else f"{np.mean([r['old_copied'] > 0 for r in rows]):.2f}"
+            print(f"| {n} | {label} | {np.mean([r['copied'] > 0 for r in rows]):.2f} | {gate} | {old} | "
+                  f"{fp} of {fresh} [{lo:.3f}, {hi:.3f}] | "
                   f"{sec:.1f} |", flush=True)
 
 

@@ -232,15 +232,25 @@ def transformed_copy_sets(pool: UnitArrays, n: int, scenario: str, seed: int):
     return train, holdout, _with_images(syn, np.arange(len(syn)), src, images)
 
 
-def calibrate_copies(pool: UnitArrays, n: int, scenario: str, seeds, cfg) -> list[dict]:
+def calibrate_copies(pool: UnitArrays, n: int, scenario: str, seeds, cfg, copy_test_only: bool = False) -> list[dict]:
     """Per seed: the gate's outcome, whether the transformed-copy test flagged a training patient, and its
-    fresh patients flagged (cross-fitted) of fresh patients."""
+    fresh patients flagged (cross-fitted) of fresh patients. copy_test_only: run privacy/copies.py alone (no
+    attacks, no old radius: outcome and old_copied are None); a copy it finds is a leak in the gate by construction
+    (gate.transformed_copy_findings)."""
     from vugan.components.evaluator.gate import privacy_outcome
     from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.privacy.copies import transformed_copy_report
 
     rows = []
     for seed in seeds:
         train, holdout, syn = calibration_sets(pool, n, scenario, seed)
+        if copy_test_only:
+            c, _ = transformed_copy_report(train.images, train.patients, holdout.images, holdout.patients, syn.images,
+                                           cfg=cfg, seed=seed)
+            fp = c["false_positive_rate_per_patient"]
+            rows.append({"outcome": None, "copied": c["copied_patients"], "old_copied": None,
+                         "fresh_flagged": fp["flagged"], "fresh_patients": fp["fresh_patients"]})
+            continue
         result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
         fp = result.copies["false_positive_rate_per_patient"]
         rows.append({"outcome": privacy_outcome(result, cfg)[0], "copied": result.copies["copied_patients"],
