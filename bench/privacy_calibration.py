@@ -96,7 +96,9 @@ def copies_table(pool, sizes, seeds: int, cfg, only: str | None, copy_test_only:
     from vugan.components.evaluator.privacy.copies import clopper_pearson
     from support.privacy_controls import COPY_SCENARIOS, calibrate_copies
 
-    names = ["a"] + [s for s in COPY_SCENARIOS if not only or s.split(": ", 1)[1] in only.split(",")]
+    wanted = only.split(",") if only else None
+    names = (["a"] if not wanted or "null" in wanted else []) + [
+        s for s in COPY_SCENARIOS if not wanted or s.split(": ", 1)[1] in wanted]
     print("| patients a side | scenario | copy test flags a training patient | gate: leak found | old copy radius "
           "flags | fresh patients flagged (cross-fitted) [95% CI] | s / draw |")
     print("|---|---|---|---|---|---|---|")
