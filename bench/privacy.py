@@ -1,5 +1,6 @@
 """Cost of the image-only privacy evaluation (every distance attack, DOMIAS, memorisation, copies and C_T through
-components/evaluator/knn.py) at release scale, on random 9x64x64 units: only the cost is meaningful, not the AUCs.
+components/evaluator/knn.py, and the transformed-copy test of privacy/copies.py, whose synthetic rows are streamed
+chunk by chunk with the projection) at release scale, on random 9x64x64 units: only the cost is meaningful, not the AUCs.
 
     .venv/bin/python bench/privacy.py                 # 10,000 synthetic vs 2,000 training units, then 100,000 vs 20,000
     .venv/bin/python bench/privacy.py --cases 10000:2000
@@ -72,14 +73,23 @@ def one_case(n_syn: int, n_train: int, baseline: bool) -> dict:
 
     t0 = time.perf_counter()
     proj = knn.Projection(int(np.prod(SHAPE)), cfg.knn_dims)
-    rows = np.concatenate([proj(c) for c in synthetic_chunks()])
+    from vugan.components.evaluator.privacy.copies import query_rows
+
+    rows, copy_rows = [], {}
+    for c in synthetic_chunks():  # each chunk through both: the fixed projection and the copy test's rows
+        rows.append(proj(c))
+        for name, r in query_rows(c, cfg).items():
+            copy_rows.setdefault(name, []).append(r)
+    rows = np.concatenate(rows)
+    copy_rows = {name: np.concatenate(r) for name, r in copy_rows.items()}
     t_proj = time.perf_counter() - t0
     classes = np.random.default_rng(2).integers(0, 3, n_syn).astype(np.int32)
     names = np.array(["cervical", "thoracic", "lumbar"], object)[classes]
     synthetic = UnitArrays(np.zeros((n_syn, 1, 1, 1), np.float32), classes, names, names,
                            np.array([f"s{i}" for i in range(n_syn)], object))
     t1 = time.perf_counter()
-    result = evaluate_privacy(train, holdout, synthetic, None, None, cfg, 0, synthetic_rows=rows)
+    result = evaluate_privacy(train, holdout, synthetic, None, None, cfg, 0, synthetic_rows=rows,
+                              synthetic_copy_rows=copy_rows)
     t_eval = time.perf_counter() - t1
     out = {"synthetic": n_syn, "train": n_train, "holdout": n_train // 2,
            "queries": result.metrics["candidates"]["member_units"] + result.metrics["candidates"]["nonmember_units"],

@@ -116,6 +116,13 @@ def main(argv=None) -> None:
                    help="a quick pool of 800 blob patients (16x16x3, 4 units each; support.privacy_controls.blob_cohort)")
     p.add_argument("--seed-start", type=int, default=0, help="with --memorised: first seed")
     p.add_argument("--no-null", action="store_true", help="with --memorised: leave the null row out")
+    p.add_argument("--copies", action="store_true",
+                   help="the transformed-copy scenarios (one training patient copied under each transform) and the "
+                        "null's per-patient false-positive rate, instead of scenarios a-d")
+    p.add_argument("--scenarios", help="with --copies: comma-separated subset of the copy scenario names")
+    p.add_argument("--copy-test-only", action="store_true",
+                   help="with --copies: run the transformed-copy test alone (no attacks; the gate and old-radius "
+                        "columns read n/a)")
     args = p.parse_args(argv)
     if args.blob_pool:
         from support.privacy_controls import blob_cohort
@@ -131,6 +138,10 @@ def main(argv=None) -> None:
                         {int(x) for x in args.shares.split(",")},
                         [d for d in args.disguises.split(",") if d], cfg, args.seed_start, not args.no_null)
         return
+    if args.copies:
+        copies_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg, args.scenarios,
+                     args.copy_test_only)
+        return
     print("| patients a side | scenario | passes (no leak found) | leak found | not enough patients | s / draw |")
     print("|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
@@ -141,6 +152,35 @@ def main(argv=None) -> None:
             share = {k: counts[k] / args.seeds for k in (NO_LEAK, LEAK, TOO_FEW)}
             print(f"| {n} | ({scenario}) {label} | {share[NO_LEAK]:.2f} | {share[LEAK]:.2f} | {share[TOO_FEW]:.2f} "
                   f"| {sec:.1f} |", flush=True)
+
+
+def copies_table(pool, sizes, seeds: int, cfg, only: str | None, copy_test_only: bool = False) -> None:
+    """One row per size and scenario: share of seeds where the transformed-copy test named a training patient, the
+    gate's leak share, the old copy radius's share, and the fresh patients flagged (cross-fitted) with the
+    Clopper-Pearson interval of that per-patient rate, pooled over seeds."""
+    from vugan.components.evaluator.gate import LEAK
+    from vugan.components.evaluator.privacy.copies import clopper_pearson
+    from support.privacy_controls import COPY_SCENARIOS, calibrate_copies
+
+    wanted = only.split(",") if only else None
+    names = (["a"] if not wanted or "null" in wanted else []) + [
+        s for s in COPY_SCENARIOS if not wanted or s.split(": ", 1)[1] in wanted]
+    print("| patients a side | scenario | copy test flags a training patient | gate: leak found | old copy radius "
+          "flags | fresh patients flagged (cross-fitted) [95% CI] | s / draw |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for scenario in names:
+            t = time.perf_counter()
+            rows = calibrate_copies(pool, n, scenario, range(seeds), cfg, copy_test_only)
+            sec = (time.perf_counter() - t) / seeds
+            fp, fresh = sum(r["fresh_flagged"] for r in rows), sum(r["fresh_patients"] for r in rows)
+            lo, hi = clopper_pearson(fp, fresh)
+            label = "(a) null: fresh real patients" if scenario == "a" else scenario
+            gate = "n/a" if copy_test_only else f"{np.mean([r['outcome'] == LEAK for r in rows]):.2f}"
+            old = "n/a" if copy_test_only else f"{np.mean([r['old_copied'] > 0 for r in rows]):.2f}"
+            print(f"| {n} | {label} | {np.mean([r['copied'] > 0 for r in rows]):.2f} | {gate} | {old} | "
+                  f"{fp} of {fresh} [{lo:.3f}, {hi:.3f}] | "
+                  f"{sec:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

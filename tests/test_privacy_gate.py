@@ -32,6 +32,9 @@ def _metrics(n=150, aucs=(0.52, 0.49), k_above=(1, 0), copied=0, ct=0.2, dp=None
             "strongest": {"patient": strongest(attacks)},
             "memorisation": {"pixel": {"copied_patients": copied, "n_copies": 2 * copied, "train_patients": 300,
                                        "n_synthetic": 1000, "copy_radius": 3.0, "copy_rule": "rule", "ct": ct}},
+            "copies": {"copied_patients": 0, "train_patients": 300, "n_copies": 0, "n_synthetic": 1000,
+                       "matches": [], "false_positive_rate_per_patient": {"flagged": 0, "fresh_patients": 150,
+                                                                          "ci95": [0.0, 0.024]}},
             "dp": dp or {"enabled": False}}
     two_sample = {"overall": {"auc": 0.55, "auc_ci": [0.45, 0.65]}, "per_class": {}}
     return {"fidelity": {"fid_ratio": 2.0, "frd_ratio": 1.5, "two_sample": two_sample},

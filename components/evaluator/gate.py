@@ -1,7 +1,8 @@
 """The release gate: the typed evaluation (results.py) in, a verdict a data-protection reviewer can read out.
 
 Privacy has three outcomes, each with its reason:
-  * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), or an attack's evidence
+  * LEAK FOUND: a training patient has a near-copy in the set (zero tolerance by default), also one hidden by a
+    shift, slice reversal, flip, monotone intensity remap or pasted slice (privacy/copies.py), or an attack's evidence
     excludes chance: its per-patient AUC bound, corrected for every attack tried, lies beyond 0.5 +/- margin (far
     below 0.5 counts too: a biased split, or an attack an adversary flips), or more members score above every
     non-member than chance allows, or the C_T data-copying score is below its threshold;
@@ -42,6 +43,7 @@ def privacy_findings(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[list[str]
                 f"{pix['n_synthetic']} synthetic units within the copy radius {_fmt(pix['copy_radius'], 2)}: "
                 f"{pix['copy_rule']}); allowed: {cfg.max_copied_patients}")
         (findings if n_pat > cfg.max_copied_patients else notes).append(text)
+    transformed_copy_findings(priv, cfg, findings, notes)
     for name, a in (priv.attacks or {}).items():
         if not a.get("gated"):
             continue
@@ -97,6 +99,27 @@ def coverage_notes(priv: PrivacyResult) -> list[str]:
         return []
     return [f"the attacks judged {cov['attacked_patients']} of {cov['train_patients']} training patients "
             f"({100 * cov['attacked_share']:.0f}%); the copy check judged all {cov['copy_checked_patients']}"]
+
+
+def transformed_copy_findings(priv: PrivacyResult, cfg: PrivacyConfig, findings: list, notes: list) -> None:
+    """The transform-invariant copy test (privacy/copies.py): a training patient copied under a shift, reversal,
+    flip, monotone remap or as a pasted slice is a leak; the finding names the transform family matched."""
+    c = priv.copies
+    if not c or "copied_patients" not in c:
+        findings.append("transformed-copy check missing (privacy/copies.py not run)")
+        return
+    fp = c.get("false_positive_rate_per_patient") or {}
+    ci = fp.get("ci95") or [None, None]
+    calib = (f"fresh patients flagged {fp.get('flagged')} of {fp.get('fresh_patients')} (cross-fitted, 95% CI "
+             f"{_fmt(ci[0], 2)} to {_fmt(ci[1], 2)})")
+    if c["copied_patients"] > cfg.max_copied_patients:
+        seen = [f"{m['units']} unit(s) by {', '.join(m['transforms'])}" for m in c.get("matches", [])[:3]]
+        findings.append(f"{c['copied_patients']} of {c['train_patients']} training patients have a copy under a "
+                        f"small transform ({c['n_copies']} of {c['n_synthetic']} synthetic units; "
+                        f"{'; '.join(seen)}); allowed: {cfg.max_copied_patients}; {calib}")
+    else:
+        notes.append(f"no training patient has a copy under shifts, reversal, flips, monotone remaps or a pasted "
+                     f"slice ({c['copied_patients']} of {c['train_patients']}); {calib}")
 
 
 def privacy_outcome(priv: PrivacyResult, cfg: PrivacyConfig) -> tuple[str, list[str], str]:

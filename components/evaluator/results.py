@@ -137,7 +137,8 @@ class PrivacyResult(_Record):
     seconds: dict | None = _optional()
     encoder: str | None = _optional()
     dp: dict | None = _optional()
-    copy_mask: np.ndarray | None = _internal()  # [n synthetic] near-copies of a training unit (pixel space)
+    copies: dict | None = _optional()  # the transform-invariant copy test (privacy/copies.py)
+    copy_mask: np.ndarray | None = _internal()  # [n synthetic] near-copies of a training unit, either copy test
     evidence: PrivacyEvidence | None = _internal()
 
     @property

@@ -122,6 +122,8 @@ def _moved(images: np.ndarray, distance: float, rng: np.random.Generator) -> np.
 
 def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
     """(train, holdout, synthetic) of one scenario draw; see SCENARIOS."""
+    if scenario in COPY_SCENARIOS:
+        return transformed_copy_sets(pool, n, scenario, seed)
     rng = np.random.default_rng([seed, n, ord(scenario)])
     index = _patient_index(pool)
     ids = rng.permutation(sorted(index))
@@ -235,3 +237,79 @@ def judge_memorised(pool: UnitArrays, n: int, share: float, disguise: str, seeds
                     "copies": r.memorisation["pixel"]["copied_patients"] > cfg.max_copied_patients,
                     "detectable_share": (r.detectable.get("memorised") or {}).get("share")})
     return out
+
+
+# ------------------------------------------------------------------------------------------------ transformed copies
+#
+# One training patient copied under a change that keeps the patient (issue 23): the null set (fresh patients' real
+# units) plus every unit of one random training patient, changed by one of identity_transforms.COPY_DISGUISES, by
+# the old near-copy cases (noise, blur, offset, gain), or with its centre slices pasted into as many fresh units
+# (which they replace). Built from the pool's real units with the transforms alone, independently of how the copy
+# test measures (no distance, radius or projection is used to build them).
+
+def _old_copy_cases() -> dict:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    return {"noise s.d. 0.05": lambda x: np.clip(x + rng.normal(0, 0.05, x.shape), -1, 1).astype(np.float32),
+            "blur sigma 0.7": lambda x: gaussian_filter(x, (0, 0.7, 0.7, 0)).astype(np.float32),
+            "offset +0.05": lambda x: np.clip(x + 0.05, -1, 1).astype(np.float32),
+            "gain x0.9": lambda x: (0.9 * x).astype(np.float32)}
+
+
+def _copy_scenarios() -> dict:
+    from vugan.components.evaluator.privacy.identity_transforms import COPY_DISGUISES
+
+    out = {f"copy: {k}": f"one training patient copied, {k}" for k in COPY_DISGUISES}
+    out["copy: centre slice pasted"] = "one training patient's centre slices pasted into fresh units"
+    out.update({f"copy: {k}": f"one training patient copied, {k}" for k in _old_copy_cases()})
+    return out
+
+
+COPY_SCENARIOS = _copy_scenarios()
+
+
+def transformed_copy_sets(pool: UnitArrays, n: int, scenario: str, seed: int):
+    """(train, holdout, synthetic) of one transformed-copy draw; the patients are those of the null draw (a)."""
+    from vugan.components.evaluator.privacy import identity_transforms as T
+
+    train, holdout, syn = calibration_sets(pool, n, "a", seed)
+    rng = np.random.default_rng([seed, n, 23])
+    t_index = _patient_index(train)
+    src = take(train, t_index[str(rng.choice(sorted(t_index)))])
+    name = scenario.split(": ", 1)[1]
+    if name == "centre slice pasted":
+        targets = rng.permutation(len(syn))[:len(src)]
+        images = syn.images.copy()
+        images[targets] = T.centre_slice_pasted(src.images[:len(targets)], syn.images[targets])
+        return train, holdout, _with_images(syn, np.arange(len(syn)), take(syn, np.arange(0)), images)
+    change = T.COPY_DISGUISES.get(name) or _old_copy_cases()[name]
+    images = np.concatenate([syn.images, change(src.images)])
+    return train, holdout, _with_images(syn, np.arange(len(syn)), src, images)
+
+
+def calibrate_copies(pool: UnitArrays, n: int, scenario: str, seeds, cfg, copy_test_only: bool = False) -> list[dict]:
+    """Per seed: the gate's outcome, whether the transformed-copy test flagged a training patient, and its
+    fresh patients flagged (cross-fitted) of fresh patients. copy_test_only: run privacy/copies.py alone (no
+    attacks, no old radius: outcome and old_copied are None); a copy it finds is a leak in the gate by construction
+    (gate.transformed_copy_findings)."""
+    from vugan.components.evaluator.gate import privacy_outcome
+    from vugan.components.evaluator.privacy.attacks import evaluate_privacy
+    from vugan.components.evaluator.privacy.copies import transformed_copy_report
+
+    rows = []
+    for seed in seeds:
+        train, holdout, syn = calibration_sets(pool, n, scenario, seed)
+        if copy_test_only:
+            c, _ = transformed_copy_report(train.images, train.patients, holdout.images, holdout.patients, syn.images,
+                                           cfg=cfg, seed=seed)
+            fp = c["false_positive_rate_per_patient"]
+            rows.append({"outcome": None, "copied": c["copied_patients"], "old_copied": None,
+                         "fresh_flagged": fp["flagged"], "fresh_patients": fp["fresh_patients"]})
+            continue
+        result = evaluate_privacy(train, holdout, syn, None, None, cfg, seed)
+        fp = result.copies["false_positive_rate_per_patient"]
+        rows.append({"outcome": privacy_outcome(result, cfg)[0], "copied": result.copies["copied_patients"],
+                     "old_copied": result.memorisation["pixel"]["copied_patients"],
+                     "fresh_flagged": fp["flagged"], "fresh_patients": fp["fresh_patients"]})
+    return rows

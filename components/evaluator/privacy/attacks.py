@@ -221,7 +221,8 @@ def strongest(attacks: dict, level: str = "patient", gated_only: bool = True) ->
 # ------------------------------------------------------------------------------------------------ entry point
 
 def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: UnitArrays, bundle, embed_fn,
-                     cfg: PrivacyConfig, seed: int, synthetic_rows: np.ndarray | None = None) -> PrivacyResult:
+                     cfg: PrivacyConfig, seed: int, synthetic_rows: np.ndarray | None = None,
+                     synthetic_copy_rows: dict | None = None) -> PrivacyResult:
     """Run every attack and memorisation check; see the module docstring for who is who. Numbers only: the
     report's privacy sections are drawn from the result (report/privacy_sections.py, ``privacy_sections``).
 
@@ -231,6 +232,8 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
       embed_fn: images [N, H, W, K] -> features [N, D] from an encoder that never saw the members, or None.
       synthetic_rows: the synthetic set's pixel rows already through knn.Projection (a large set streamed through
         the projection chunk by chunk, bench/privacy.py); synthetic.images is then not read (needs no embed_fn).
+      synthetic_copy_rows: with synthetic_rows, the set's rows of the transformed-copy test (privacy/copies.py
+        ``query_rows``, streamed the same way).
     Returns:
       a PrivacyResult (results.py): its JSON fields, the near-copy mask of the synthetic set and the per-candidate
       evidence the report's figures draw.
@@ -323,6 +326,11 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
             m_rows, members.patients, n_rows, nonmembers.patients, s_rows, cfg=cfg, seed=seed)
     phase["memorisation"] = round(time.perf_counter() - tick, 3)
 
+    tick = time.perf_counter()
+    copies, copy_mask = _transformed_copies(members, nonmembers, synthetic, synthetic_rows, synthetic_copy_rows,
+                                            cfg, seed)
+    phase["transformed_copies"] = round(time.perf_counter() - tick, 3)
+
     m_pat, n_pat = (len(np.unique(groups[labels == c])) for c in (1, 0))
     metrics = {
         "enabled": True,
@@ -354,7 +362,21 @@ def evaluate_privacy(members: UnitArrays, nonmembers: UnitArrays, synthetic: Uni
         "density_radius": {space: raw[space]["radius"] for space in raw},
         "memorisation": memo,
         "seconds": phase,
+        "copies": copies,
     }
     phase["total"] = round(time.perf_counter() - t0, 3)
     evidence = PrivacyEvidence(scores=scores, used=used, labels=labels, groups=groups, memorisation=memo_arrays)
-    return PrivacyResult(**jsonable(metrics), copy_mask=memo_arrays["pixel"]["copies"], evidence=evidence)
+    return PrivacyResult(**jsonable(metrics), copy_mask=memo_arrays["pixel"]["copies"] | copy_mask,
+                         evidence=evidence)
+
+
+def _transformed_copies(members, nonmembers, synthetic, synthetic_rows, synthetic_copy_rows, cfg, seed):
+    """(metrics, mask) of the copy test that sees through shifts, reversal, flips, remaps and pasted slices."""
+    from vugan.components.evaluator.privacy.copies import transformed_copy_report
+
+    if synthetic_rows is not None and synthetic_copy_rows is None:
+        raise ValueError("synthetic_rows needs synthetic_copy_rows too (privacy/copies.py query_rows), or the "
+                         "transformed-copy test could not run")
+    return transformed_copy_report(members.images, members.patients, nonmembers.images, nonmembers.patients,
+                                   None if synthetic_rows is not None else synthetic.images, cfg=cfg, seed=seed,
+                                   syn_rows=synthetic_copy_rows)

@@ -63,6 +63,16 @@ class PrivacyConfig:
     copy_quantile: float = F(default=0.01, metadata={
         "range": (0.0, 0.5), "help": "copy radius: copy_factor x this quantile of held-out-to-train nearest distances"})
     copy_factor: float = F(default=0.5, metadata={"range": (0.0, 10.0), "help": "see copy_quantile"})
+    copy_max_shift: int = F(default=2, metadata={
+        "range": (0, 8), "help": "transformed-copy test (privacy/copies.py): largest in-plane shift searched, voxels"})
+    copy_dims: int = F(default=64, metadata={
+        "range": (8, 4096), "help": "columns of the transformed-copy test's unit rows (fixed projection)"})
+    copy_slice_match: bool = F(default=True, metadata={
+        "help": "also match single slices (a slice of a training patient pasted into another unit)"})
+    copy_slice_shift: int = F(default=1, metadata={
+        "range": (0, 8), "help": "largest in-plane shift searched by the slice match, voxels"})
+    copy_slice_dims: int = F(default=32, metadata={
+        "range": (8, 4096), "help": "columns of the slice match's rows (fixed projection)"})
     grid_pairs: int = F(default=8, metadata={"range": (1, 64), "help": "closest synthetic-training pairs shown"})
 
     # ---- release gate (components/evaluator/gate.py)

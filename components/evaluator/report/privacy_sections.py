@@ -128,6 +128,7 @@ def summary_html(priv: PrivacyResult) -> str:
             f"{100 * m['closer_to_train_share']:.0f}% of synthetic units are closer to the training data than to "
             "equally many held-out patients (50% expected without memorisation); the C_T data-copying score is "
             f"{_fmt(m['ct'], 2)} (strongly negative values, below about -3, mean copying).</p>")
+    parts.append(_transformed_copies_line(priv.copies))
     if priv.skipped:
         parts.append("<p><b>Not tried:</b> " + "; ".join(f"{html.escape(k)} ({html.escape(v)})"
                                                          for k, v in priv.skipped.items()) + ".</p>")
@@ -266,3 +267,15 @@ def canary_section(canary) -> ReportSection:
                "The model has no DP guarantee; the bound is what the attacks prove at least. ")
             + f"Formula: {html.escape(str(eps.get('formula')))}.</p>")
     return ReportSection("privacy_canary", "Privacy: canary audit (the attacks' power on this model)", text, table)
+
+
+def _transformed_copies_line(c: dict | None) -> str:
+    """One line on the copy test that sees through shifts, reversal, flips, remaps and pasted slices."""
+    if not c:
+        return "<p><b>Copies under small transforms:</b> not computed.</p>"
+    fp = c.get("false_positive_rate_per_patient") or {}
+    seen = "; ".join(f"{m['units']} unit(s): {', '.join(m['transforms'])}" for m in c.get("matches", [])[:3])
+    return (f"<p><b>Copies under small transforms</b> (shifts, slice reversal, flips, monotone intensity remaps, a "
+            f"pasted slice): {c['copied_patients']} of {c['train_patients']} training patients"
+            f"{' (' + html.escape(seen) + ')' if seen else ''}; fresh patients flagged {fp.get('flagged')} of "
+            f"{fp.get('fresh_patients')}.</p>")
