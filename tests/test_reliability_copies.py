@@ -127,19 +127,31 @@ def test_a_result_without_the_transformed_copy_check_is_not_a_pass():
     assert any("transformed-copy check missing" in f for f in findings)
 
 
-@pytest.mark.real_data
-def test_real_cohort_a_training_patient_shifted_by_one_voxel_is_a_leak_and_fresh_patients_are_not():
-    """The 58-patient real cohort, preprocessed as configs/cohort.toml does (an Examples artifact named by
-    VUGAN_COHORT_EXAMPLES): the test split's fresh patients alone are not flagged; one training patient's units
-    shifted by one voxel among them are a leak, every unit matched."""
+@pytest.fixture(scope="module")
+def real_cohort(tmp_path_factory):
+    """The 58-patient real cohort preprocessed as configs/cohort.toml does, by the real command (about 30 s)."""
     import os
+    import subprocess
+    import sys
 
+    from support.paths import ROOT, real_cohort_manifest
+
+    manifest = real_cohort_manifest()
+    out = tmp_path_factory.mktemp("cohort") / "examples"
+    subprocess.run([sys.executable, "-m", "vugan.pipeline.cli", "preprocess", "--config",
+                    str(ROOT / "configs" / "cohort.toml"), "--manifest", str(manifest), "--out", str(out)],
+                   check=True, capture_output=True, env={**os.environ, "VUGAN_SALT": "copies-test"})
+    return str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_real_cohort_a_training_patient_shifted_by_one_voxel_is_a_leak_and_fresh_patients_are_not(real_cohort):
+    """The 58-patient real cohort (configs/cohort.toml): the test split's fresh patients alone are not flagged; one
+    training patient's units shifted by one voxel among them are a leak, every unit matched."""
     from vugan.components.schema import load_split
 
-    ex = os.environ.get("VUGAN_COHORT_EXAMPLES", "/tmp/quality-cohort/pre")
-    if not os.path.exists(os.path.join(ex, "artifact.json")):
-        pytest.skip(f"no preprocessed real cohort at {ex} (set VUGAN_COHORT_EXAMPLES to an Examples artifact of "
-                    "../shared/data/spine-mri-cohort preprocessed with configs/cohort.toml)")
+    ex = real_cohort
     train, holdout, fresh = (load_split(ex, s) for s in ("train", "holdout", "test"))
     result, outcome, reasons = _judge(train, holdout, fresh)
     assert result.copies["copied_patients"] == 0
