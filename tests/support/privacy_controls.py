@@ -120,11 +120,8 @@ def _moved(images: np.ndarray, distance: float, rng: np.random.Generator) -> np.
     return (images + direction * (distance / norms).reshape(-1, *([1] * (images.ndim - 1)))).astype(np.float32)
 
 
-def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
-    """(train, holdout, synthetic) of one scenario draw; see SCENARIOS."""
-    if scenario in COPY_SCENARIOS:
-        return transformed_copy_sets(pool, n, scenario, seed)
-    rng = np.random.default_rng([seed, n, ord(scenario)])
+def _draw(pool: UnitArrays, n: int, rng: np.random.Generator) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
+    """Disjoint random patients of the pool: N members (train), 1.5 N held-out and N fresh."""
     index = _patient_index(pool)
     ids = rng.permutation(sorted(index))
     n_hold = int(np.ceil(1.5 * n))
@@ -132,6 +129,15 @@ def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tupl
         raise ValueError(f"the pool has {len(ids)} patients; {2 * n + n_hold} are needed for {n} a side")
     groups = ids[:n], ids[n:n + n_hold], ids[n + n_hold:2 * n + n_hold]
     train, holdout, fresh = (take(pool, np.concatenate([index[p] for p in g])) for g in groups)
+    return train, holdout, fresh
+
+
+def calibration_sets(pool: UnitArrays, n: int, scenario: str, seed: int) -> tuple[UnitArrays, UnitArrays, UnitArrays]:
+    """(train, holdout, synthetic) of one scenario draw; see SCENARIOS."""
+    if scenario in COPY_SCENARIOS:
+        return transformed_copy_sets(pool, n, scenario, seed)
+    rng = np.random.default_rng([seed, n, ord(scenario)])
+    train, holdout, fresh = _draw(pool, n, rng)
     syn = take(fresh, np.arange(len(fresh)))
     if scenario == "a":
         return train, holdout, syn
@@ -207,13 +213,7 @@ def memorised_sets(pool: UnitArrays, n: int, share: float, disguise: str,
     from vugan.components.evaluator.privacy.identity_transforms import COPY_DISGUISES
 
     rng = np.random.default_rng([seed, n, int(round(1000 * share)), 7])
-    index = _patient_index(pool)
-    ids = rng.permutation(sorted(index))
-    n_hold = int(np.ceil(1.5 * n))
-    if len(ids) < 2 * n + n_hold:
-        raise ValueError(f"the pool has {len(ids)} patients; {2 * n + n_hold} are needed for {n} a side")
-    groups = ids[:n], ids[n:n + n_hold], ids[n + n_hold:2 * n + n_hold]
-    train, holdout, fresh = (take(pool, np.concatenate([index[p] for p in g])) for g in groups)
+    train, holdout, fresh = _draw(pool, n, rng)
     t_index = _patient_index(train)
     chosen = rng.permutation(sorted(t_index))[:max(1, int(round(share * len(t_index))))]
     extra = take(train, np.concatenate([t_index[p] for p in chosen]))
