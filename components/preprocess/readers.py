@@ -36,9 +36,14 @@ class HeaderRefusal(VolumeError):
         self.stage = stage
 
 
-def _refuse_header(refusal) -> None:
-    if refusal:
-        raise HeaderRefusal(*refusal)
+def _refuse(refusal) -> None:
+    """Raise a check's refusal, if any: ``header_checks`` gives (stage, reason), a HeaderRefusal with its own
+    dead-letter stage; ``limits`` gives a reason ('' when the file may be read), a plain VolumeError."""
+    if not refusal:
+        return
+    if isinstance(refusal, str):
+        raise VolumeError(refusal)
+    raise HeaderRefusal(*refusal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +83,7 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     policy = policy or ReadPolicy()
     fmt = volume_format(path)
     with _local_copy(path) as local:
-        _refuse_bound(limits.irregular_reason(local))  # a FIFO or a device would block or stream forever
+        _refuse(limits.irregular_reason(local))  # a FIFO or a device would block or stream forever
         if fmt == "nifti":
             array, affine = _read_nifti(local, max_voxels, policy)
         elif fmt == "itk":
@@ -88,12 +93,6 @@ def read_volume(path: str, *, series_uid: str = "", max_voxels: int = 0, notes: 
     if np.iscomplexobj(array):
         raise VolumeError("the image holds complex values; export the magnitude image")
     return canonical(array, affine)
-
-
-def _refuse_bound(problem: str) -> None:
-    """Raise a bound's refusal (``limits`` returns the reason, '' when the file may be read) as a VolumeError."""
-    if problem:
-        raise VolumeError(problem)
 
 
 def check_voxels(count: int, max_voxels: int) -> None:
@@ -127,10 +126,10 @@ def _read_nifti(path: str, max_voxels: int = 0, policy=None) -> tuple[np.ndarray
 
     from vugan.components.preprocess.header_checks import ReadPolicy, check_nifti
 
-    _refuse_bound(limits.nifti_header_problem(path))  # nibabel reads every header extension whole: bound them first
+    _refuse(limits.nifti_header_problem(path))  # nibabel reads every header extension whole: bound them first
     img = nib.load(path)  # reads the header only; the voxels load below
     check_voxels(int(np.prod(img.shape, dtype=np.int64)), max_voxels)
-    _refuse_header(check_nifti(img, policy or ReadPolicy()))  # never guess an orientation or invert a contrast
+    _refuse(check_nifti(img, policy or ReadPolicy()))  # never guess an orientation or invert a contrast
     if img.get_data_dtype().kind == "c":
         raise VolumeError("the image holds complex values; export the magnitude image")
     # asanyarray(dataobj) keeps integer masks integer and applies scl_slope/inter for images.
@@ -142,7 +141,7 @@ def _read_itk(path: str, max_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
     from vugan.components.preprocess.header_checks import check_itk_header
 
-    _refuse_header(check_itk_header(path))  # a data file outside the header's folder, or a contrast-inverting slope
+    _refuse(check_itk_header(path))  # a data file outside the header's folder, or a contrast-inverting slope
     info = sitk.ImageFileReader()
     info.SetFileName(path)
     info.ReadImageInformation()  # the header only
@@ -191,7 +190,7 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
             ds, problem = limits.dicom_header(f)  # only the geometry tags; a deflated file inflated with a cap
         except Exception:  # a non-DICOM file in the folder (e.g. DICOMDIR notes): skip it
             continue
-        _refuse_bound(problem)
+        _refuse(problem)
         if header_checks.dicom_frames(ds) > 1:  # enhanced multi-frame: geometry per frame, not one slice
             multiframe += 1
             continue
@@ -229,7 +228,7 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
                           f"or name one in the manifest column 'series_uid'")
     else:
         chosen = next(iter(by_series.values()))
-    _refuse_header(header_checks.check_dicom_series([ds for _, ds in chosen], policy or header_checks.ReadPolicy(),
+    _refuse(header_checks.check_dicom_series([ds for _, ds in chosen], policy or header_checks.ReadPolicy(),
                                                     notes))
     geoms = []
     for f, ds in chosen:
@@ -271,7 +270,7 @@ def _read_dicom(path: str, series_uid: str = "", max_voxels: int = 0,
     header_of = dict(chosen)
     for f, *_ in slices:
         # Before decoding, from the slice's own header: not only the first slice's size bounds the decoder.
-        _refuse_bound(limits.slice_pixels_problem(header_of[f], rows, cols))
+        _refuse(limits.slice_pixels_problem(header_of[f], rows, cols))
         pixels = pydicom.dcmread(f).pixel_array
         if pixels.ndim != 2 or pixels.shape != (rows, cols):
             raise VolumeError("the slices of the DICOM series differ in size (Rows/Columns) or hold several "
@@ -348,7 +347,7 @@ def read_text(path: str) -> str:
         with tf.io.gfile.GFile(path, "r") as fh:
             text = fh.read()
         return text[1:] if text.startswith("\ufeff") else text  # one BOM, as utf-8-sig drops it locally
-    _refuse_bound(limits.irregular_reason(path))  # a FIFO would block the read forever
+    _refuse(limits.irregular_reason(path))  # a FIFO would block the read forever
     with open(path, encoding="utf-8-sig") as fh:  # -sig: spreadsheets often add a BOM
         return fh.read()
 
