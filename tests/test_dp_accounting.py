@@ -29,6 +29,23 @@ def test_epsilon_matches_dp_accounting_and_stack_notes():
         reference_epsilon(rdp.RdpAccountant(), **other), rel=1e-9)
 
 
+def test_pld_grid_is_the_default_for_practical_runs_and_coarser_only_where_epsilon_is_huge():
+    # The stack-notes run: epsilon 1.8 over 3,125 steps, far below 0.1 per step -> dp-accounting's default grid
+    # (and the test above: the same epsilon as the library's own PLDAccountant()).
+    assert acc.pld_grid(Q, SIGMA, STEPS, DELTA) == acc.PLD_DEFAULT_GRID == 1e-4
+    # Adaptive clipping with a tiny count noise: effective sigma 0.25, 3 steps, epsilon ~47 (RDP). The default grid
+    # takes ~30 s here; ours is 1e-3 x 47 / 3 ~ 0.016 and takes well under a second.
+    q, sigma, steps = 1 / 3, 0.25, 3
+    eps_rdp = acc.compute_epsilon(q, sigma, steps, DELTA, "rdp")
+    grid = acc.pld_grid(q, sigma, steps, DELTA)
+    assert grid == pytest.approx(1e-3 * eps_rdp / steps)
+    eps = acc.compute_epsilon(q, sigma, steps, DELTA, "pld")
+    finer = reference_epsilon(pld.PLDAccountant(value_discretization_interval=1e-3), q, sigma, steps, DELTA)
+    # Pessimistic rounding: a coarser grid never reports less, and at most about steps x grid more.
+    assert finer <= eps <= finer + steps * grid
+    assert eps < eps_rdp
+
+
 def test_epsilon_grows_with_steps_and_shrinks_with_noise():
     eps = [acc.compute_epsilon(Q, SIGMA, s, DELTA) for s in (0, 10, 100, 1000, 10_000)]
     assert eps[0] == 0.0 and all(a < b for a, b in zip(eps, eps[1:]))

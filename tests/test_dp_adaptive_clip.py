@@ -79,7 +79,7 @@ def test_adaptive_clip_epsilon_equals_dp_accounting_for_the_composed_mechanism(u
     assert off.record(5, False)["adaptive_clip"] is None
 
 
-@pytest.mark.slow  # 3 DP steps, yet 200-400 s each case here
+@pytest.mark.slow  # a real DP run (3 steps, a few seconds; was minutes before the PLD grid followed epsilon)
 @pytest.mark.parametrize("start, grows", [(1e-3, True), (1e3, False)])
 def test_adaptive_clip_moves_towards_the_norms_in_a_real_run(examples, tmp_path, start, grows):
     """Per-unit Poisson DP run, 3 steps: a clip far below every norm grows by about exp(lr * gamma) per step, one far
