@@ -120,6 +120,9 @@ def main(argv=None) -> None:
                    help="the transformed-copy scenarios (one training patient copied under each transform) and the "
                         "null's per-patient false-positive rate, instead of scenarios a-d")
     p.add_argument("--scenarios", help="with --copies: comma-separated subset of the copy scenario names")
+    p.add_argument("--grid", action="store_true",
+                   help="every transformed-copy and memorised scenario (shares --shares) judged by the copy test in "
+                        "one call per draw (support.privacy_controls.copy_grid_draw), with the null's fresh patients")
     p.add_argument("--copy-test-only", action="store_true",
                    help="with --copies: run the transformed-copy test alone (no attacks; the gate and old-radius "
                         "columns read n/a)")
@@ -137,6 +140,10 @@ def main(argv=None) -> None:
         memorised_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds,
                         {int(x) for x in args.shares.split(",")},
                         [d for d in args.disguises.split(",") if d], cfg, args.seed_start, not args.no_null)
+        return
+    if args.grid:
+        grid_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg,
+                   tuple(int(x) / 100 for x in args.shares.split(",")), args.seed_start)
         return
     if args.copies:
         copies_table(pool, [int(x) for x in args.sizes.split(",")], args.seeds, cfg, args.scenarios,
@@ -181,6 +188,46 @@ def copies_table(pool, sizes, seeds: int, cfg, only: str | None, copy_test_only:
             print(f"| {n} | {label} | {np.mean([r['copied'] > 0 for r in rows]):.2f} | {gate} | {old} | "
                   f"{fp} of {fresh} [{lo:.3f}, {hi:.3f}] | "
                   f"{sec:.1f} |", flush=True)
+
+
+def grid_table(pool, sizes, seeds: int, cfg, shares, seed_start: int = 0) -> None:
+    """One row per size and scenario: the share of seeds in which the copy test found the leak (any of the
+    scenario's units flagged: a leak in the gate), the mean share of the scenario's patients it named, and for the
+    null the fresh patients with a unit flagged (in sample: their units are queries like any synthetic unit) and the
+    cross-fitted per-patient rate, each with its Clopper-Pearson interval pooled over seeds."""
+    from vugan.components.evaluator.privacy.copies import clopper_pearson, transformed_copy_report
+    from support.privacy_controls import copy_grid_draw
+
+    print("| patients a side | scenario | leak found (seeds) | its patients named (mean) | seeds | s / draw |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        found: dict = collections.defaultdict(list)
+        named: dict = collections.defaultdict(list)
+        null_flagged = null_patients = cf_flagged = cf_patients = 0
+        t = time.perf_counter()
+        for seed in range(seed_start, seed_start + seeds):
+            train, holdout, queries, groups = copy_grid_draw(pool, n, seed, shares)
+            metrics, mask = transformed_copy_report(train.images, train.patients, holdout.images, holdout.patients,
+                                                    queries, cfg=cfg, seed=seed, max_named=0)
+            for key, (rows, patients) in groups.items():
+                hit = mask[rows]
+                if key == "null":
+                    null_flagged += len(np.unique(patients[hit]))
+                    null_patients += len(np.unique(patients))
+                    continue
+                found[key].append(bool(hit.any()))
+                named[key].append(len(np.unique(patients[hit])) / len(np.unique(patients)))
+            fp = metrics["false_positive_rate_per_patient"]
+            cf_flagged, cf_patients = cf_flagged + fp["flagged"], cf_patients + fp["fresh_patients"]
+        sec = (time.perf_counter() - t) / seeds
+        lo, hi = clopper_pearson(null_flagged, null_patients)
+        clo, chi = clopper_pearson(cf_flagged, cf_patients)
+        print(f"| {n} | null: fresh patients with a unit flagged | {null_flagged} of {null_patients} "
+              f"[{lo:.3f}, {hi:.3f}]; cross-fitted held-out {cf_flagged} of {cf_patients} [{clo:.3f}, {chi:.3f}] "
+              f"| — | {seeds} | {sec:.1f} |", flush=True)
+        for key in found:
+            print(f"| {n} | {key} | {np.mean(found[key]):.2f} | {np.mean(named[key]):.2f} | {seeds} | {sec:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -313,3 +313,63 @@ def calibrate_copies(pool: UnitArrays, n: int, scenario: str, seeds, cfg, copy_t
                      "old_copied": result.memorisation["pixel"]["copied_patients"],
                      "fresh_flagged": fp["flagged"], "fresh_patients": fp["fresh_patients"]})
     return rows
+
+
+# ------------------------------------------------------------------------------------------------ the whole grid at once
+#
+# The transformed-copy test judges each synthetic unit on its own: its smallest distance to the training units'
+# variants against a radius set by held-out patients alone (privacy/copies.py). So the leak units of many scenarios
+# can be pooled into ONE query set and each scenario read off the units that are its own, with exactly the verdicts
+# it would get alone, at the cost of one call per draw. The gate calls any copy found a leak
+# (gate.transformed_copy_findings), so "caught by the copy test" is "leak found" for these scenarios.
+
+def _compound_disguises() -> dict:
+    """Several identity-keeping changes at once: what a reviewer tries after the single ones are caught."""
+    from vugan.components.evaluator.privacy import identity_transforms as T
+
+    rng = np.random.default_rng(11)
+    noisy = lambda x, sd: np.clip(x + rng.normal(0, sd, x.shape), -1, 1).astype(np.float32)  # noqa: E731
+    return {"shift (1, 1) + gamma 1.5 + noise s.d. 0.03": lambda x: noisy(T.remapped(T.shifted(x, 1, 1), gamma=1.5), 0.03),
+            "slices reversed + flipped + shift (2, 0)": lambda x: T.shifted(T.flipped(T.slices_reversed(x), "rows"), 2, 0),
+            "0.7x + 0.15 + flipped + noise s.d. 0.05": lambda x: noisy(T.flipped(T.remapped(x, 0.7, 0.15), "cols"), 0.05)}
+
+
+def copy_grid_draw(pool: UnitArrays, n: int, seed: int, shares=MEMORISED_SHARES):
+    """(train, holdout, queries, groups) of one draw: the null draw's patients (calibration_sets "a"); queries = the
+    fresh units followed by every scenario's leak units; groups: scenario -> (row indices in queries, the training
+    patient of each of those rows). Scenarios: every COPY_SCENARIOS case (one random training patient each) and
+    three compound changes (_compound_disguises), and every memorised share x disguise (round(share x N) random
+    training patients, at least one, every unit given back under the disguise); "null" is the fresh units."""
+    from vugan.components.evaluator.privacy import identity_transforms as T
+
+    train, holdout, fresh = calibration_sets(pool, n, "a", seed)
+    rng = np.random.default_rng([seed, n, 2323])
+    t_index = _patient_index(train)
+    names = sorted(t_index)
+    parts, groups, start = [fresh.images], {"null": (np.arange(len(fresh)), np.asarray(fresh.patients, str))}, len(fresh)
+
+    def add(key, images, patients):
+        nonlocal start
+        parts.append(images)
+        groups[key] = (np.arange(start, start + len(images)), np.asarray(patients, str))
+        start += len(images)
+
+    for scenario in COPY_SCENARIOS:
+        p = str(rng.choice(names))
+        src = train.images[t_index[p]]
+        name = scenario.split(": ", 1)[1]
+        if name == "centre slice pasted":
+            targets = rng.choice(len(fresh), len(src), replace=False)
+            add(scenario, T.centre_slice_pasted(src, fresh.images[targets]), [p] * len(src))
+        else:
+            add(scenario, (T.COPY_DISGUISES.get(name) or _old_copy_cases()[name])(src), [p] * len(src))
+    for name, change in _compound_disguises().items():
+        p = str(rng.choice(names))
+        add(f"copy: {name}", change(train.images[t_index[p]]), [p] * len(t_index[p]))
+    for key, (share, disguise) in memorised_scenarios().items():
+        if share not in shares:
+            continue
+        chosen = rng.permutation(names)[:max(1, int(round(share * len(names))))]
+        rows = np.concatenate([t_index[p] for p in chosen])
+        add(key, T.COPY_DISGUISES[disguise](train.images[rows]), train.patients[rows])
+    return train, holdout, np.concatenate(parts), groups
