@@ -77,6 +77,16 @@ def test_to_dict_is_the_dict_the_untyped_evaluator_built(evaluation):
             used = comparison.pop("comparator")
             assert used["real_patients_compared"] + used["real_patients_left_out"] == used["real_patients_available"]
             assert used["real_units_compared"] == comparison["overall"]["n"]["real"]
+    # Issue 22: which features carry each FD against holdout (quality/fd_breakdown.py), beside the comparison's
+    # other numbers, in each comparison that has an FD (per-class entries without one have none); never against
+    # train.
+    for name, space in now["fidelity"]["embeddings"].items():
+        assert "fd_breakdown" not in json.dumps(space["overall"]) + json.dumps(space["per_class"])
+        for entry in [space["against_holdout"]["overall"], *space["against_holdout"]["per_class"].values()]:
+            assert ("fd_breakdown" in entry) == (entry["fd"] is not None), name
+            if "fd_breakdown" in entry:
+                b = entry.pop("fd_breakdown")
+                assert b["mean_term"] + b["covariance_term"] == pytest.approx(entry["fd"], rel=1e-6)
     # Issue 23: the gate's fidelity effect size (quality/two_sample.py), placed LAST in the fidelity block.
     assert list(now["fidelity"])[-1] == "two_sample" and "two_sample" not in before["fidelity"]
     ts = now["fidelity"].pop("two_sample")

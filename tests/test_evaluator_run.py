@@ -107,6 +107,28 @@ def test_evaluate_writes_the_contracted_artifact(evaluation):
     assert headline["utility.tstr_balanced_accuracy"] == metrics["utility"]["tstr_balanced_accuracy"]
 
 
+def test_metrics_json_breaks_fd_down_per_feature_and_the_parts_add_up_to_fd(evaluation):
+    """Issue 22: which features carry FD-VU (and every other space's FD) against holdout, overall and per class;
+    the mean and covariance terms add up to the FD metrics.json reports, and the report shows the split."""
+    out, _, _ = evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key, space in metrics["fidelity"]["embeddings"].items():
+        against = space["against_holdout"]
+        for name, o in [("overall", against["overall"]), *against["per_class"].items()]:
+            b = o["fd_breakdown"]
+            assert b["mean_term"] + b["covariance_term"] == pytest.approx(o["fd"], rel=1e-6), (key, name)
+            assert b["mean_share"] + b["covariance_share"] == pytest.approx(1.0)
+            shares = [f["share"] for f in b["top_features"]]
+            assert len(shares) == 10 and shares == sorted(shares, reverse=True) and sum(shares) <= 1 + 1e-9
+        assert "fd_breakdown" not in space["overall"]  # against TRAIN: the ratio the gate does not read
+    vu = metrics["fidelity"]["embeddings"]["vu"]["against_holdout"]["overall"]["fd_breakdown"]
+    assert [g["group"] for g in vu["groups"]] == ["appearance (texture + intensity)", "structure (pooled conv)"]
+    assert sum(g["share"] for g in vu["groups"]) == pytest.approx(1.0)
+    assert all(f["feature"].startswith(("appearance axis", "structure axis")) for f in vu["top_features"])
+    report = (out / "report.html").read_text()
+    assert "Which features carry the distance" in report and vu["top_features"][0]["feature"] in report
+
+
 def test_real_split_features_go_through_the_cache_and_equal_fresh_ones(evaluation):
     """The fixed embedders' real-split features are cached (conftest points XDG_CACHE_HOME at a test folder); the
     domain encoder, trained in this run, never is; what the cache holds is what the embedder computes afresh."""

@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 
 from vugan.components.evaluator.features import cache as feature_cache
-from vugan.components.evaluator.quality import (baselines, class_check, diversity, fidelity, radiomics, two_sample,
-                                                 utility)
+from vugan.components.evaluator.quality import (baselines, class_check, diversity, fd_breakdown, fidelity, radiomics,
+                                                 two_sample, utility)
 from vugan.components.evaluator.results import Evaluation, FidelityResult, UtilityResult
 from vugan.components.evaluator.features.embeddings import (Embedder, domain_embedder, pixel_embedder,
                                                       radiomics_embedder, vu_embedder)
@@ -155,10 +155,11 @@ def synthetic_units_used(selection: dict) -> np.ndarray:
 
 
 def compare_fairly(ref: baselines.Side, real: baselines.Side, syn: baselines.Side, class_names: tuple[str, ...],
-                   cfg, seed: int) -> dict:
+                   cfg, seed: int, naming: fd_breakdown.FeatureNaming | None = None) -> dict:
     """Synthetic vs ``ref`` beside real vs ``ref`` (both comparators already cut to equal patients and units per
     class, fair_selection), patient-bootstrap 95% intervals on every FD ratio, KID read as a ratio or a
-    difference (baselines.kid_reading), overall and per class, and PRDC overall."""
+    difference (baselines.kid_reading), overall and per class, and PRDC overall. With ``naming``, each synthetic
+    FD also gets its per-feature breakdown ("fd_breakdown", quality/fd_breakdown.py)."""
     present = [c for c in range(len(class_names)) if (real.labels == c).sum() >= 2 and (syn.labels == c).sum() >= 2
                and (ref.labels == c).sum() >= 2]
     boot = baselines.bootstrap_ratios(ref, real, syn, fidelity.frechet_distance_np, present,
@@ -169,6 +170,8 @@ def compare_fairly(ref: baselines.Side, real: baselines.Side, syn: baselines.Sid
         fd_s, kid_s, kid_s_std = _fd_kid(ref.feats[m_ref], syn.feats[m_syn], cfg.kid_block_size, seed)
         fd_b, kid_b, kid_b_std = _fd_kid(ref.feats[m_ref], real.feats[m_real], cfg.kid_block_size, seed)
         pairs, ratio = boot.get(c, np.zeros((0, 2))), _ratio(fd_s, fd_b)
+        breakdown = {} if naming is None or fd_s is None else {"fd_breakdown": fd_breakdown.summary(
+            fd_breakdown.frechet_parts(ref.feats[m_ref], syn.feats[m_syn]), naming)}
         return {"fd": fd_s, "fd_baseline": fd_b, "fd_ratio": ratio,
                 "fd_ratio_ci": baselines.ratio_interval(pairs, ratio), "bootstrap_resamples": int(len(pairs)),
                 "kid": kid_s, "kid_std": kid_s_std, "kid_baseline": kid_b, "kid_baseline_std": kid_b_std,
@@ -176,7 +179,7 @@ def compare_fairly(ref: baselines.Side, real: baselines.Side, syn: baselines.Sid
                 "n": {"reference": int(m_ref.sum()), "real": int(m_real.sum()), "synthetic": int(m_syn.sum()),
                       "reference_patients": len(np.unique(ref.groups[m_ref])),
                       "real_patients": len(np.unique(real.groups[m_real])),
-                      "synthetic_patients": len(np.unique(syn.groups[m_syn]))}}
+                      "synthetic_patients": len(np.unique(syn.groups[m_syn]))}, **breakdown}
 
     overall = one(None)
     k = cfg.prdc_k
@@ -213,7 +216,8 @@ def whitened_on_train(emb: Embedder, feats: dict[str, np.ndarray]) -> dict[str, 
 
 def fidelity_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarray], groups: dict[str, np.ndarray],
                       class_names: tuple[str, ...], cfg, seed: int, selection: dict | None = None,
-                      synthetic_rows: np.ndarray | None = None) -> dict:
+                      synthetic_rows: np.ndarray | None = None,
+                      naming: fd_breakdown.FeatureNaming = fd_breakdown.FeatureNaming()) -> dict:
     """Fair FD, KID and PRDC of the synthetic set in one feature space, against two references:
 
       * TRAIN (what the generator learned from): real comparator = HOLDOUT patients;
@@ -227,6 +231,8 @@ def fidelity_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarray
       selection: fair_selection(labels, groups, seed) (computed when None).
       synthetic_rows: the synthetic units whose features feats["synthetic"] holds (all when None), so that only
         the units compared need embedding.
+      naming: the space's feature names and groups for the per-feature breakdown of the FD against HOLDOUT (the
+        reference the gate reads), overall and per class ("fd_breakdown"; default: features by index).
     Returns:
       {"overall", "per_class"} against train, "against_holdout" {"overall", "per_class"}, and "copying".
     """
@@ -240,7 +246,8 @@ def fidelity_in_space(feats: dict[str, np.ndarray], labels: dict[str, np.ndarray
         at = np.searchsorted(rows, sel["synthetic"])
         syn = baselines.Side(np.asarray(feats["synthetic"])[at], np.asarray(labels["synthetic"])[sel["synthetic"]],
                              np.asarray(sel["synthetic_groups"]).astype(str))
-        out[ref] = {**compare_fairly(real[ref], real[other].take(sel["real"]), syn, class_names, cfg, seed),
+        out[ref] = {**compare_fairly(real[ref], real[other].take(sel["real"]), syn, class_names, cfg, seed,
+                                     naming if ref == "holdout" else None),
                     "comparator": comparator_used(real[other], sel["real"])}
     return {**out["train"], "against_holdout": out["holdout"], "copying": copying_flag(out["train"]["overall"])}
 
@@ -365,7 +372,8 @@ def evaluate_units(train: UnitArrays, holdout: UnitArrays, test: UnitArrays, syn
             spaces[emb.key] = {
                 "distance_name": emb.distance_name, "kernel_name": emb.kernel_name,
                 "description": emb.description, "provenance": emb.provenance,
-                **fidelity_in_space(feats, labels, groups, class_names, cfg, seed, selection, used)}
+                **fidelity_in_space(feats, labels, groups, class_names, cfg, seed, selection, used,
+                                    fd_breakdown.FeatureNaming(emb.feature_names, emb.feature_groups))}
         if emb.key == "vu":
             with timer.stage("two_sample_vu", n):
                 c2st = two_sample_in_space(feats, labels, groups, used, class_names, seed)

@@ -45,6 +45,11 @@ class Embedder:
     # What makes two embedders' features of the same units equal (weights sha256, version, input mapping): real
     # splits' features are cached under it (features/cache.py). Empty: never cached (a per-run learned network).
     cache_identity: str = ""
+    # What the features are called, for the per-feature breakdown of the Fréchet distance (quality/fd_breakdown.py):
+    # one name per feature (empty: "feature <index>") and consecutive groups (name, width) where the network has
+    # blocks of different kinds (empty: none).
+    feature_names: tuple[str, ...] = ()
+    feature_groups: tuple[tuple[str, int], ...] = ()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of all ``images``, computed ``batch_size`` at a time (bounded memory)."""
@@ -133,6 +138,7 @@ def vu_embedder(batch_size: int = 64, weights_path: str | Path | None = None,
                      f"../shared/data scans); exact integer arithmetic: identical on any machine"),
         fn=encoder.features, batch_size=batch_size,
         cache_identity=f"vu|{card['name']}|{card['version']}|{card['sha256']}",
+        feature_names=encoder.feature_names(), feature_groups=encoder.feature_groups(),
         provenance={"name": card["name"], "version": card["version"], "sha256": card["sha256"],
                     "weights_file": _repo_relative(weights), "dim": encoder.dim,
                     "input_spec": "any crop resampled to 64x64x9 (linear), quantised to round(127 x)",
@@ -183,6 +189,8 @@ def radiomics_embedder(batch_size: int = 256) -> Embedder:
                      f"spectrum; all slices), whitened with the real train split; no network"),
         fn=radiomics.radiomics_features, batch_size=batch_size, whiten_on_train=True,
         cache_identity=f"radiomics|{radiomics.FEATURES_VERSION}|{radiomics.LEVELS}",
+        # ZCA whitening (radiomics.whitening) keeps each whitened feature the closest to its raw one: the names hold.
+        feature_names=tuple(radiomics.FEATURE_NAMES),
         provenance={"features": ", ".join(radiomics.FEATURE_NAMES), "version": radiomics.FEATURES_VERSION,
                     "grey_levels": radiomics.LEVELS, "contrast_normalisation": f"unit z-score / "
                     f"{radiomics.NORMALISED_SD:g}, clipped to [-1, 1]",

@@ -194,6 +194,23 @@ class VuEncoder:
                                _project((pooled - self.feat_mean) / self.feat_std, self.projection)], axis=1)
 
 
+    def feature_names(self) -> tuple[str, ...]:
+        """One name per output feature. A whitened principal axis has no single meaning, so each appearance axis is
+        named by the two raw appearance features that correlate with it most (the largest entries of its column of
+        the whitening matrix: the raw features' correlation with axis j is proportional to that column); the conv
+        structure axes mix pooled channels of four stages and are numbered only."""
+        names = []
+        for j in range(self.texture_projection.shape[1]):
+            strongest = np.argsort(-np.abs(self.texture_projection[:, j]), kind="stable")[:2]
+            names.append(f"appearance axis {j + 1} ({', '.join(APPEARANCE_NAMES[i] for i in strongest)})")
+        return tuple(names) + tuple(f"structure axis {j + 1}" for j in range(self.projection.shape[1]))
+
+    def feature_groups(self) -> tuple[tuple[str, int], ...]:
+        """The two blocks of the output, in order (module docstring, "output")."""
+        return (("appearance (texture + intensity)", int(self.texture_projection.shape[1])),
+                ("structure (pooled conv)", int(self.projection.shape[1])))
+
+
 def _project(z: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """Standardised features on the 1/FEATURE_GRID grid times an integer projection (1/1024 units): exact."""
     zq = np.clip(np.rint(z * FEATURE_GRID), -16 * FEATURE_GRID, 16 * FEATURE_GRID)
@@ -203,6 +220,12 @@ def _project(z: np.ndarray, projection: np.ndarray) -> np.ndarray:
 TEXTURE_DIM = 10
 INTENSITY_DIM = 7
 APPEARANCE_DIM = TEXTURE_DIM + INTENSITY_DIM
+# The raw appearance features in the order texture_energies and intensity_features return them.
+TEXTURE_NAMES = tuple(f"|{op}| level {level}" for level in (1, 2, 3) for op in ("d/dy", "d/dx", "Laplacian")) + (
+    "|d/dslice|",)
+INTENSITY_NAMES = ("intensity mean", "intensity std", "intensity 5%", "intensity 50%", "intensity 95%",
+                   "share at window floor", "share at window top")
+APPEARANCE_NAMES = TEXTURE_NAMES + INTENSITY_NAMES
 
 
 def intensity_features(q: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -64,6 +64,33 @@ def _kid_cell(o: dict) -> str:
     return f"difference {fmt(o['kid_difference'])}" + ("" if se is None else f" ± {fmt(se)}")
 
 
+def _pct(share) -> str:
+    return "n/a" if share is None else f"{100 * share:.0f}%"
+
+
+def breakdown_table(embeddings: dict, top: int = 3) -> str:
+    """Which features carry each space's Fréchet distance against holdout (metrics.json "fd_breakdown"): the mean
+    and covariance shares, the groups' shares and the ``top`` features, so a tuner sees what to fix. Empty when no
+    space has a breakdown (an evaluation written before it existed)."""
+    rows = []
+    for e in embeddings.values():
+        b = e["against_holdout"]["overall"].get("fd_breakdown")
+        if not b:
+            continue
+        groups = "; ".join(f"{g['group']} {_pct(g['share'])}" for g in b.get("groups", [])) or "n/a"
+        features = "; ".join(f"{f['feature']} {_pct(f['share'])}" for f in b["top_features"][:top])
+        rows.append([e["distance_name"], f"{_pct(b['mean_share'])} / {_pct(b['covariance_share'])}", groups,
+                     features])
+    if not rows:
+        return ""
+    return ("<h3>Which features carry the distance (against holdout)</h3>"
+            '<p class="note">Each distance split into its mean term (the sets\' averages differ) and covariance term '
+            "(their spread and correlations differ), and per feature: the share of the transport cost between the "
+            "two fitted Gaussians that lies along it (the parts add up to the distance; metrics.json fd_breakdown "
+            "lists the top 10, overall and per class).</p>"
+            + table(["space", "mean / covariance share", "groups", f"top {top} features"], rows, "compact text"))
+
+
 def fidelity_section(evaluation: Evaluation) -> ReportSection:
     fid = evaluation.fidelity
     rows, per_class_ratios, overall = [], {}, {}
@@ -85,7 +112,7 @@ def fidelity_section(evaluation: Evaluation) -> ReportSection:
         rule += ('<p class="warning">POSSIBLE COPYING: against the generator\'s own training patients the synthetic '
                  'units are clearly closer than new real patients are (interval below 1). Read the privacy '
                  'sections.</p>')
-    body += rule
+    body += rule + breakdown_table(fid.embeddings)
     px = fid.pixel["overall"]
     body += (f'<p class="note">SWD-pixel (raw pixels, synthetic vs train beside holdout vs train): '
              f'{fmt(px["swd"])} vs {fmt(px["swd_baseline"])}, ratio {fmt(px["swd_ratio"], 2)}.</p>')
