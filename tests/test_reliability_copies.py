@@ -160,3 +160,23 @@ def test_real_cohort_a_training_patient_shifted_by_one_voxel_is_a_leak_and_fresh
     assert outcome == LEAK and result.copies["copied_patients"] == 1
     assert result.copies["matches"][0]["units"] == len(src)
     assert "shift (1, 0)" in " ".join(reasons)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_reduced_calibration_grid_catches_every_copy_and_memorised_share_and_no_fresh_patient(seed):
+    """bench/privacy_calibration.py --grid in small: every transformed-copy case, the compound changes and every
+    memorised share x disguise of support.privacy_controls.copy_grid_draw, pooled into one query set (the copy test
+    judges each unit on its own), on 25 blob patients a side. Each scenario must have a unit flagged; no fresh
+    patient may be. Blur sigma 0.7 is held to on the phantom pool only (see OLD_CASES: on blobs it erases the
+    white-noise texture that tells their patients apart)."""
+    from support.privacy_controls import copy_grid_draw
+    from vugan.components.evaluator.privacy.copies import transformed_copy_report
+
+    pool = blob_cohort(100, 4, size=16, slices=5, seed=3)
+    train, holdout, queries, groups = copy_grid_draw(pool, 25, seed)
+    _, mask = transformed_copy_report(train.images, train.patients, holdout.images, holdout.patients, queries,
+                                      cfg=CFG, seed=seed, max_named=0)
+    assert len(groups) == 1 + 11 + 3 + 18  # null, the copy cases, the compound changes, 3 shares x 6 disguises
+    missed = [k for k, (rows, _) in groups.items() if k not in ("null", "copy: blur sigma 0.7") and not mask[rows].any()]
+    assert missed == []
+    assert not mask[groups["null"][0]].any()
