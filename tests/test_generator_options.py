@@ -85,7 +85,8 @@ def test_conditional_norm_carries_the_class_to_the_last_hidden_block(residual):
 
 
 def test_conditional_norm_generator_saves_reloads_and_clones_for_ema(tmp_path):
-    g = acgan.build_generator(acgan.ArchConfig(**BASE, g_conditional_norm=True, g_output_block="two_conv"))
+    g = acgan.build_generator(acgan.ArchConfig(**BASE, g_conditional_norm=True, g_output_block="two_conv",
+                                               g_output="linear_clip"))
     generate(g, [0, 1, 2, 0], training=True)  # move the moving statistics off their start
     g.save(tmp_path / "g.keras")
     loaded = keras.models.load_model(tmp_path / "g.keras", compile=False)
@@ -99,6 +100,33 @@ def test_conditional_norm_generator_saves_reloads_and_clones_for_ema(tmp_path):
         load_config(None, ["trainer.g_conditional_norm=true"]).trainer.validate()
 
 
+def test_linear_clip_output_passes_the_gradient_of_an_overshoot_and_exports_in_range():
+    """With the last conv scaled up, G overshoots: tanh saturates (gradient ~0 at those voxels), linear_clip keeps
+    the overshoot while training (full gradient, D can see it) and clips it in inference."""
+    outputs = {}
+    for output in ("tanh", "linear_clip"):
+        keras.utils.set_random_seed(0)
+        g = acgan.build_generator(acgan.ArchConfig(**BASE, g_output=output))
+        last = g.get_layer(f"convt_{acgan.ArchConfig(**BASE).n_up}")
+        last.kernel.assign(last.kernel * 2000.0)
+        noise = tf.random.stateless_normal([2, NOISE], seed=[5, 6])
+        with tf.GradientTape() as tape:
+            tape.watch(noise)
+            train_images = g([noise, tf.constant([0, 1])], training=True)
+            total = tf.reduce_sum(train_images)
+        pre_tanh = keras.Model(g.inputs, g.get_layer("images").input)([noise, tf.constant([0, 1])], training=False)
+        outputs[output] = (train_images.numpy(), tape.gradient(total, noise).numpy(),
+                           g([noise, tf.constant([0, 1])], training=False).numpy(), pre_tanh.numpy())
+    tanh_train, tanh_grad, _, _ = outputs["tanh"]
+    linear_train, linear_grad, linear_infer, linear_pre = outputs["linear_clip"]
+    assert np.mean(np.abs(tanh_train) > 0.97) > 0.3  # the scaled kernel did make most voxels overshoot
+    assert np.abs(linear_train).max() > 1.5  # training sees the overshoot itself
+    assert np.abs(linear_grad).sum() > 20 * np.abs(tanh_grad).sum()  # and its gradient is not squashed
+    # Inference (samples, export): the same pre-activation, clipped into the data's range.
+    assert np.abs(linear_pre).max() > 1.0 and np.abs(linear_infer).max() <= 1.0
+    np.testing.assert_array_equal(linear_infer, np.clip(linear_pre, -1, 1))
+
+
 def test_exporter_serves_a_conditional_norm_generator(tmp_path):
     """The exporter's path (SavedModel written, then reloaded and called in a fresh interpreter by the exporter's
     own check) takes the custom layer; the served images are the Keras generator's."""
@@ -106,7 +134,8 @@ def test_exporter_serves_a_conditional_norm_generator(tmp_path):
     from vugan.components.exporter.component import SPEC
     from vugan.models.bundle import load_model_bundle
 
-    options = dict(batch_norm=True, g_conditional_norm=True, g_output_block="two_conv", g_block_convs=2)
+    options = dict(batch_norm=True, g_conditional_norm=True, g_output_block="two_conv", g_block_convs=2,
+                   g_output="linear_clip")
     model = make_model_artifact(tmp_path / "train", ema=False, arch_options=options)
     SPEC.run(load_config(None), {"model": model}, tmp_path / "export")
     served = tf.saved_model.load(str(tmp_path / "export" / "saved_model"))

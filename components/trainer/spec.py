@@ -59,6 +59,12 @@ class _TrainerFields:
     g_conditional_norm: bool = F(default=False, metadata={
         "help": "class-conditional BatchNorm in G (per-class gain and bias, de Vries et al. 2017 / Miyato & Koyama "
                 "2018): the class re-enters every hidden block, not only the input; needs generator_batch_norm"})
+    g_output: str = F(default="tanh", metadata={
+        "choices": ("tanh", "linear_clip"),
+        "help": "G's output: tanh (the study) or linear_clip (identity while training, clipped to [-1, 1] for "
+                "samples and export): tanh scales the gradient of a voxel it has pushed to black by 1 - y^2 (0.026 "
+                "at the demo generator's median overshoot), so overshoots stick; linear, D sees values below -1 "
+                "that no real unit has and pushes them back at full strength"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
