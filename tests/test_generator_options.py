@@ -1,5 +1,6 @@
 """Issue 22's generator options (a nonlinear full-resolution stage, two convs per block, class-conditional
 BatchNorm) and D's real/fake AUC on held-out units: each changes what it claims, and nothing else."""
+import glob
 import json
 
 import keras
@@ -151,6 +152,31 @@ def test_real_fake_auc_counts_ordered_pairs_and_half_ties():
     assert real_fake_auc([1.0, 2.0], [3.0, 4.0]) == 0.0
     assert real_fake_auc([1.0, 3.0], [2.0, 2.0]) == 0.5  # (0 + 0 + 1 + 1) / 4
     assert real_fake_auc([2.0], [2.0, 1.0]) == 0.75  # a tie counts one half
+
+
+def test_holdout_probe_reads_the_holdout_split_and_changes_no_state(examples):
+    """The probe scores the holdout split's units (not train's, not test's) and leaves every variable as it was:
+    BatchNorm statistics and spectral-norm vectors included, so a run trains the same with it as without."""
+    from support.trainer_runs import BATCH
+    from vugan.components.trainer import core
+    from vugan.components.trainer.data import inspect_examples
+    from vugan.components import schema
+    from vugan.components.trainer.holdout_auc import HoldoutAUCProbe
+
+    cfg = load_config(None, TINY + ["trainer.generator_batch_norm=true", "trainer.spectral_norm=true"]).trainer
+    info = inspect_examples(examples)
+    gan = core.build_gan(cfg, info, global_batch=BATCH)
+    probe = HoldoutAUCProbe.from_examples(info, 100, cfg.noise_dim, cfg.seed)
+    assert len(probe.images) == 6 and sorted(probe.class_ids) == [0, 0, 1, 1, 2, 2]  # the fixture's 2 per class
+    for split in ("train", "test"):  # none of the probe's units is a training or a test unit
+        files = sorted(glob.glob(f"{schema.split_dir(str(examples), split)}/{schema.SHARD_GLOB}"))
+        ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(schema.parse_fn(info.image_shape))
+        others = np.stack([x.numpy() for x, _ in ds])
+        assert not any(np.array_equal(unit, other) for unit in probe.images for other in others)
+    before = [v.numpy().copy() for v in gan.generator.weights + gan.discriminator.weights]
+    assert 0.0 <= probe(gan) <= 1.0
+    after = [v.numpy() for v in gan.generator.weights + gan.discriminator.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def test_run_logs_d_auc_holdout_and_the_new_generator_reloads(examples, tmp_path):
