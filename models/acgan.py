@@ -7,7 +7,8 @@ convs from s up to the widest, one conv over the whole base grid down to s featu
 (real/fake logit, class logits). Weights start at N(0, 0.02).
 
 Options beyond the study: spectral norm, resize-conv upsampling, minibatch stddev, residual blocks in both networks,
-a nonlinear full-resolution output block, two convs per generator block, class-conditional BatchNorm in G,
+a nonlinear full-resolution output block, two convs per generator block, class-conditional BatchNorm in G, a
+linear output clipped only in inference,
 and a projection term (a third D output; ``conditional_logits`` turns D's outputs into the class-conditional logit).
 
 At 64x64 the base grid is 4x4 and the widths are 8s-4s-2s-s exactly as in the reference; at 32 or 128 there is
