@@ -7,6 +7,8 @@ convs from s up to the widest, one conv over the whole base grid down to s featu
 (real/fake logit, class logits). Weights start at N(0, 0.02).
 
 Options beyond the study: spectral norm, resize-conv upsampling, minibatch stddev, residual blocks in both networks,
+a nonlinear full-resolution output block, two convs per generator block, class-conditional BatchNorm in G, a
+linear output clipped only in inference,
 and a projection term (a third D output; ``conditional_logits`` turns D's outputs into the class-conditional logit).
 
 At 64x64 the base grid is 4x4 and the widths are 8s-4s-2s-s exactly as in the reference; at 32 or 128 there is
@@ -20,6 +22,8 @@ import math
 
 import keras
 from keras import ops
+
+from vugan.models.conditional_norm import ConditionalBatchNorm
 
 INIT_STD = 0.02
 
@@ -48,6 +52,16 @@ class ArchConfig:
     # Residual blocks in both networks (pre-activation, SNGAN/BigGAN style: two 3x3 convs + a 1x1 shortcut,
     # nearest x2 up in G, 2x2 average pool down in D) instead of the study's single 4x4 (de)convs.
     residual: bool = False
+    # Real work at full resolution (issue 22): "two_conv" makes the last x2 step an upsampling to `width` channels,
+    # BN? + ReLU at H x W, then a 3x3 conv to the K slices; "conv" (the study) goes straight to K slices, so the
+    # full-resolution image is one linear map of the previous block's features.
+    g_output_block: str = "conv"
+    # Convolutions per plain (non-residual) hidden upsampling block: 2 adds a 3x3 conv + BN? + ReLU after each.
+    g_block_convs: int = 1
+    # Class-conditional BatchNorm in G's hidden blocks (models/conditional_norm.py); needs batch_norm.
+    g_conditional_norm: bool = False
+    # G's output: "tanh" (the study) or "linear_clip" (identity while training, clipped to [-1, 1] in inference).
+    g_output: str = "tanh"
 
     @property
     def n_up(self) -> int:
@@ -66,6 +80,17 @@ class ArchConfig:
                              f"e.g. 16, 32, 64, 128 or 64x128")
         if 4 * 2 ** self.n_up != min(h, w):
             raise ValueError(f"image size {h}x{w}: the smaller side must be a power of two >= 8")
+        if self.g_output_block not in ("conv", "two_conv"):
+            raise ValueError(f"g_output_block {self.g_output_block!r}: use 'conv' or 'two_conv'")
+        if self.g_output not in ("tanh", "linear_clip"):
+            raise ValueError(f"g_output {self.g_output!r}: use 'tanh' or 'linear_clip'")
+        if self.g_block_convs not in (1, 2):
+            raise ValueError(f"g_block_convs {self.g_block_convs}: use 1 or 2")
+        if self.g_block_convs == 2 and self.residual:
+            raise ValueError("g_block_convs = 2 applies to the plain generator; residual blocks already have two convs")
+        if self.g_conditional_norm and not self.batch_norm:
+            raise ValueError("g_conditional_norm makes the generator's BatchNorm class-conditional: it needs "
+                             "generator_batch_norm (or batch_norm)")
 
 
 def _init():
@@ -170,6 +195,23 @@ class MinibatchStdDev(keras.layers.Layer):
         return (*input_shape[:-1], input_shape[-1] + 1)
 
 
+@keras.saving.register_keras_serializable(package="vugan")
+class ClipInInference(keras.layers.Layer):
+    """G's "linear_clip" output: the identity while training, clipped to [-1, 1] in inference (samples, export).
+
+    Why not tanh: a voxel tanh has pushed to -0.97 or below gets its gradient scaled by 1 - y^2 <= 0.06 (measured
+    on the demo generator: the saturated voxels' pre-tanh median is -2.5, a factor 0.026), so once G overshoots to
+    black, D's push back barely reaches it. Linear while training, an overshoot below -1 is a value no real unit
+    has, D can call it fake, and the correction arrives at full strength; the clip keeps every exported image in
+    the data's range."""
+
+    def call(self, x, training=None):
+        return x if training else ops.clip(x, -1.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def _l2n(x, eps=1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(x * x), eps))
 
@@ -190,16 +232,28 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
         # Pre-activation blocks take convt_0's raw output; BN + ReLU come first inside each block and before the
         # output layer.
         for i in range(1, cfg.n_up):
-            x = _g_residual_block(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
-        x = _g_block_end(x, cfg, cfg.n_up)
+            x = _g_residual_block(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv, class_ids)
+        x = _g_block_end(x, cfg, cfg.n_up, class_ids)
     else:
-        x = _g_block_end(x, cfg, 0)
+        x = _g_block_end(x, cfg, 0, class_ids)
         for i in range(1, cfg.n_up):
-            x = _g_upsample(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv)
-            x = _g_block_end(x, cfg, i)
-    x = _g_upsample(x, k, cfg, cfg.n_up, conv)
+            filters = cfg.width * 2 ** (cfg.n_up - 1 - i)
+            x = _g_block_end(_g_upsample(x, filters, cfg, i, conv), cfg, i, class_ids)
+            if cfg.g_block_convs == 2:
+                x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv_{i}b", **conv)(x)
+                x = _g_block_end(x, cfg, f"{i}b", class_ids)
+    if cfg.g_output_block == "two_conv":
+        # ReLU at H x W: edges are made by a nonlinear function of the features, not interpolated by one linear map.
+        x = _g_upsample(x, cfg.width, cfg, cfg.n_up, conv)
+        x = _g_block_end(x, cfg, f"{cfg.n_up}_full", class_ids)
+        x = keras.layers.Conv2D(k, 3, padding="same", name="to_slices", **conv)(x)
+    else:
+        x = _g_upsample(x, k, cfg, cfg.n_up, conv)
     # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
-    images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
+    if cfg.g_output == "linear_clip":
+        images = ClipInInference(dtype="float32", name="images")(x)
+    else:
+        images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model([noise, class_ids], images, name="generator")
 
 
@@ -215,20 +269,22 @@ def _g_upsample(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
     return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"convt_{i}", **conv)(x)
 
 
-def _g_residual_block(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
+def _g_residual_block(x, filters: int, cfg: ArchConfig, i: int, conv: dict, class_ids):
     """BN? -> ReLU -> nearest x2 -> 3x3 conv -> BN? -> ReLU -> 3x3 conv, plus nearest x2 -> 1x1 conv of the input."""
-    h = _g_block_end(x, cfg, f"{i}a")
+    h = _g_block_end(x, cfg, f"{i}a", class_ids)
     h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_up_{i}")(h)
     h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}a", **conv)(h)
-    h = _g_block_end(h, cfg, f"{i}b")
+    h = _g_block_end(h, cfg, f"{i}b", class_ids)
     h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}b", **conv)(h)
     skip = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_skip_up_{i}")(x)
     skip = keras.layers.Conv2D(filters, 1, name=f"res_skip_{i}", **conv)(skip)
     return keras.layers.Add(name=f"res_add_{i}")([h, skip])
 
 
-def _g_block_end(x, cfg: ArchConfig, i):
-    if cfg.batch_norm:
+def _g_block_end(x, cfg: ArchConfig, i, class_ids):
+    if cfg.batch_norm and cfg.g_conditional_norm:
+        x = ConditionalBatchNorm(cfg.num_classes, name=f"cbn_{i}")([x, class_ids])
+    elif cfg.batch_norm:
         x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                             name=f"bn_{i}")(x)
     return keras.layers.ReLU(name=f"relu_{i}")(x)

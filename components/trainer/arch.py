@@ -17,4 +17,6 @@ def arch_config(cfg: TrainerConfig, info) -> acgan.ArchConfig:
                             d_batch_norm=cfg.batch_norm, spectral_norm=cfg.spectral_norm,
                             spectral_norm_heads=cfg.spectral_norm_heads, g_upsample=cfg.g_upsample, minibatch_stddev=cfg.minibatch_stddev,
                             d_block_bias=cfg.d_block_bias, d_feature_activation=cfg.d_feature_activation,
-                            head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual)
+                            head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual,
+                            g_output_block=cfg.g_output_block, g_block_convs=cfg.g_block_convs,
+                            g_conditional_norm=cfg.g_conditional_norm, g_output=cfg.g_output)

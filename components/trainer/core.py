@@ -22,6 +22,7 @@ from vugan.components.trainer.arch import arch_config
 from vugan.components.trainer.callbacks import TrainingMonitor
 from vugan.components.trainer.data import ExamplesInfo
 from vugan.components.trainer.gan_model import ACGAN, DiscriminatorPhase
+from vugan.components.trainer.holdout_auc import HoldoutAUCProbe
 from vugan.components.trainer.mode import OrdinaryTraining
 from vugan.components.trainer.spec import TrainerConfig
 from vugan.models import acgan, ema, losses
@@ -126,6 +127,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
                               start_step=start_step,
                               constants={"lr_g": cfg.lr_g, "lr_d": cfg.lr_d}, log=log)
     fixed_noise, fixed_classes = fixed_sample_inputs(cfg, len(info.class_names))
+    holdout_probe = (HoldoutAUCProbe.from_examples(info, cfg.d_auc_holdout, cfg.noise_dim, cfg.seed)
+                     if cfg.d_auc_holdout else None)
     started, last = time.perf_counter(), {}
     log(f"training {cfg.steps} steps from step {start_step}: global batch {global_batch} "
         f"= {strategy.num_replicas_in_sync} replica(s) x {global_batch // strategy.num_replicas_in_sync}, "
@@ -144,7 +147,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
             finite.check_steps(unchecked, cfg.checkpoint_every)
             unchecked.clear()
         if s % cfg.log_every == 0 or s == total_steps:
-            last = monitor.scalars(s, {**{k: v.numpy() for k, v in scalars.items()}, **mode.log_values(s)})
+            probe = {"d_auc_holdout": holdout_probe(gan)} if holdout_probe is not None else {}
+            last = monitor.scalars(s, {**{k: v.numpy() for k, v in scalars.items()}, **mode.log_values(s), **probe})
         if s % cfg.image_every == 0 or s == total_steps:
             images = gan.sampler([fixed_noise, fixed_classes], training=False).numpy()
             monitor.sample_grid(s, images, info.class_names, cfg.samples_per_class)

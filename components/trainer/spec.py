@@ -47,6 +47,24 @@ class _TrainerFields:
     residual: bool = F(default=False, metadata={
         "help": "residual blocks in G and D (two 3x3 convs + 1x1 shortcut; nearest up / average-pool down) "
                 "instead of the study's single 4x4 (de)convolutions"})
+    g_output_block: str = F(default="conv", metadata={
+        "choices": ("conv", "two_conv"),
+        "help": "G's full-resolution stage: 'conv' (the study: the last x2 step goes straight to the K slices, one "
+                "linear map at H x W) or 'two_conv' (x2 step to `width` channels, BN?, ReLU, then a 3x3 conv to the "
+                "K slices: a nonlinearity at full resolution, against edges drawn as streaks)"})
+    g_block_convs: int = F(default=1, metadata={
+        "range": (1, 2),
+        "help": "convolutions per hidden upsampling block of the plain generator: 2 adds a 3x3 conv + BN? + ReLU "
+                "after each x2 step (not with residual, whose blocks have two already)"})
+    g_conditional_norm: bool = F(default=False, metadata={
+        "help": "class-conditional BatchNorm in G (per-class gain and bias, de Vries et al. 2017 / Miyato & Koyama "
+                "2018): the class re-enters every hidden block, not only the input; needs generator_batch_norm"})
+    g_output: str = F(default="tanh", metadata={
+        "choices": ("tanh", "linear_clip"),
+        "help": "G's output: tanh (the study) or linear_clip (identity while training, clipped to [-1, 1] for "
+                "samples and export): tanh scales the gradient of a voxel it has pushed to black by 1 - y^2 (0.026 "
+                "at the demo generator's median overshoot), so overshoots stick; linear, D sees values below -1 "
+                "that no real unit has and pushes them back at full strength"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
@@ -125,6 +143,13 @@ class TrainerConfig(DPConfig, _TrainerFields):
     log_every: int = F(default=10, metadata={"range": (1, None), "help": "steps between scalar logs (TensorBoard, stats.jsonl, console)"})
     image_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between per-class sample grids"})
     samples_per_class: int = F(default=4, metadata={"range": (1, 64), "help": "columns of the sample grid"})
+    d_auc_holdout: int = F(default=0, metadata={
+        "range": (0, 100000),
+        "help": "every log_every steps, log d_auc_holdout: the AUC of D's real/fake logit on the first N held-out "
+                "units (the examples' holdout split, never test) vs N fresh fakes of the same classes, both without "
+                "DiffAugment, G and D in inference mode (0.5: D cannot tell them apart; near 1 while the training "
+                "losses look balanced: D memorises). Allowed with dp: it reads no training unit and changes no "
+                "weight. 0 = off"})
     checkpoint_every: int = F(default=200, metadata={"range": (1, None), "help": "steps between checkpoints"})
     keep_checkpoints: int = F(default=3, metadata={"range": (1, 1000), "help": "checkpoints kept (the last k)"})
     # ------------------------------------------- canaries (trainer/canaries.py; last: the keys before keep their place)
@@ -156,6 +181,11 @@ class TrainerConfig(DPConfig, _TrainerFields):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
             raise ValueError("label_smoothing applies to the bce loss only; set it to 0 with adversarial_loss = 'hinge'")
+        if self.g_conditional_norm and not (self.generator_batch_norm or self.batch_norm):
+            raise ValueError("g_conditional_norm makes the generator's BatchNorm class-conditional: set "
+                             "generator_batch_norm = true too")
+        if self.g_block_convs == 2 and self.residual:
+            raise ValueError("g_block_convs = 2 is for the plain generator; residual blocks already have two convs")
         if isinstance(self.xla, str) and self.xla != "auto":
             raise ValueError(f"xla {self.xla!r}: use true, false or 'auto'")
         if self.batch_size % self.cpu_replicas:

@@ -10,15 +10,17 @@ IMAGE_SHAPE = (16, 16, 3)
 NOISE_DIM = 100
 
 
-def make_model_artifact(out_dir: Path, ema: bool = True, seed: int = 0) -> Path:
-    """A real, untrained ac-GAN (16x16x3, 3 classes) saved as the trainer's Model artifact."""
+def make_model_artifact(out_dir: Path, ema: bool = True, seed: int = 0, arch_options: dict | None = None) -> Path:
+    """A real, untrained ac-GAN (16x16x3, 3 classes) saved as the trainer's Model artifact; ``arch_options``:
+    further ``ArchConfig`` fields (e.g. a generator option whose export is under test)."""
     import keras
 
     from vugan.models.acgan import ArchConfig, build_discriminator, build_generator
     from vugan.pipeline.artifacts import ArtifactType, write_artifact
 
     keras.utils.set_random_seed(seed)
-    arch = ArchConfig(image_shape=IMAGE_SHAPE, num_classes=len(CLASS_NAMES), noise_dim=NOISE_DIM, width=8)
+    arch = ArchConfig(image_shape=IMAGE_SHAPE, num_classes=len(CLASS_NAMES), noise_dim=NOISE_DIM, width=8,
+                      **(arch_options or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = build_generator(arch)
     gen.save(out_dir / "generator.keras")
