@@ -7,7 +7,8 @@ the real evaluator (`vugan evaluate`, the run config's settings) and bench/class
 A variant is NAME=OVERRIDES (comma-separated --set values on top of --config; empty = the config as is). One JSON
 line per finished variant is appended to OUT/results.jsonl (rerunning skips variants already there), and a
 markdown table of all finished variants is printed: class check, MS-SSIM synthetic vs real (within class), TSTR vs
-TRTR balanced accuracy, FD ratio, the strongest per-patient attack's AUC with its interval, training seconds.
+TRTR balanced accuracy, FD-VU and FRD ratios against holdout with their intervals, the C2ST AUC (overall and worst
+class), the strongest per-patient attack's AUC with its interval, training seconds.
 """
 from __future__ import annotations
 
@@ -64,23 +65,47 @@ def score(examples: Path, model: Path, evaluation: Path) -> dict:
         "class_check": cc["accuracy"], "class_check_per_class": cc["per_class"],
         "msssim_synthetic": m["diversity"]["ms_ssim"]["synthetic"], "msssim_real": m["diversity"]["ms_ssim"]["real"],
         "tstr": m["utility"]["tstr"]["balanced_accuracy"], "trtr": m["utility"]["trtr"]["balanced_accuracy"],
-        "fd_ratio": m["fidelity"].get("fid_ratio"),
+        "fd_ratio": m["fidelity"].get("fid_ratio"), "fd_ratio_ci": m["fidelity"].get("fid_ratio_ci"),
+        "frd_ratio": m["fidelity"].get("frd_ratio"), "frd_ratio_ci": m["fidelity"].get("frd_ratio_ci"),
+        "c2st": _c2st(m["fidelity"].get("two_sample")),
         # The evaluator's own pick: the per-patient attack with the highest AUC.
         "strongest_patient_attack": {"attack": strongest.get("attack"), "auc": strongest.get("auc"),
                                      "ci": strongest.get("auc_ci")},
     }
 
 
+def _c2st(two_sample: dict | None) -> dict | None:
+    """The gate's fidelity rule: C2ST AUC overall and the worst class (None before the rule existed)."""
+    if not two_sample:
+        return None
+    per = {k: v.get("auc") for k, v in (two_sample.get("per_class") or {}).items()}
+    worst = max(((k, a) for k, a in per.items() if a is not None), key=lambda kv: kv[1], default=(None, None))
+    return {"overall": two_sample["overall"]["auc"], "worst_class": worst[0], "worst_auc": worst[1], "per_class": per}
+
+
+def _with_ci(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| variant | class check | MS-SSIM syn / real (diff) | TSTR / TRTR (diff) | FD ratio | strongest per-patient "
-           "attack AUC [95% CI] | train s |", "|---|---|---|---|---|---|---|"]
+    """Realism first (FD-VU and FRD against holdout with their intervals, the C2ST the gate reads), then the checks
+    a poor generator can pass (class check, MS-SSIM, TSTR)."""
+    out = ["| variant | FD-VU ratio [95% CI] | FRD ratio [95% CI] | C2ST AUC overall / worst class | class check | "
+           "MS-SSIM syn / real (diff) | TSTR / TRTR (diff) | strongest per-patient attack AUC [95% CI] | train s |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a = r.get("strongest_patient_attack") or {}
         ci = a.get("ci")
         ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
-        out.append(f"| {r['variant']} | {r['class_check']:.3f} | {r['msssim_synthetic']:.3f} / {r['msssim_real']:.3f} "
+        c = r.get("c2st") or {}
+        c2st = f"{c['overall']:.2f} / {c['worst_class']} {c['worst_auc']:.2f}" if c.get("worst_auc") is not None else "n/a"
+        out.append(f"| {r['variant']} | {_with_ci(r['fd_ratio'], r.get('fd_ratio_ci'))} | "
+                   f"{_with_ci(r.get('frd_ratio'), r.get('frd_ratio_ci'))} | {c2st} | {r['class_check']:.3f} | "
+                   f"{r['msssim_synthetic']:.3f} / {r['msssim_real']:.3f} "
                    f"({r['msssim_synthetic'] - r['msssim_real']:+.3f}) | {r['tstr']:.3f} / {r['trtr']:.3f} "
-                   f"({r['tstr'] - r['trtr']:+.3f}) | {r['fd_ratio']:.2f} | "
+                   f"({r['tstr'] - r['trtr']:+.3f}) | "
                    f"{a.get('auc') or float('nan'):.2f}{ci_text} | {r['train_seconds']:.0f} |")
     return "\n".join(out)
 

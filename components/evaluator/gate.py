@@ -103,7 +103,7 @@ def coverage_notes(priv: PrivacyResult) -> list[str]:
 
 def transformed_copy_findings(priv: PrivacyResult, cfg: PrivacyConfig, findings: list, notes: list) -> None:
     """The transform-invariant copy test (privacy/copies.py): a training patient copied under a shift, reversal,
-    flip, monotone remap or as a pasted slice is a leak; the finding names the transform family matched."""
+    flip, monotone remap, blur or as a pasted slice is a leak; the finding names the transform family matched."""
     c = priv.copies
     if not c or "copied_patients" not in c:
         findings.append("transformed-copy check missing (privacy/copies.py not run)")
@@ -118,7 +118,7 @@ def transformed_copy_findings(priv: PrivacyResult, cfg: PrivacyConfig, findings:
                         f"small transform ({c['n_copies']} of {c['n_synthetic']} synthetic units; "
                         f"{'; '.join(seen)}); allowed: {cfg.max_copied_patients}; {calib}")
     else:
-        notes.append(f"no training patient has a copy under shifts, reversal, flips, monotone remaps or a pasted "
+        notes.append(f"no training patient has a copy under shifts, reversal, flips, monotone remaps, blur or a pasted "
                      f"slice ({c['copied_patients']} of {c['train_patients']}); {calib}")
 
 

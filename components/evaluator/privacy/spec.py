@@ -67,6 +67,9 @@ class PrivacyConfig:
         "range": (0, 8), "help": "transformed-copy test (privacy/copies.py): largest in-plane shift searched, voxels"})
     copy_dims: int = F(default=64, metadata={
         "range": (8, 4096), "help": "columns of the transformed-copy test's unit rows (fixed projection)"})
+    copy_smooth_sigma: float = F(default=1.0, metadata={
+        "range": (0.0, 8.0), "help": "transformed-copy test: also match units after an in-plane Gaussian blur of this "
+                                     "sigma (voxels) on both sides, so a blurred copy is found (0 = off)"})
     copy_slice_match: bool = F(default=True, metadata={
         "help": "also match single slices (a slice of a training patient pasted into another unit)"})
     copy_slice_shift: int = F(default=1, metadata={
