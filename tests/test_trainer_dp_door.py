@@ -93,7 +93,9 @@ def test_dp_keys_keep_their_place_in_the_trainer_section():
     start = names.index("dp")
     assert names[start - 1] == "shuffle_buffer" and names[start + len(dp_names)] == "cpu_replicas"
     assert names[start:start + len(dp_names)] == dp_names
-    assert len(names) == 67 and len(dp_names) == 16  # 64 + the three canary keys (last: trainer.canaries)
+    # 64 + the three canary keys (last: trainer.canaries) + issue 22's g_output_block, g_block_convs,
+    # g_conditional_norm, g_output and d_auc_holdout
+    assert len(names) == 72 and len(dp_names) == 16
 
 
 def test_the_ordinary_mode_changes_nothing_and_a_dp_plan_is_the_phase_settings():
