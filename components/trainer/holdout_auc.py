@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
-
 from vugan.components import schema
 from vugan.models import acgan
 
@@ -33,16 +31,14 @@ def real_fake_auc(real_scores, fake_scores) -> float:
     return float(np.mean((real > fake) + 0.5 * (real == fake)))
 
 
-def read_holdout_units(root, image_shape, n: int) -> tuple[np.ndarray, np.ndarray]:
+def read_holdout_units(root, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` units of the holdout split (shards in name order): images [n', H, W, K], class ids [n']."""
-    folder = schema.split_dir(str(root), "holdout")
-    files = sorted(tf.io.gfile.glob(f"{folder}/{schema.SHARD_GLOB}"))
-    if not files:
-        raise ValueError(f"trainer.d_auc_holdout needs held-out units: {folder} has no shards ({schema.SHARD_GLOB}); "
-                         "set trainer.d_auc_holdout = 0 or preprocess with a holdout split")
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(schema.parse_fn(tuple(image_shape))).take(n)
-    images, labels = zip(*((x.numpy(), int(y)) for x, y in ds))
-    return np.stack(images).astype(np.float32), np.asarray(labels, np.int32)
+    if not schema.shard_files(str(root), "holdout"):
+        raise ValueError(f"trainer.d_auc_holdout needs held-out units: {schema.split_dir(str(root), 'holdout')} has "
+                         f"no shards ({schema.SHARD_GLOB}); set trainer.d_auc_holdout = 0 or preprocess with a "
+                         "holdout split")
+    units = schema.load_split(str(root), "holdout", limit=n)
+    return units.images.astype(np.float32), units.class_ids.astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +51,7 @@ class HoldoutAUCProbe:
 
     @classmethod
     def from_examples(cls, info, n: int, noise_dim: int, seed: int) -> "HoldoutAUCProbe":
-        images, class_ids = read_holdout_units(info.root, info.image_shape, n)
+        images, class_ids = read_holdout_units(info.root, n)
         noise = np.random.default_rng(seed + NOISE_SEED_OFFSET).standard_normal((len(images), noise_dim))
         return cls(images, class_ids, noise.astype(np.float32))
 

@@ -269,6 +269,13 @@ def _copy_scenarios() -> dict:
 COPY_SCENARIOS = _copy_scenarios()
 
 
+def _copy_change(name: str):
+    """The change of a "copy: NAME" scenario: an identity disguise or one of the old near-copy cases."""
+    from vugan.components.evaluator.privacy.identity_transforms import COPY_DISGUISES
+
+    return COPY_DISGUISES.get(name) or _old_copy_cases()[name]
+
+
 def transformed_copy_sets(pool: UnitArrays, n: int, scenario: str, seed: int):
     """(train, holdout, synthetic) of one transformed-copy draw; the patients are those of the null draw (a)."""
     from vugan.components.evaluator.privacy import identity_transforms as T
@@ -283,8 +290,7 @@ def transformed_copy_sets(pool: UnitArrays, n: int, scenario: str, seed: int):
         images = syn.images.copy()
         images[targets] = T.centre_slice_pasted(src.images[:len(targets)], syn.images[targets])
         return train, holdout, _with_images(syn, np.arange(len(syn)), take(syn, np.arange(0)), images)
-    change = T.COPY_DISGUISES.get(name) or _old_copy_cases()[name]
-    images = np.concatenate([syn.images, change(src.images)])
+    images = np.concatenate([syn.images, _copy_change(name)(src.images)])
     return train, holdout, _with_images(syn, np.arange(len(syn)), src, images)
 
 
@@ -362,7 +368,7 @@ def copy_grid_draw(pool: UnitArrays, n: int, seed: int, shares=MEMORISED_SHARES)
             targets = rng.choice(len(fresh), len(src), replace=False)
             add(scenario, T.centre_slice_pasted(src, fresh.images[targets]), [p] * len(src))
         else:
-            add(scenario, (T.COPY_DISGUISES.get(name) or _old_copy_cases()[name])(src), [p] * len(src))
+            add(scenario, _copy_change(name)(src), [p] * len(src))
     for name, change in _compound_disguises().items():
         p = str(rng.choice(names))
         add(f"copy: {name}", change(train.images[t_index[p]]), [p] * len(t_index[p]))
