@@ -11,8 +11,9 @@ Printed per loop: images/s and CPU-seconds per step (medians over all chunks aft
 includes tracing), the ratio trainer / plain loop (within each repeat, then the median: on a shared machine the
 load moves between repeats; CPU-seconds per step hardly depend on it), and FLOP-based efficiency: the analytic FLOPs of one training
 image (4 G + 8 D forward-equivalents: the reference sequence with backward = 2 forwards) times images/s, against
-a float32 matmul measured in the same run (this machine's attainable rate) and against the issue-13 reference
-PyTorch figures (quoted, not measured here: torch is not a dependency).
+a float32 matmul measured in the same run (this machine's attainable rate), each loop with the FLOPs of the models it
+trains (with --set, the trainer's recipe). No ratio against a figure quoted from another machine or time is printed:
+a ratio is measured side by side or not at all (torch is not a dependency, so the study's PyTorch loop is not run).
 
     .venv/bin/python bench/train.py --width 32 --repeats 3
     .venv/bin/python bench/train.py --width 128 --steps 12 --chunk 3 --repeats 3
@@ -30,10 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from vugan.pipeline import tf_env  # noqa: E402  (oneDNN and threads, before TensorFlow loads)
 
 tf_env.configure()
-
-# Issue 13: the study's PyTorch loop on this machine kind, 64x64x9, batch 32, images/s (median; a range at s=32).
-REFERENCE_PYTORCH = {32: "115-128", 128: "9.3"}
-
 
 def forward_flops(model) -> int:
     """Multiply-adds x 2 of one example through the model's conv, transposed-conv and dense layers."""
@@ -131,7 +128,9 @@ def trainer_loop(info, tmp: Path, args, *, xla, tag: str):
         gan = core.build_gan(cfg, info, global_batch=args.batch)
     core.train(strategy, gan, info, cfg, out, log=lambda m: None)
     rows = read_stats(out / "stats.jsonl")[1:]  # the first chunk includes tracing
-    return [r["images_per_s"] for r in rows], [r["cpu_s_per_step"] for r in rows]
+    # FLOPs of the recipe actually trained (--set may change G and D), not of the plain loop's models.
+    flops = training_flops_per_image(gan.generator, gan.discriminator)
+    return [r["images_per_s"] for r in rows], [r["cpu_s_per_step"] for r in rows], flops
 
 
 def main(argv=None) -> int:
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
     arch = acgan.ArchConfig(image_shape=shape, num_classes=3, width=args.width)
     keras.utils.set_random_seed(0)
     g, d = acgan.build_generator(arch), acgan.build_discriminator(arch)
-    flops = training_flops_per_image(g, d)
+    flops = {"plain Keras loop": training_flops_per_image(g, d)}
 
     loops = {"trainer": "auto", **({"trainer (xla)": "true"} if args.xla else {})}
     rates: dict[str, list] = {k: [] for k in [*loops, "plain Keras loop"]}
@@ -182,6 +181,7 @@ def main(argv=None) -> int:
             got = trainer_loop(info, tmp, args, xla=xla, tag=f"{name.replace(' ', '_')}-{r}")
             rates[name] += got[0]
             cpu[name] += got[1]
+            flops[name] = got[2]
         got = plain_loop(g, d, arrays.images, arrays.class_ids, batch=args.batch, noise_dim=100, num_classes=3,
                          steps=args.steps, chunk=args.chunk)
         rates["plain Keras loop"] += got[0]
@@ -189,12 +189,11 @@ def main(argv=None) -> int:
         peaks.append(matmul_gflops())
         per_repeat.append({k: statistics.median(v[start[k]:]) for k, v in rates.items()})
     peak = statistics.median(peaks)
-    print(f"training FLOPs per image {flops / 1e9:.3f} GFLOP; float32 matmul now {peak:.1f} GFLOP/s "
-          f"(repeats: {', '.join(f'{x:.1f}' for x in peaks)})")
+    print(f"float32 matmul now {peak:.1f} GFLOP/s (repeats: {', '.join(f'{x:.1f}' for x in peaks)})")
     med = {k: statistics.median(v) for k, v in rates.items()}
     for k, v in rates.items():
-        achieved = med[k] * flops / 1e9
-        print(f"{k:18s} {med[k]:8.1f} images/s  {statistics.median(cpu[k]):6.3f} CPU-s/step  "
+        achieved = med[k] * flops[k] / 1e9
+        print(f"{k:18s} {med[k]:8.1f} images/s  {flops[k] / 1e9:6.3f} GFLOP/image  {statistics.median(cpu[k]):6.3f} CPU-s/step  "
               f"{achieved:6.1f} GFLOP/s = {achieved / peak:.0%} of matmul  (chunks: {', '.join(f'{x:.1f}' for x in v)})")
     for k in loops:
         # The machine may be shared: the ratio is taken within each repeat (neighbouring in time), then the median.
@@ -202,10 +201,6 @@ def main(argv=None) -> int:
         print(f"ratio {k} / plain Keras loop = {statistics.median(paired):.2f} images/s (per repeat: "
               f"{', '.join(f'{x:.2f}' for x in paired)}); CPU-s/step ratio "
               f"{statistics.median(cpu['plain Keras loop']) / statistics.median(cpu[k]):.2f}")
-    if args.size == 64 and args.slices == 9 and args.batch == 32 and args.width in REFERENCE_PYTORCH:
-        ref = REFERENCE_PYTORCH[args.width]
-        top = float(ref.split("-")[-1])  # against the upper end of the quoted range
-        print(f"reference PyTorch loop (issue 13, quoted) {ref} images/s: trainer = {med['trainer'] / top:.2f}x")
     return 0
 
 

@@ -62,6 +62,12 @@ class ArchConfig:
     g_conditional_norm: bool = False
     # G's output: "tanh" (the study) or "linear_clip" (identity while training, clipped to [-1, 1] in inference).
     g_output: str = "tanh"
+    # Width of D's feature layer (the conv over the base grid that feeds both heads); 0 = s, the study's squeeze of
+    # the 8s channels of the last block into s features (issue 22: a bottleneck for the defects D should see).
+    d_feature_width: int = 0
+    # D's own s (its blocks are s-2s-4s-8s wide); 0 = the generator's width. D wider than G (issue 22): the critic
+    # must see defects the generator makes.
+    d_width: int = 0
 
     @property
     def n_up(self) -> int:
@@ -88,6 +94,9 @@ class ArchConfig:
             raise ValueError(f"g_block_convs {self.g_block_convs}: use 1 or 2")
         if self.g_block_convs == 2 and self.residual:
             raise ValueError("g_block_convs = 2 applies to the plain generator; residual blocks already have two convs")
+        for name in ("d_feature_width", "d_width"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} {getattr(self, name)}: use 0 (the default width) or a positive width")
         if self.g_conditional_norm and not self.batch_norm:
             raise ValueError("g_conditional_norm makes the generator's BatchNorm class-conditional: it needs "
                              "generator_batch_norm (or batch_norm)")
@@ -295,16 +304,17 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     images = keras.Input(cfg.image_shape, name="images", dtype="float32")
     Conv = SpectralNormConv2D if cfg.spectral_norm else keras.layers.Conv2D
     conv = dict(use_bias=False, kernel_initializer=_init())
+    width = cfg.d_width or cfg.width
     x = images
     for i in range(cfg.n_up if cfg.residual else 0):
-        x = _d_residual_block(x, cfg.width * 2 ** i, Conv, conv, i)
+        x = _d_residual_block(x, width * 2 ** i, Conv, conv, i)
     if cfg.residual:
         x = keras.layers.LeakyReLU(0.2, name="lrelu_res")(x)
     for i in range(0 if cfg.residual else cfg.n_up):
         block = dict(conv)
         if cfg.d_block_bias and i > 0:  # the study's first and last convs have no bias, the others do
             block.update(use_bias=True, bias_initializer=_pytorch_uniform(16 * x.shape[-1]))
-        x = Conv(cfg.width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **block)(x)
+        x = Conv(width * 2 ** i, 4, strides=2, padding="same", name=f"conv_{i}", **block)(x)
         if cfg.d_batch_norm and i > 0:  # the reference never normalises the first block
             x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                                 name=f"bn_{i}")(x)
@@ -312,12 +322,13 @@ def build_discriminator(cfg: ArchConfig) -> keras.Model:
     if cfg.minibatch_stddev:
         x = MinibatchStdDev(name="minibatch_stddev")(x)
     # One conv over the whole base grid: the reference's Conv(8s -> s, 4x4, stride 1) to a length-s vector.
-    x = Conv(cfg.width, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
+    features = cfg.d_feature_width or width
+    x = Conv(features, cfg.base_grid, strides=1, padding="valid", name=f"conv_{cfg.n_up}", **conv)(x)
     if cfg.d_feature_activation:
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu_{cfg.n_up}")(x)
     x = keras.layers.Flatten(name="features")(x)
     if cfg.head_init == "pytorch":
-        dense = dict(kernel_initializer=_pytorch_uniform(cfg.width), bias_initializer=_pytorch_uniform(cfg.width),
+        dense = dict(kernel_initializer=_pytorch_uniform(features), bias_initializer=_pytorch_uniform(features),
                      dtype="float32")
     elif cfg.head_init == "normal":
         dense = dict(kernel_initializer=_init(), dtype="float32")

@@ -27,15 +27,26 @@ def parse_policy(text: str) -> tuple[str, ...]:
 _COLUMNS = {"translation": slice(0, 2), "cutout": slice(2, 4), "intensity": slice(4, 6), "brightness": slice(6, 7),
             "contrast": slice(7, 8)}
 DRAWS = max(c.stop for c in _COLUMNS.values())  # 8
+# With an application probability p (trainer.augment_p, or ADA's adaptive p), one more uniform per transform decides
+# whether it applies to the example: columns DRAWS + POLICIES.index(name) of ``u``.
+GATES = len(POLICIES)
 
 
-def diff_augment(x: tf.Tensor, policy: tuple[str, ...], u: tf.Tensor | None = None) -> tf.Tensor:
+def diff_augment(x: tf.Tensor, policy: tuple[str, ...], u: tf.Tensor | None = None, p=None) -> tf.Tensor:
     """Apply each named transform in order, with independent randomness per example: from ``u`` [N, DRAWS]
-    (uniform in [0, 1)) when given, else from TensorFlow's stateful generator."""
+    (uniform in [0, 1)) when given, else from TensorFlow's stateful generator.
+
+    With ``p`` (a scalar in [0, 1], StyleGAN2-ADA's augmentation probability) each transform applies to an example
+    only when that example's gate draw ``u[:, DRAWS + POLICIES.index(name)]`` is below p, so ``u`` is then
+    [N, DRAWS + GATES]; without it every transform always applies (DiffAugment)."""
     if u is None:
-        u = tf.random.uniform([tf.shape(x)[0], DRAWS])
+        u = tf.random.uniform([tf.shape(x)[0], DRAWS + (GATES if p is not None else 0)])
     for name in policy:
-        x = _OPS[name](x, u[:, _COLUMNS[name]])
+        y = _OPS[name](x, u[:, _COLUMNS[name]])
+        if p is not None:
+            applies = u[:, DRAWS + POLICIES.index(name)] < tf.cast(p, u.dtype)
+            y = tf.where(applies[:, None, None, None], y, x)
+        x = y
     return x
 
 
@@ -105,3 +116,11 @@ def cutout(x, u=None, ratio: float = 0.5):
 
 _OPS = {"translation": translation, "cutout": cutout, "intensity": intensity, "brightness": brightness,
         "contrast": contrast}
+
+
+def ada_adjust(p, real_sign, target: float, step: float):
+    """StyleGAN2-ADA's update of the augmentation probability: up by ``step`` when the overfitting heuristic
+    r_t = E[sign D(real)] is above ``target``, down when below, kept in [0, 1]. ``step`` = images of this update /
+    images over which p may go from 0 to 1."""
+    p = tf.convert_to_tensor(p, tf.float32)
+    return tf.clip_by_value(p + tf.sign(tf.cast(real_sign, tf.float32) - target) * step, 0.0, 1.0)

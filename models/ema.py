@@ -11,6 +11,15 @@ import keras
 from keras import ops
 
 
+def decay_for(decay: float, half_life_kimg: float, global_batch: int) -> float:
+    """The EMA decay per step: ``decay`` as given, or (half_life_kimg > 0) the one whose weight halves every
+    half_life_kimg thousand images, 0.5 ** (batch / (1000 half_life_kimg)) (StyleGAN2-ADA's ema_kimg), so the
+    averaging horizon is set in images and does not change with the batch size."""
+    if half_life_kimg <= 0:
+        return decay
+    return 0.5 ** (global_batch / (1000.0 * half_life_kimg))
+
+
 def effective_decay(decay: float, step):
     """Works on Python numbers and on tensors (inside the compiled step)."""
     step = ops.cast(step, "float32")

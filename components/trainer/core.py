@@ -25,7 +25,7 @@ from vugan.components.trainer.gan_model import ACGAN, DiscriminatorPhase
 from vugan.components.trainer.holdout_auc import HoldoutAUCProbe
 from vugan.components.trainer.mode import OrdinaryTraining
 from vugan.components.trainer.spec import TrainerConfig
-from vugan.models import acgan, ema, losses
+from vugan.models import acgan, augment, ema, losses
 from vugan.models.augment import parse_policy
 
 
@@ -45,17 +45,21 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int,
     """Networks, EMA copy and optimizers (call inside ``strategy.scope()``). ``discriminator_phase``: None for the
     ac-GAN's own D phase, else the one the run's mode injects (DP-SGD: ``mode.discriminator_phase()``)."""
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights whatever the strategy
+    augment_p = (tf.Variable(cfg.augment_p, trainable=False, dtype=tf.float32, name="augment_p")
+                 if cfg.adaptive_augment else None)
     arch = arch_config(cfg, info)
     generator, discriminator = acgan.build_generator(arch), acgan.build_discriminator(arch)
     gan = ACGAN(generator, discriminator, num_classes=arch.num_classes, global_batch_size=global_batch,
                 aux_weight=cfg.aux_weight, label_smoothing=cfg.label_smoothing,
                 class_weights=losses.inverse_frequency_weights(info.class_counts) if cfg.class_weighted_loss else None,
                 augment=parse_policy(cfg.diffaugment),
-                generator_ema=ema.clone_for_ema(generator) if cfg.ema else None, ema_decay=cfg.ema_decay,
+                generator_ema=ema.clone_for_ema(generator) if cfg.ema else None,
+                ema_decay=ema.decay_for(cfg.ema_decay, cfg.ema_kimg, global_batch),
                 discriminator_phase=discriminator_phase, d_steps=cfg.d_steps, class_loss=cfg.class_loss,
                 class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
-                adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma,
-                reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking)
+                adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma * cfg.r1_every,
+                reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking,
+                d_class_loss_on_fakes=cfg.d_class_loss_on_fakes, augment_p=augment_p)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))
     gan.discriminator_parameters = _count(discriminator.trainable_weights)  # before any layer is frozen
@@ -72,6 +76,8 @@ def make_checkpoint(gan: ACGAN, step: tf.Variable, examples_seen: tf.Variable) -
                  d_optimizer=gan.d_optimizer, step=step, examples_seen=examples_seen)
     if gan.generator_ema is not None:
         parts["generator_ema"] = gan.generator_ema
+    if gan.augment_p is not None:  # ADA's p is training state: a resumed run continues from it
+        parts["augment_p"] = gan.augment_p
     parts.update(gan.discriminator_phase.checkpoint_state())  # e.g. DP's adaptive clip norm
     return tf.train.Checkpoint(**parts)
 
@@ -107,21 +113,38 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     total_steps = mode.last_step(cfg, log)
     iterator = mode.batches(strategy, info, cfg, global_batch=global_batch, start_step=start_step,
                             examples_seen=int(examples_seen))
-    step_fn = tf.function(gan.train_step, jit_compile=True) if use_xla(cfg.xla) else gan.train_step
     real_per_step = global_batch * cfg.d_steps
 
-    @tf.function
-    def distributed_step(iterator):
+    def make_distributed_step(regularize: bool):
+        # Its own compiled train step too: a shared inner tf.function would reuse the first graph for both.
+        step_fn = tf.function(gan.train_step, jit_compile=True) if use_xla(cfg.xla) else gan.train_step
+
+        @tf.function
+        def distributed_step(iterator):
+            # Read while tracing: this graph has the R1 term or not (lazy R1, trainer.r1_every).
+            gan.r1_now = regularize
+            return one_step(iterator, step_fn)
+        return distributed_step
+
+    def one_step(iterator, step_fn):
         per_replica = strategy.run(step_fn, args=(next(iterator),))
         # Every scalar is already a share of the global-batch value: summing the replicas gives it.
         scalars = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         gan.update_ema(step)
         # The D phase's own end of step (DP: the adaptive clip norm's update, per-real-example rates).
         scalars = gan.discriminator_phase.end_of_step(gan, scalars)
+        if cfg.ada_target > 0:  # ADA: p follows the overfitting heuristic of this step's real batch
+            gan.augment_p.assign(augment.ada_adjust(gan.augment_p, scalars["d_real_sign"], cfg.ada_target,
+                                                    real_per_step / (1000.0 * cfg.ada_kimg)))
+        if gan.augment_p is not None:
+            scalars = {**scalars, "augment_p": tf.identity(gan.augment_p)}
         # The counters move inside the compiled step: no extra eager ops, and nothing read back, per step.
         step.assign_add(1)
         examples_seen.assign_add(real_per_step)
         return scalars
+
+    # Lazy regularisation (StyleGAN2): R1 on every r1_every-th step only, at r1_every x gamma.
+    regularized_step, plain_step = make_distributed_step(True), make_distributed_step(False)
 
     monitor = TrainingMonitor(out_dir, total_steps=total_steps, global_batch=global_batch * cfg.d_steps,  # real images
                               start_step=start_step,
@@ -140,7 +163,8 @@ def train(strategy: tf.distribute.Strategy, gan: ACGAN, info: ExamplesInfo, cfg:
     # in between are kept as tensors and checked for finiteness all at once, before anything is logged or saved.
     unchecked: list[tuple[int, dict]] = []
     for s in range(start_step + 1, total_steps + 1):
-        scalars = distributed_step(iterator)  # fetch + D phase + G phase + EMA + counters
+        # fetch + D phase + G phase + EMA + counters
+        scalars = (regularized_step if (s - 1) % cfg.r1_every == 0 else plain_step)(iterator)
         unchecked.append((s, scalars))
         if (s % cfg.log_every == 0 or s % cfg.image_every == 0 or s % cfg.checkpoint_every == 0
                 or s == total_steps):

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from vugan.components import schema
-from vugan.models.augment import DRAWS
+from vugan.models.augment import DRAWS, GATES
 from vugan.pipeline.artifacts import ArtifactType, read_artifact
 
 
@@ -135,11 +135,14 @@ def _check_record(raw: bytes, image_shape, num_classes: int) -> tuple[str | None
 
 def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed: int, class_balanced: bool,
                  shuffle_buffer: int, start_example: int = 0, d_fake_labels: bool = False,
-                 augment: bool = False) -> tf.data.Dataset:
+                 augment: bool = False, mirror_slices: bool = False, augment_gates: bool = False
+                 ) -> tf.data.Dataset:
     """Endless batches of {images, labels, z_d, z_g, g_labels}, starting at example ``start_example``; with
     ``d_fake_labels`` (DP training, or the study's prior-drawn fake classes) also the D phase's own fake classes;
     with ``augment`` the DiffAugment draws ``aug`` [3, DRAWS] of the example's three D inputs (real, D-phase fake,
-    G-phase fake)."""
+    G-phase fake), with ``augment_gates`` followed by the gate draws of an application probability p [3, GATES]
+    (drawn on their own key, so that the transforms' draws are the same with p as without). With ``mirror_slices`` half the real units (a stateless draw per example) come with their slice
+    order reversed."""
     ds = tf.data.TFRecordDataset(list(info.train_files), compression_type="GZIP")
     ds = ds.map(schema.parse_fn(info.image_shape), num_parallel_calls=tf.data.AUTOTUNE)
     if info.skipped:
@@ -158,6 +161,9 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
     def with_randomness(index, example):
         image, label = example
         key = lambda stream: tf.stack([tf.constant(seed, tf.int64) * 8 + stream, index])  # noqa: E731
+        if mirror_slices:  # reversed slice order = the stack mirrored left-right: anatomy that exists
+            flip = tf.random.stateless_uniform([], seed=key(5)) < 0.5
+            image = tf.where(flip, tf.reverse(image, axis=[-1]), image)
         element = {
             "images": image,
             "labels": label,
@@ -171,6 +177,9 @@ def make_dataset(info: ExamplesInfo, *, global_batch: int, noise_dim: int, seed:
                                                tf.int32)
         if augment:
             element["aug"] = tf.random.stateless_uniform([3, DRAWS], seed=key(4))
+            if augment_gates:
+                gates = tf.random.stateless_uniform([3, GATES], seed=key(6))
+                element["aug"] = tf.concat([element["aug"], gates], axis=-1)
         return element
 
     ds = ds.map(with_randomness, num_parallel_calls=tf.data.AUTOTUNE)

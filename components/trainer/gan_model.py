@@ -60,13 +60,18 @@ class ACGAN(keras.Model):
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
                  d_steps: int = 1, class_loss: str = "cross_entropy", class_loss_normalization: str = "batch",
                  fake_labels_from_prior: bool = False, adversarial_loss: str = "bce", r1_gamma: float = 0.0,
-                 reuse_fakes: bool = False, mode_seeking: float = 0.0,
+                 reuse_fakes: bool = False, mode_seeking: float = 0.0, d_class_loss_on_fakes: bool = True,
+                 augment_p: tf.Variable | None = None,
                  discriminator_phase: DiscriminatorPhase | None = None):
         super().__init__(name="acgan")
         self.mode_seeking = mode_seeking
+        self.d_class_loss_on_fakes = d_class_loss_on_fakes
         self.reuse_fakes = reuse_fakes
         self.adversarial_loss = adversarial_loss
         self.r1_gamma = r1_gamma
+        # Whether the step being traced adds the R1 term (core.train traces one graph with it and, with lazy R1,
+        # one without).
+        self.r1_now = True
         self.class_loss_kind = class_loss
         self.class_loss_normalization = class_loss_normalization
         self.fake_labels_from_prior = fake_labels_from_prior
@@ -80,6 +85,8 @@ class ACGAN(keras.Model):
         self.class_weights = class_weights
         self.label_smoothing = label_smoothing
         self.augment = tuple(augment)
+        # The probability each transform applies (a non-trainable variable the trainer adapts: ADA), or None: always.
+        self.augment_p = augment_p
         self.ema_decay = ema_decay
         self.discriminator_phase = discriminator_phase or OrdinaryDiscriminatorPhase()
 
@@ -137,7 +144,7 @@ class ACGAN(keras.Model):
 
     def augment_images(self, images, u=None):
         """DiffAugment with the batch's stateless draws ``u`` [n, DRAWS] (the input pipeline's ``aug``)."""
-        return diff_augment(images, self.augment, u) if self.augment else images
+        return diff_augment(images, self.augment, u, self.augment_p) if self.augment else images
 
     def rate(self, correct, mask=None) -> tf.Tensor:
         correct = tf.cast(correct, tf.float32)
@@ -156,8 +163,11 @@ class ACGAN(keras.Model):
             adv = losses.modified_discriminator_loss(out.real_logits, out.fake_logits,
                                                      global_batch_size=self.global_batch_size,
                                                      real_label_smoothing=self.label_smoothing)
-        # Each half its own class term (the study: two NLLLoss calls, each normalised on its own).
-        cls = self._class_loss(out.real_cls_logits, labels) + self._class_loss(out.fake_cls_logits, fake_labels)
+        # Each half its own class term (the study: two NLLLoss calls, each normalised on its own). Without the fake
+        # half (trainer.d_class_loss_on_fakes = false) D's class head learns real anatomy only.
+        cls = self._class_loss(out.real_cls_logits, labels)
+        if self.d_class_loss_on_fakes:
+            cls += self._class_loss(out.fake_cls_logits, fake_labels)
         return adv, cls
 
     # Batch entries of the D phase: with d_steps = k they hold k consecutive D batches, split here.
@@ -202,7 +212,7 @@ class ACGAN(keras.Model):
             fake = self.generator([batch["z_d"], fake_labels], training=True)
         with tf.GradientTape() as tape:
             d_out, r1_grads = self.discriminate_pair(real, fake, labels, fake_labels, aug=batch.get("aug"),
-                                                      r1=self.r1_gamma > 0)
+                                                      r1=self.r1_gamma > 0 and self.r1_now)
             d_adv, d_cls = self.d_losses(d_out, labels, fake_labels)
             d_loss = d_adv + self.aux_weight * d_cls
             if r1_grads is not None:
@@ -211,6 +221,8 @@ class ACGAN(keras.Model):
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
         extra = {"r1_penalty": r1} if r1_grads is not None else {}
+        if self.augment_p is not None:  # ADA's overfitting heuristic r_t = E[sign D(augmented real)]
+            extra["d_real_sign"] = tf.reduce_sum(tf.sign(tf.cast(d_out.real_logits, tf.float32))) / self.global_batch_size
         return {
             "d_loss": d_loss, "d_adv_loss": d_adv, "d_cls_loss": d_cls, **extra,
             # D accuracy as a real/fake classifier (threshold at logit 0) on this step's real and fake images.

@@ -22,7 +22,8 @@ def shuffled_batches(strategy: tf.distribute.Strategy, info: ExamplesInfo, cfg: 
     dataset = make_dataset(info, global_batch=global_batch * cfg.d_steps, noise_dim=cfg.noise_dim, seed=seed,
                            class_balanced=cfg.class_balanced, shuffle_buffer=cfg.shuffle_buffer,
                            start_example=examples_seen, d_fake_labels=d_fake_labels,
-                           augment=bool(parse_policy(cfg.diffaugment)))
+                           augment=bool(parse_policy(cfg.diffaugment)), mirror_slices=cfg.mirror_slices,
+                           augment_gates=cfg.adaptive_augment)
     return iter(strategy.experimental_distribute_dataset(dataset))
 
 

@@ -65,6 +65,12 @@ class _TrainerFields:
                 "samples and export): tanh scales the gradient of a voxel it has pushed to black by 1 - y^2 (0.026 "
                 "at the demo generator's median overshoot), so overshoots stick; linear, D sees values below -1 "
                 "that no real unit has and pushes them back at full strength"})
+    d_width: int = F(default=0, metadata={
+        "range": (0, 4096), "help": "the discriminator's own s (blocks s-2s-4s-8s); 0 = width (as wide as G)"})
+    d_feature_width: int = F(default=0, metadata={
+        "range": (0, 65536),
+        "help": "width of D's feature layer, the conv over the base grid whose output feeds both heads; 0 = s (the "
+                "study: the 8s channels of the last block squeezed into s features)"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
@@ -85,10 +91,18 @@ class _TrainerFields:
         "help": "bce: the study's non-saturating GAN loss; hinge: max(0, 1 -+ D) for D, -D for G"})
     r1_gamma: float = F(default=0.0, metadata={
         "range": (0.0, 1e4), "help": "R1 penalty gamma/2 |grad_x D(x)|^2 on D's (augmented) real input; 0 = off"})
+    r1_every: int = F(default=1, metadata={
+        "range": (1, 1000),
+        "help": "lazy R1 (StyleGAN2): the penalty on every k-th step only, weighted k x r1_gamma, so it costs 1/k "
+                "of its compute; 1 = every step"})
     mode_seeking: float = F(default=0.0, metadata={
         "range": (0.0, 100.0), "help": "lambda of the mode-seeking term (MSGAN): G pays 1 / (image distance / noise "
                                        "distance) for same-class pairs of its batch; 0 = off"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
+    d_class_loss_on_fakes: bool = F(default=True, metadata={
+        "help": "D's class head also learns the class G was asked for on its fakes (the ac-GAN); false = D's class "
+                "loss on real units only, so D's class head is a classifier of real anatomy that G must satisfy, "
+                "not one that learns G's stereotypes of each class"})
     class_weighted_loss: bool = F(default=False, metadata={"help": "weight the class loss by inverse training frequency"})
     class_loss: str = F(default="cross_entropy", metadata={
         "choices": ("cross_entropy", "nll_softmax"),
@@ -103,12 +117,29 @@ class _TrainerFields:
     label_smoothing: float = F(default=0.0, metadata={"range": (0.0, 0.5), "help": "one-sided: real target becomes 1 - value"})
     diffaugment: str = F(default="", metadata={
         "help": "comma list of differentiable augmentations for D's inputs: " + ", ".join(AUGMENTATIONS)})
+    augment_p: float = F(default=1.0, metadata={
+        "range": (0.0, 1.0),
+        "help": "probability that each DiffAugment transform applies to an image (StyleGAN2-ADA's p); 1 = always "
+                "(DiffAugment); with ada_target > 0, p's starting value"})
+    ada_target: float = F(default=0.0, metadata={
+        "range": (0.0, 1.0), "exclusive": "hi",
+        "help": "adaptive augmentation (StyleGAN2-ADA): after every step p moves up when E[sign D(real)] on the "
+                "training batch is above this target (D grows confident on the units it trains on: overfitting) "
+                "and down when below; 0.6 in the paper; 0 = p stays at augment_p"})
+    ada_kimg: float = F(default=100.0, metadata={
+        "range": (0.0, 1e6), "exclusive": "lo",
+        "help": "with ada_target: thousands of training images over which p can move from 0 to 1 (500 in the "
+                "paper, whose runs are 100x longer)"})
     allow_missing_classes: bool = F(default=False, metadata={
         "help": "train although a class has no training units (prior 0: never generated); off: that is an error"})
     ema: bool = F(default=False, metadata={"help": "keep an EMA of G's weights, used for samples and export"})
     ema_decay: float = F(default=0.999, metadata={"range": (0.0, 1.0), "exclusive": "hi",
                                                   "help": "EMA decay (ramped up over the first steps); 1 would never "
                                                           "move off the random start"})
+    ema_kimg: float = F(default=0.0, metadata={
+        "range": (0.0, 1e6),
+        "help": "EMA half-life in thousands of training images (StyleGAN2-ADA's ema_kimg): decay = 0.5 ** (batch / "
+                "(1000 ema_kimg)), the same horizon in images at any batch size; 0 = use ema_decay"})
     d_steps: int = F(default=1, metadata={
         "range": (1, 100), "help": "discriminator steps per generator step, each on its own real batch (under DP "
                                    "each is a DP-SGD step, and epsilon counts them all)"})
@@ -124,6 +155,10 @@ class _TrainerFields:
     beta2: float = F(default=0.999, metadata={"range": (0.0, 1.0), "exclusive": "hi", "help": "Adam beta_2"})
     # ---------------------------------------------------------------- data
     class_balanced: bool = F(default=False, metadata={"help": "sample real batches uniformly over classes"})
+    mirror_slices: bool = F(default=False, metadata={
+        "help": "reverse the slice order of half the real training units (a left-right mirror of the sagittal "
+                "stack, anatomy that exists): twice the distinct units for D at no cost; not with dp (its batches "
+                "are sampled by the DP pipeline)"})
     shuffle_buffer: int = F(default=10000, metadata={"range": (1, None), "help": "tf.data shuffle buffer (examples)"})
 
 
@@ -163,6 +198,11 @@ class TrainerConfig(DPConfig, _TrainerFields):
     canary_seed: int = F(default=0, metadata={"range": (0, 2**31 - 1),
                                               "help": "seed of which canary patients are inserted and held back"})
 
+    @property
+    def adaptive_augment(self) -> bool:
+        """DiffAugment with an application probability (augment_p < 1, or ADA): the gate draws and p are needed."""
+        return bool(self.diffaugment.strip()) and (self.augment_p < 1.0 or self.ada_target > 0)
+
     def validate(self) -> None:
         if isinstance(self.image_shape, str):
             if self.image_shape != "auto":
@@ -177,6 +217,18 @@ class TrainerConfig(DPConfig, _TrainerFields):
                              "frozen layers would keep their random initial weights")
         validate_dp(self)
         validate_canaries(self)
+        if (self.augment_p < 1.0 or self.ada_target > 0) and not self.diffaugment.strip():
+            raise ValueError("trainer.augment_p / ada_target set the probability of DiffAugment's transforms: name "
+                             "them in trainer.diffaugment (e.g. 'translation,cutout')")
+        if self.adaptive_augment and self.dp:
+            raise ValueError("trainer.augment_p < 1 and ada_target apply to ordinary training; set augment_p = 1 "
+                             "and ada_target = 0 with dp")
+        if not self.d_class_loss_on_fakes and self.dp:
+            raise ValueError("trainer.d_class_loss_on_fakes = false is not implemented for DP's discriminator phase; "
+                             "set it to true with dp")
+        if self.mirror_slices and self.dp:
+            raise ValueError("trainer.mirror_slices applies to ordinary training; DP runs sample their own batches: "
+                             "set mirror_slices = false with dp")
         if self.reuse_fakes and (self.dp or self.d_steps > 1):
             raise ValueError("reuse_fakes needs d_steps = 1 and no DP (one D phase whose fakes G reuses)")
         if self.adversarial_loss == "hinge" and self.label_smoothing:
