@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from vugan.models.conditional_norm import ConditionalBatchNorm
+from vugan.models.noise_injection import NoiseInjection
 
 INIT_STD = 0.02
 
@@ -68,6 +69,8 @@ class ArchConfig:
     # D's own s (its blocks are s-2s-4s-8s wide); 0 = the generator's width. D wider than G (issue 22): the critic
     # must see defects the generator makes.
     d_width: int = 0
+    # Per-pixel noise maps added to G's blocks (models/noise_injection.py; StyleGAN), per-channel strength from 0.
+    g_noise_inputs: bool = False
 
     @property
     def n_up(self) -> int:
@@ -234,6 +237,7 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
     one_hot = keras.layers.CategoryEncoding(cfg.num_classes, output_mode="one_hot", name="one_hot")(class_ids)
     x = keras.layers.Concatenate(name="code")([one_hot, noise])
     x = keras.layers.Reshape((1, 1, cfg.num_classes + cfg.noise_dim), name="to_1x1")(x)
+    codes = (class_ids, noise)
     conv = dict(use_bias=False, kernel_initializer=_init())
     x = keras.layers.Conv2DTranspose(cfg.width * 2 ** (cfg.n_up - 1), cfg.base_grid, strides=1, padding="valid",
                                      name="convt_0", **conv)(x)
@@ -241,23 +245,25 @@ def build_generator(cfg: ArchConfig) -> keras.Model:
         # Pre-activation blocks take convt_0's raw output; BN + ReLU come first inside each block and before the
         # output layer.
         for i in range(1, cfg.n_up):
-            x = _g_residual_block(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv, class_ids)
-        x = _g_block_end(x, cfg, cfg.n_up, class_ids)
+            x = _g_residual_block(x, cfg.width * 2 ** (cfg.n_up - 1 - i), cfg, i, conv, codes)
+        x = _g_block_end(x, cfg, cfg.n_up, codes)
     else:
-        x = _g_block_end(x, cfg, 0, class_ids)
+        x = _g_block_end(x, cfg, 0, codes)
         for i in range(1, cfg.n_up):
             filters = cfg.width * 2 ** (cfg.n_up - 1 - i)
-            x = _g_block_end(_g_upsample(x, filters, cfg, i, conv), cfg, i, class_ids)
+            x = _g_block_end(_g_upsample(x, filters, cfg, i, conv), cfg, i, codes)
             if cfg.g_block_convs == 2:
                 x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv_{i}b", **conv)(x)
-                x = _g_block_end(x, cfg, f"{i}b", class_ids)
+                x = _g_block_end(x, cfg, f"{i}b", codes)
     if cfg.g_output_block == "two_conv":
         # ReLU at H x W: edges are made by a nonlinear function of the features, not interpolated by one linear map.
         x = _g_upsample(x, cfg.width, cfg, cfg.n_up, conv)
-        x = _g_block_end(x, cfg, f"{cfg.n_up}_full", class_ids)
+        x = _g_block_end(x, cfg, f"{cfg.n_up}_full", codes)
         x = keras.layers.Conv2D(k, 3, padding="same", name="to_slices", **conv)(x)
     else:
         x = _g_upsample(x, k, cfg, cfg.n_up, conv)
+        if cfg.g_noise_inputs:  # no hidden block at full resolution: the pixel-scale texture enters here
+            x = NoiseInjection(_noise_stream("out"), name="noise_out")([x, noise])
     # float32 output even under a mixed-precision policy: the loss and the exported images want full precision.
     if cfg.g_output == "linear_clip":
         images = ClipInInference(dtype="float32", name="images")(x)
@@ -278,25 +284,34 @@ def _g_upsample(x, filters: int, cfg: ArchConfig, i: int, conv: dict):
     return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"convt_{i}", **conv)(x)
 
 
-def _g_residual_block(x, filters: int, cfg: ArchConfig, i: int, conv: dict, class_ids):
+def _g_residual_block(x, filters: int, cfg: ArchConfig, i: int, conv: dict, codes):
     """BN? -> ReLU -> nearest x2 -> 3x3 conv -> BN? -> ReLU -> 3x3 conv, plus nearest x2 -> 1x1 conv of the input."""
-    h = _g_block_end(x, cfg, f"{i}a", class_ids)
+    h = _g_block_end(x, cfg, f"{i}a", codes)
     h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_up_{i}")(h)
     h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}a", **conv)(h)
-    h = _g_block_end(h, cfg, f"{i}b", class_ids)
+    h = _g_block_end(h, cfg, f"{i}b", codes)
     h = keras.layers.Conv2D(filters, 3, padding="same", name=f"res_conv_{i}b", **conv)(h)
     skip = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"res_skip_up_{i}")(x)
     skip = keras.layers.Conv2D(filters, 1, name=f"res_skip_{i}", **conv)(skip)
     return keras.layers.Add(name=f"res_add_{i}")([h, skip])
 
 
-def _g_block_end(x, cfg: ArchConfig, i, class_ids):
+def _g_block_end(x, cfg: ArchConfig, i, codes):
+    """Norm (plain or class-conditional), per-pixel noise (g_noise_inputs), ReLU. ``codes``: (class_ids, noise)."""
+    class_ids, noise = codes
     if cfg.batch_norm and cfg.g_conditional_norm:
         x = ConditionalBatchNorm(cfg.num_classes, name=f"cbn_{i}")([x, class_ids])
     elif cfg.batch_norm:
         x = keras.layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, INIT_STD),
                                             name=f"bn_{i}")(x)
+    if cfg.g_noise_inputs:
+        x = NoiseInjection(_noise_stream(i), name=f"noise_{i}")([x, noise])
     return keras.layers.ReLU(name=f"relu_{i}")(x)
+
+
+def _noise_stream(block) -> int:
+    """A distinct seed stream per block name ("3", "3b", "4_full", "out"): its characters' codes, positionally."""
+    return sum((k + 1) * ord(ch) for k, ch in enumerate(str(block)))
 
 
 def build_discriminator(cfg: ArchConfig) -> keras.Model:

@@ -130,13 +130,14 @@ def test_linear_clip_output_passes_the_gradient_of_an_overshoot_and_exports_in_r
 
 def test_exporter_serves_a_conditional_norm_generator(tmp_path):
     """The exporter's path (SavedModel written, then reloaded and called in a fresh interpreter by the exporter's
-    own check) takes the custom layer; the served images are the Keras generator's."""
+    own check) takes the custom layers (conditional BatchNorm, noise inputs); the served images are the Keras
+    generator's."""
     from support.model_artifacts import NOISE_DIM, make_model_artifact
     from vugan.components.exporter.component import SPEC
     from vugan.models.bundle import load_model_bundle
 
     options = dict(batch_norm=True, g_conditional_norm=True, g_output_block="two_conv", g_block_convs=2,
-                   g_output="linear_clip")
+                   g_output="linear_clip", g_noise_inputs=True)
     model = make_model_artifact(tmp_path / "train", ema=False, arch_options=options)
     SPEC.run(load_config(None), {"model": model}, tmp_path / "export")
     served = tf.saved_model.load(str(tmp_path / "export" / "saved_model"))
@@ -203,3 +204,36 @@ def test_run_logs_d_auc_holdout_and_the_new_generator_reloads(examples, tmp_path
     assert any(isinstance(layer, ConditionalBatchNorm) for layer in bundle.generator.layers)
     images = bundle_generate(bundle, [0, 1, 2], seed=0)
     assert images.shape == (3, *bundle.image_shape) and np.abs(images).max() <= 1.0
+
+
+def test_noise_inputs_start_silent_learn_a_strength_and_keep_one_image_per_noise_vector(tmp_path):
+    """g_noise_inputs: at the start (strengths 0) G draws exactly what the same G without noise inputs draws; with a
+    strength the image changes, the output's gradient reaches every strength, and an example's image depends on its
+    own noise vector only (alone or in a batch, saved and reloaded), while two vectors get different maps."""
+    from vugan.models.noise_injection import NoiseInjection
+
+    keras.utils.set_random_seed(0)
+    plain = acgan.build_generator(acgan.ArchConfig(**BASE))
+    keras.utils.set_random_seed(0)
+    g = acgan.build_generator(acgan.ArchConfig(**BASE, g_noise_inputs=True))
+    layers = [layer for layer in g.layers if isinstance(layer, NoiseInjection)]
+    assert len(layers) == acgan.ArchConfig(**BASE).n_up + 1  # every hidden block + the output (no full-res block)
+    np.testing.assert_array_equal(generate(plain, [0, 1, 2]).numpy(), generate(g, [0, 1, 2]).numpy())
+    for layer in layers:
+        layer.strength.assign(np.full(layer.strength.shape, 0.5, np.float32))
+    noise = tf.random.stateless_normal([3, NOISE], seed=[1, 2])
+    classes = tf.constant([0, 1, 2], tf.int32)
+    with tf.GradientTape() as tape:
+        images = g([noise, classes], training=False)
+        loss = tf.reduce_sum(images ** 2)
+    grads = tape.gradient(loss, [layer.strength for layer in layers])
+    assert all(float(tf.reduce_sum(tf.abs(gr))) > 0 for gr in grads)
+    assert not np.allclose(images.numpy(), generate(plain, [0, 1, 2]).numpy())
+    alone = g([noise[1:2], classes[1:2]], training=False).numpy()
+    np.testing.assert_allclose(alone[0], images.numpy()[1], atol=1e-6)
+    g.save(tmp_path / "g.keras")
+    again = keras.models.load_model(tmp_path / "g.keras")([noise, classes], training=False).numpy()
+    np.testing.assert_allclose(again, images.numpy(), atol=1e-6)
+    probe = keras.Model(g.inputs, g.get_layer(layers[-1].name).output)
+    same_class = probe([noise[:2], tf.constant([0, 0], tf.int32)], training=False).numpy()
+    assert not np.allclose(same_class[0], same_class[1])

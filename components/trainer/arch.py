@@ -20,4 +20,5 @@ def arch_config(cfg: TrainerConfig, info) -> acgan.ArchConfig:
                             head_init=cfg.head_init, projection=cfg.projection, residual=cfg.residual,
                             g_output_block=cfg.g_output_block, g_block_convs=cfg.g_block_convs,
                             g_conditional_norm=cfg.g_conditional_norm, g_output=cfg.g_output,
-                            d_feature_width=cfg.d_feature_width, d_width=cfg.d_width)
+                            d_feature_width=cfg.d_feature_width, d_width=cfg.d_width,
+                            g_noise_inputs=cfg.g_noise_inputs)

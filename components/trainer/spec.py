@@ -71,6 +71,11 @@ class _TrainerFields:
         "range": (0, 65536),
         "help": "width of D's feature layer, the conv over the base grid whose output feeds both heads; 0 = s (the "
                 "study: the 8s channels of the last block squeezed into s features)"})
+    g_noise_inputs: bool = F(default=False, metadata={
+        "help": "per-pixel Gaussian noise added to every hidden block of G (and to its output when no hidden block "
+                "is at full resolution), scaled by a learned per-channel strength that starts at 0 (StyleGAN): fine "
+                "texture (scanner noise, trabecular pattern) from noise, not from the 100-d code; each map is seeded "
+                "by the example's own noise vector, so the same z gives the same image"})
     d_block_bias: bool = F(default=False, metadata={
         "help": "biases on D's stride-2 blocks after the first (the study's layout: configs/reference.toml)"})
     d_feature_activation: bool = F(default=True, metadata={
