@@ -183,14 +183,21 @@ def r1_penalty(real_input_grads, *, gamma: float, global_batch_size: int) -> tf.
     return 0.5 * gamma * _global_mean(per_example, global_batch_size)
 
 
-def mode_seeking_loss(images, noise, labels, *, global_batch_size: int, eps: float = 1e-5) -> tf.Tensor:
+def mode_seeking_loss(images, noise, labels, *, global_batch_size: int, eps: float = 1e-5,
+                      pool: int = 1) -> tf.Tensor:
     """Mode seeking (Mao et al. 2019, MSGAN, arXiv:1903.05628), minimised by G: 1 / (d_I / d_z + eps) per pair of
     the batch with the SAME class, d_I = mean |G(z1) - G(z2)|, d_z = mean |z1 - z2|. G then pays for mapping two
     noise vectors of one class to nearly one image (collapse). Pairs are row i and row i + n/2 of this replica's
     batch; pairs of different classes add 0. The sum over pairs is divided by the global number of pairs
     (global_batch_size / 2), so replicas' values add up as the other losses do.
+
+    With ``pool`` > 1 the images are compared after pool x pool average pooling: the term then pays for different
+    layouts (bodies, disc, canal) and no longer for pixel-scale differences, which a generator can buy with noise or
+    streaks that make it no more diverse anatomically (issue 22).
     """
     x = tf.cast(images, tf.float32)
+    if pool > 1:
+        x = tf.nn.avg_pool2d(x, pool, pool, "VALID")
     half = tf.shape(x)[0] // 2
     d_img = tf.reduce_mean(tf.abs(x[:half] - x[half:2 * half]), axis=tf.range(1, tf.rank(x)))
     z = tf.cast(noise, tf.float32)

@@ -131,3 +131,18 @@ def test_mode_seeking_loss_by_hand():
     # Collapse (same image for both noise vectors) costs far more than diverse images.
     collapsed = mode_seeking_loss(np.zeros((4, 2, 2, 1), np.float32), noise, labels, global_batch_size=8)
     assert float(collapsed) > 1000 * float(value)
+
+
+def test_pooled_mode_seeking_ignores_pixel_scale_differences():
+    """Two same-class images: B = c + a * checkerboard (a > c > 0) against A = 0, noise vectors 1 apart per entry.
+    Per pixel they differ by mean |B| = a; after 2x2 average pooling the checkerboard cancels and they differ by c.
+    The loss is 1 / (d_img / d_z + eps) for the one pair, over global_batch / 2 = 1 pair."""
+    a, c, eps = 0.6, 0.1, 1e-5
+    checker = np.indices((4, 4)).sum(axis=0) % 2 * 2 - 1  # +-1
+    images = np.stack([np.zeros((4, 4)), c + a * checker])[..., None].astype(np.float32)
+    noise = np.stack([np.zeros(3), np.ones(3)]).astype(np.float32)
+    labels = tf.constant([1, 1])
+    pixel = losses.mode_seeking_loss(images, noise, labels, global_batch_size=2)
+    pooled = losses.mode_seeking_loss(images, noise, labels, global_batch_size=2, pool=2)
+    assert float(pixel) == pytest.approx(1 / (a + eps), rel=1e-5)
+    assert float(pooled) == pytest.approx(1 / (c + eps), rel=1e-5)

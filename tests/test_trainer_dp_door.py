@@ -95,8 +95,8 @@ def test_dp_keys_keep_their_place_in_the_trainer_section():
     assert names[start:start + len(dp_names)] == dp_names
     # 64 + the three canary keys (last: trainer.canaries) + issue 22's g_output_block, g_block_convs,
     # g_conditional_norm, g_output and d_auc_holdout + its d_width, d_feature_width, r1_every, d_class_loss_on_fakes,
-    # ema_kimg, mirror_slices, augment_p, ada_target and ada_kimg
-    assert len(names) == 81 and len(dp_names) == 16
+    # ema_kimg, mirror_slices, augment_p, ada_target, ada_kimg, g_noise_inputs and mode_seeking_pool
+    assert len(names) == 83 and len(dp_names) == 16
 
 
 def test_the_ordinary_mode_changes_nothing_and_a_dp_plan_is_the_phase_settings():

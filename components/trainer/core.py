@@ -58,7 +58,7 @@ def build_gan(cfg: TrainerConfig, info: ExamplesInfo, global_batch: int,
                 discriminator_phase=discriminator_phase, d_steps=cfg.d_steps, class_loss=cfg.class_loss,
                 class_loss_normalization=cfg.class_loss_normalization, fake_labels_from_prior=cfg.fake_labels == "prior",
                 adversarial_loss=cfg.adversarial_loss, r1_gamma=cfg.r1_gamma * cfg.r1_every,
-                reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking,
+                reuse_fakes=cfg.reuse_fakes, mode_seeking=cfg.mode_seeking, mode_seeking_pool=cfg.mode_seeking_pool,
                 d_class_loss_on_fakes=cfg.d_class_loss_on_fakes, augment_p=augment_p)
     gan.compile(d_optimizer=keras.optimizers.Adam(cfg.lr_d, beta_1=cfg.beta1, beta_2=cfg.beta2),
                 g_optimizer=keras.optimizers.Adam(cfg.lr_g, beta_1=cfg.beta1, beta_2=cfg.beta2))

@@ -60,11 +60,13 @@ class ACGAN(keras.Model):
                  augment: tuple[str, ...] = (), generator_ema: keras.Model | None = None, ema_decay: float = 0.999,
                  d_steps: int = 1, class_loss: str = "cross_entropy", class_loss_normalization: str = "batch",
                  fake_labels_from_prior: bool = False, adversarial_loss: str = "bce", r1_gamma: float = 0.0,
-                 reuse_fakes: bool = False, mode_seeking: float = 0.0, d_class_loss_on_fakes: bool = True,
+                 reuse_fakes: bool = False, mode_seeking: float = 0.0, mode_seeking_pool: int = 1,
+                 d_class_loss_on_fakes: bool = True,
                  augment_p: tf.Variable | None = None,
                  discriminator_phase: DiscriminatorPhase | None = None):
         super().__init__(name="acgan")
         self.mode_seeking = mode_seeking
+        self.mode_seeking_pool = mode_seeking_pool
         self.d_class_loss_on_fakes = d_class_loss_on_fakes
         self.reuse_fakes = reuse_fakes
         self.adversarial_loss = adversarial_loss
@@ -260,7 +262,8 @@ class ACGAN(keras.Model):
         extra = {}
         if self.mode_seeking > 0:  # on G's own images, before augmentation: it is G's diversity that is rewarded
             extra["g_mode_seeking"] = losses.mode_seeking_loss(fake_g, noise, g_labels,
-                                                               global_batch_size=self.global_batch_size)
+                                                               global_batch_size=self.global_batch_size,
+                                                               pool=self.mode_seeking_pool)
             g_loss += self.mode_seeking * extra["g_mode_seeking"]
         return g_loss, {
             "g_loss": g_loss, "g_adv_loss": g_adv, "g_cls_loss": g_cls, **extra,

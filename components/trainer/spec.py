@@ -103,6 +103,10 @@ class _TrainerFields:
     mode_seeking: float = F(default=0.0, metadata={
         "range": (0.0, 100.0), "help": "lambda of the mode-seeking term (MSGAN): G pays 1 / (image distance / noise "
                                        "distance) for same-class pairs of its batch; 0 = off"})
+    mode_seeking_pool: int = F(default=1, metadata={
+        "range": (1, 64),
+        "help": "compare the mode-seeking pair's images after p x p average pooling: pay for different layouts, "
+                "not for pixel-scale differences (noise, streaks); 1 = every pixel (MSGAN)"})
     aux_weight: float = F(default=1.0, metadata={"range": (0.0, None), "help": "alpha: weight of the class cross-entropy"})
     d_class_loss_on_fakes: bool = F(default=True, metadata={
         "help": "D's class head also learns the class G was asked for on its fakes (the ac-GAN); false = D's class "
