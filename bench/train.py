@@ -200,7 +200,9 @@ def main(argv=None) -> int:
         paired = [r[k] / r["plain Keras loop"] for r in per_repeat]
         print(f"ratio {k} / plain Keras loop = {statistics.median(paired):.2f} images/s (per repeat: "
               f"{', '.join(f'{x:.2f}' for x in paired)}); CPU-s/step ratio "
-              f"{statistics.median(cpu['plain Keras loop']) / statistics.median(cpu[k]):.2f}")
+              f"{statistics.median(cpu['plain Keras loop']) / statistics.median(cpu[k]):.2f}; achieved GFLOP/s ratio "
+              f"{med[k] * flops[k] / (med['plain Keras loop'] * flops['plain Keras loop']):.2f}"
+              + (" (--set changes the trained models: the GFLOP/s ratio is the like-for-like one)" if args.set else ""))
     return 0
 
 
