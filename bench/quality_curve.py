@@ -109,11 +109,12 @@ class Scorer:
 
 
 def restore_samplers(train_dir: Path, examples: Path, config: Path, sets: list[str]):
-    """Yield (step, sampler) for every checkpoint of the run, oldest first."""
+    """Yield (step, images seen, a ModelBundle of the checkpoint's sampler) for every checkpoint, oldest first."""
     import tensorflow as tf
 
     from vugan.components.trainer import core
     from vugan.components.trainer.data import inspect_examples
+    from vugan.models.bundle import ModelBundle
     from vugan.pipeline.config import load_config
 
     tcfg = load_config(config, sets).trainer
@@ -121,21 +122,14 @@ def restore_samplers(train_dir: Path, examples: Path, config: Path, sets: list[s
     gan = core.build_gan(tcfg, info, global_batch=tcfg.batch_size)
     step, seen = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
     ckpt = core.make_checkpoint(gan, step, seen)
+    # The evaluator's generator path (bundle.generate: its noise, its batching) on the restored weights.
+    bundle = ModelBundle(generator=gan.sampler, discriminator=gan.discriminator, class_names=info.class_names,
+                         image_shape=info.image_shape, noise_dim=tcfg.noise_dim, info={})
     prefixes = sorted((p.with_suffix("") for p in (train_dir / "checkpoints").glob("ckpt-*.index")),
                       key=lambda p: int(p.name.rsplit("-", 1)[1]))
     for prefix in prefixes:
         ckpt.restore(str(prefix)).expect_partial()
-        yield int(step), int(seen), gan.sampler, tcfg.noise_dim
-
-
-def generator_fn(sampler, noise_dim: int):
-    from vugan.models.bundle import noise_for
-
-    def generate(class_ids, seed):
-        noise = noise_for(seed, len(class_ids), noise_dim)
-        return np.concatenate([np.asarray(sampler([noise[i:i + 256], class_ids[i:i + 256]], training=False))
-                               for i in range(0, len(class_ids), 256)])
-    return generate
+        yield int(step), int(seen), bundle
 
 
 def curve(args) -> None:
@@ -151,9 +145,10 @@ def curve(args) -> None:
     cpu = cumulative_cpu(out / "train" / "stats.jsonl")
     scorer = Scorer(Path(args.examples), load_config(args.config, args.set).evaluator)
     rows, syn = [], None
-    for step, seen, sampler, noise_dim in restore_samplers(out / "train", Path(args.examples), Path(args.config),
-                                                           args.set):
-        row, syn = scorer(generator_fn(sampler, noise_dim))
+    from vugan.models.bundle import generate
+
+    for step, seen, bundle in restore_samplers(out / "train", Path(args.examples), Path(args.config), args.set):
+        row, syn = scorer(lambda class_ids, seed: generate(bundle, class_ids, seed))
         row = {"step": step, "images": seen, "cpu_s": round(cpu.get(step, float("nan")), 1), **row}
         rows.append(row)
         print(f"step {step:>6}  images {seen:>8}  cpu-s {row['cpu_s']:>7}  FD-VU {_fmt(row, 'fd_vu')}  "

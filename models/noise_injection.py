@@ -1,11 +1,13 @@
 """Per-pixel noise inputs for the generator (trainer.g_noise_inputs; StyleGAN, Karras et al. 2019, arXiv:1812.04948).
 
-Why: on the demo cohort 98% of the FD-VU of today's generator sits in the encoder's appearance axes, led by
-Laplacian and gradient energies (fine texture), and the largest FRD share is the Laplacian edge variance (issue 22,
-docs/training.md). Real units carry scanner noise and trabecular texture, i.i.d.-like at the pixel scale; a generator
-that makes every pixel a smooth function of a 100-d code struggles to draw it. StyleGAN's answer: add one Gaussian
-map per example to a block's features, scaled by a learned per-channel strength that starts at 0 (so the layer
-changes nothing until training finds texture useful).
+Why it was tried: on the demo cohort 98% of the old recipe's FD-VU sits in the encoder's appearance axes, with
+Laplacian and gradient energies next after the black overshoot, and the largest FRD share is the Laplacian edge
+variance (issue 22, docs/training.md). Real units carry scanner noise and trabecular texture, i.i.d.-like at the
+pixel scale, which a generator making every pixel a smooth function of a 100-d code draws badly. StyleGAN's answer:
+add one Gaussian map per example to a block's features, scaled by a learned per-channel strength that starts at 0
+(so the layer changes nothing until training finds texture useful). Measured since: the synthetic units have MORE
+high-pass energy than real ones (streaks), and with pooled mode seeking the strengths stay near 0; with per-pixel
+mode seeking G turns the noise up to buy distance. Off in every shipped config.
 
 Determinism: vugan's generator contract is "the same noise vector gives the same image", in the bundle, the
 SavedModel and every batch split. So the map is not drawn from a stateful generator: each example's map is a

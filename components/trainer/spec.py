@@ -208,9 +208,14 @@ class TrainerConfig(DPConfig, _TrainerFields):
                                               "help": "seed of which canary patients are inserted and held back"})
 
     @property
+    def augment_probability_set(self) -> bool:
+        """augment_p < 1 or ADA: DiffAugment's transforms apply with a probability, not always."""
+        return self.augment_p < 1.0 or self.ada_target > 0
+
+    @property
     def adaptive_augment(self) -> bool:
-        """DiffAugment with an application probability (augment_p < 1, or ADA): the gate draws and p are needed."""
-        return bool(self.diffaugment.strip()) and (self.augment_p < 1.0 or self.ada_target > 0)
+        """DiffAugment with an application probability: the gate draws and p are needed."""
+        return bool(self.diffaugment.strip()) and self.augment_probability_set
 
     def validate(self) -> None:
         if isinstance(self.image_shape, str):
@@ -226,7 +231,7 @@ class TrainerConfig(DPConfig, _TrainerFields):
                              "frozen layers would keep their random initial weights")
         validate_dp(self)
         validate_canaries(self)
-        if (self.augment_p < 1.0 or self.ada_target > 0) and not self.diffaugment.strip():
+        if self.augment_probability_set and not self.diffaugment.strip():
             raise ValueError("trainer.augment_p / ada_target set the probability of DiffAugment's transforms: name "
                              "them in trainer.diffaugment (e.g. 'translation,cutout')")
         if self.adaptive_augment and self.dp:
